@@ -1,0 +1,43 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything else is set up by them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+MODELS_STAMP := model_store/.built-stamp
+
+.PHONY: setup models run test lint typecheck protos bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[local,dev]'
+	@touch $@
+
+# Example models are built from code with fixed seeds; a second run skips what exists.
+models: $(MODELS_STAMP)
+
+$(MODELS_STAMP): $(STAMP) $(wildcard deploy/examples/*.py)
+	$(PY) deploy/examples/build_models.py --store model_store
+	@touch $@
+
+run: setup models
+	$(PY) deploy/localstack.py run
+
+test: setup models
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check gateway tests deploy
+	$(VENV)/bin/ruff format --check gateway tests deploy
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+protos: setup
+	$(PY) scripts/gen_protos.py
+
+clean:
+	rm -rf $(VENV) model_store/*/ $(MODELS_STAMP) .local

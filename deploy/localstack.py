@@ -1,0 +1,443 @@
+"""The local stack for machines without Docker: real TorchServe, the TF Serving-compatible
+development server, and the gateway, as child processes of one launcher.
+
+``python deploy/localstack.py run`` (what ``make run`` calls) starts all three, waits until each is
+ready, prints where each listens and a curl that works, and on Ctrl-C (or SIGTERM) stops every
+process it started. The test suite starts the same stack on free ports through ``LocalStack``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Ports:
+    """Where each service listens; the defaults are the project's documented ports."""
+
+    gateway: int = 8000
+    ts_inference: int = 8080
+    ts_management: int = 8081
+    ts_metrics: int = 8082
+    tf_grpc: int = 8500
+    tf_rest: int = 8501
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(*(free_port() for _ in range(6)))
+
+
+@dataclass
+class StoredVersion:
+    model: str
+    version: int
+    backend: str
+    path: Path
+
+
+def scan_store(store: Path) -> list[StoredVersion]:
+    """The versions in the model store, by artifact: ``*.mar`` -> torchserve, SavedModel -> tfserving."""
+    found = []
+    for model_dir in sorted(
+        p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")
+    ):
+        for vdir in sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()):
+            if any(vdir.glob("*.mar")):
+                found.append(StoredVersion(model_dir.name, int(vdir.name), "torchserve", vdir))
+            elif (vdir / "saved_model.pb").is_file():
+                found.append(StoredVersion(model_dir.name, int(vdir.name), "tfserving", vdir))
+    return found
+
+
+class StartError(RuntimeError):
+    """A service did not become ready; the message carries the end of its log."""
+
+
+def _http(method: str, url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@dataclass
+class Service:
+    """One child process with its own process group and log file."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        # A new session: Ctrl-C in the terminal reaches only the launcher, which then stops each
+        # group in order, and TorchServe's Java frontend and Python workers go with their group.
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(text[-lines:])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None and not _group_alive(pgid):
+                    break
+                time.sleep(0.1)
+            else:
+                continue
+            break
+        try:  # the leader may be gone while a child (a worker) lingers: reap the group
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=5)
+        self.proc = None
+
+    def wait_until(self, check: Callable[[], bool], deadline_s: float, what: str) -> None:
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise StartError(f"{self.name} exited while {what}; its log:\n{self.log_tail()}")
+            try:
+                if check():
+                    return
+            except (OSError, urllib.error.URLError, ValueError):
+                pass
+            time.sleep(0.25)
+        raise StartError(
+            f"{self.name}: not {what} within {deadline_s:.0f}s; its log:\n{self.log_tail()}"
+        )
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class LocalStack:
+    """TorchServe, the TF Serving-compatible server and the gateway, started and stopped together."""
+
+    def __init__(
+        self,
+        store: Path,
+        workdir: Path,
+        ports: Ports | None = None,
+        *,
+        python: str = sys.executable,
+        gateway_env: dict[str, str] | None = None,
+        start_gateway: bool = True,
+    ) -> None:
+        self.store = store.resolve()
+        self.workdir = workdir.resolve()
+        self.ports = ports or Ports()
+        self.python = python
+        self.gateway_env = gateway_env or {}
+        self.start_gateway = start_gateway
+        self.versions = scan_store(self.store)
+        self.services: dict[str, Service] = {}
+
+    # --- addresses -------------------------------------------------------------------------
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.gateway}"
+
+    @property
+    def torchserve_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.ts_inference}"
+
+    @property
+    def torchserve_management_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.ts_management}"
+
+    @property
+    def torchserve_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.ts_metrics}"
+
+    @property
+    def tfserving_target(self) -> str:
+        return f"127.0.0.1:{self.ports.tf_grpc}"
+
+    @property
+    def tfserving_rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.tf_rest}"
+
+    # --- configuration files ---------------------------------------------------------------
+    def write_torchserve_config(self) -> Path:
+        text = (DEPLOY / "torchserve" / "config.properties").read_text()
+        for default, port in ((8080, self.ports.ts_inference), (8081, self.ports.ts_management),
+                              (8082, self.ports.ts_metrics)):  # fmt: skip
+            text = text.replace(f"127.0.0.1:{default}", f"127.0.0.1:{port}")
+        text += f"\nmodel_store={self.store}\n"
+        path = self.workdir / "torchserve" / "config.properties"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    def tfserving_model_config(self) -> str:
+        """TF Serving's model config: each model's SavedModel versions, named explicitly.
+
+        The ``specific`` policy matters: a model's directory also holds TorchServe versions, which
+        TF Serving must not try to load.
+        """
+        models: dict[str, list[int]] = {}
+        for v in self.versions:
+            if v.backend == "tfserving":
+                models.setdefault(v.model, []).append(v.version)
+        blocks = []
+        for model, versions in sorted(models.items()):
+            specific = " ".join(f"versions: {n}" for n in versions)
+            blocks.append(
+                "  config {\n"
+                f'    name: "{model}"\n'
+                f'    base_path: "{self.store / model}"\n'
+                '    model_platform: "tensorflow"\n'
+                f"    model_version_policy {{ specific {{ {specific} }} }}\n"
+                "  }\n"
+            )
+        return "model_config_list {\n" + "".join(blocks) + "}\n"
+
+    # --- services --------------------------------------------------------------------------
+    def _torchserve(self) -> Service:
+        config = self.write_torchserve_config()
+        logs = self.workdir / "torchserve"
+        bin_dir = str(Path(self.python).parent)
+        return Service(
+            "torchserve",
+            [str(Path(bin_dir) / "torchserve"), "--start", "--foreground", "--ncs",
+             "--ts-config", str(config), "--model-store", str(self.store),
+             "--disable-token-auth", "--enable-model-api"],
+            logs / "torchserve.log",
+            env={
+                "LOG_LOCATION": str(logs),
+                "METRICS_LOCATION": str(logs),
+                # TorchServe's frontend starts its Python workers with the `python` on PATH.
+                "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+                "TS_DISABLE_SYSTEM_METRICS": "true",
+            },
+        )  # fmt: skip
+
+    def _tfserving(self) -> Service:
+        conf = self.workdir / "tfserving"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "models.config").write_text(self.tfserving_model_config())
+        return Service(
+            "tfserving",
+            [self.python, str(DEPLOY / "tfserving_dev" / "server.py"),
+             f"--port={self.ports.tf_grpc}", f"--rest_api_port={self.ports.tf_rest}",
+             f"--model_config_file={conf / 'models.config'}",
+             f"--monitoring_config_file={DEPLOY / 'tfserving' / 'monitoring.config'}",
+             "--file_system_poll_wait_seconds=1"],
+            conf / "tfserving.log",
+            env={"TF_CPP_MIN_LOG_LEVEL": "2"},
+        )  # fmt: skip
+
+    def gateway_environment(self) -> dict[str, str]:
+        return {
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(self.ports.gateway),
+            "GATEWAY_MODEL_STORE": str(self.store),
+            "GATEWAY_TORCHSERVE_URL": self.torchserve_url,
+            "GATEWAY_TORCHSERVE_MANAGEMENT_URL": self.torchserve_management_url,
+            "GATEWAY_TFSERVING_TARGET": self.tfserving_target,
+            "GATEWAY_STATE_FILE": str(DEPLOY / "examples" / "state.yaml"),
+            **self.gateway_env,
+        }
+
+    def _gateway(self) -> Service:
+        return Service(
+            "gateway",
+            [self.python, "-m", "gateway.cli", "serve"],
+            self.workdir / "gateway" / "gateway.log",
+            env=self.gateway_environment(),
+        )
+
+    # --- readiness -------------------------------------------------------------------------
+    def _register_torchserve_versions(self, ts: Service) -> None:
+        for v in self.versions:
+            if v.backend != "torchserve":
+                continue
+            mar = next(v.path.glob("*.mar"))
+            query = urllib.parse.urlencode({
+                "url": str(mar.relative_to(self.store)), "model_name": v.model,
+                "initial_workers": 1, "synchronous": "true",
+            })  # fmt: skip
+            status, body = _http("POST", f"{self.torchserve_management_url}/models?{query}", 180)
+            already = status == 409 or b"already registered" in body
+            if status != 200 and not already:
+                raise StartError(
+                    f"torchserve: registering {v.model} v{v.version} answered {status}: "
+                    f"{body.decode(errors='replace')}\n{ts.log_tail()}"
+                )
+
+    def _tf_available(self) -> bool:
+        for v in self.versions:
+            if v.backend != "tfserving":
+                continue
+            status, body = _http(
+                "GET", f"{self.tfserving_rest_url}/v1/models/{v.model}/versions/{v.version}"
+            )
+            if status != 200:
+                return False
+            states = json.loads(body).get("model_version_status", [])
+            if not any(s.get("state") == "AVAILABLE" for s in states):
+                return False
+        return True
+
+    def start(self, timeout: float = 240.0) -> None:
+        """Start every service and wait for each to be ready; on failure stop what started."""
+        try:
+            ts, tf = self._torchserve(), self._tfserving()
+            self.services = {"torchserve": ts, "tfserving": tf}
+            ts.start()
+            tf.start()
+            ts.wait_until(lambda: _http("GET", f"{self.torchserve_url}/ping")[0] == 200,
+                          timeout, "answering /ping")  # fmt: skip
+            self._register_torchserve_versions(ts)
+            tf.wait_until(self._tf_available, timeout, "serving every SavedModel version")
+            if self.start_gateway:
+                gw = self._gateway()
+                self.services["gateway"] = gw
+                gw.start()
+                gw.wait_until(
+                    lambda: _http("GET", f"{self.gateway_url}/v2/health/ready")[0] == 200,
+                    60,
+                    "ready",
+                )
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every service this stack started, gateway first; leaves no process behind."""
+        for name in ("gateway", "tfserving", "torchserve"):
+            service = self.services.get(name)
+            if service is not None:
+                service.stop()
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _run(args: argparse.Namespace) -> int:
+    stack = LocalStack(Path(args.store), Path(args.workdir))
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"starting TorchServe and the TF Serving-compatible server (logs in {stack.workdir}) ...",
+          flush=True)  # fmt: skip
+    try:
+        stack.start()
+        p = stack.ports
+        print(
+            f"\nTorchServe         inference http://127.0.0.1:{p.ts_inference}  "
+            f"management http://127.0.0.1:{p.ts_management}  metrics http://127.0.0.1:{p.ts_metrics}/metrics\n"
+            f"TF Serving (dev)   gRPC 127.0.0.1:{p.tf_grpc}  REST http://127.0.0.1:{p.tf_rest}"
+            f"  metrics http://127.0.0.1:{p.tf_rest}/monitoring/prometheus/metrics\n"
+            f"Gateway            {stack.gateway_url}  (OpenAPI docs {stack.gateway_url}/docs)\n\n"
+            "Try:\n"
+            f"  curl -s -X POST {stack.gateway_url}/v1/models/mlp:predict \\\n"
+            "       -d '{\"instances\": [[0.1, 0.2, 0.3, 0.4]]}'\n\n"
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
+        while all(s.alive() for s in stack.services.values()):
+            time.sleep(0.5)
+        dead = [n for n, s in stack.services.items() if not s.alive()]
+        print(f"{', '.join(dead)} exited; stopping the stack. Log:\n"
+              + stack.services[dead[0]].log_tail(), file=sys.stderr)  # fmt: skip
+        return 1
+    except StartError as exc:
+        print(f"start failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
+        print("stopped.", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start the local stack in the foreground; Ctrl-C stops it")
+    run.add_argument("--store", default=str(ROOT / "model_store"))
+    run.add_argument("--workdir", default=str(ROOT / ".local"))
+    run.set_defaults(func=_run)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

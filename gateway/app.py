@@ -1,0 +1,112 @@
+"""The app factory: ``create_app(settings) -> FastAPI``. Nothing heavy happens at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.backends.base import Backend
+from gateway.backends.tfserving.client import TFServingBackend
+from gateway.backends.torchserve import TorchServeBackend
+from gateway.errors import GatewayError
+from gateway.protocols import oip, tfserving_rest, torchserve
+from gateway.protocols.common import json_response
+from gateway.routing.router import Router
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway")
+
+
+def make_backends(settings: Settings) -> dict[str, Backend]:
+    """One adapter per stack, from the settings."""
+    return {
+        "torchserve": TorchServeBackend(
+            settings.torchserve_url,
+            settings.torchserve_management_url,
+            timeout=settings.torchserve_timeout_seconds,
+            connect_timeout=settings.torchserve_connect_timeout_seconds,
+            max_connections=settings.torchserve_max_connections,
+        ),
+        "tfserving": TFServingBackend(
+            settings.tfserving_target,
+            timeout=settings.tfserving_timeout_seconds,
+            max_message_bytes=settings.tfserving_max_message_bytes,
+        ),
+    }
+
+
+def create_app(
+    settings: Settings | None = None, backends: Mapping[str, Backend] | None = None
+) -> FastAPI:
+    """Build the gateway app. ``backends`` replaces the real adapters (unit tests pass doubles)."""
+    settings = settings or Settings()
+    adapters = dict(backends) if backends is not None else make_backends(settings)
+    router = Router(adapters, settings.model_store, settings.state_file)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for backend in adapters.values():
+            await backend.start()
+        table = await router.rebuild()
+        for name, routes in sorted(table.models.items()):
+            default = routes.default()
+            log.info(
+                "model %s: versions %s, default %d (%s)",
+                name,
+                sorted(routes.versions),
+                default.target.version,
+                default.label or "highest",
+            )
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            for backend in adapters.values():
+                await backend.close()
+
+    app = FastAPI(
+        title="Twin-stack model gateway",
+        version="0.1.0",
+        description="One API in front of TorchServe and TF Serving.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.router = router
+    app.state.ready = False
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> Response:
+        if exc.status_code >= 500:
+            log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc)
+        return json_response({"error": exc.message}, exc.status_code, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        return json_response({"error": "; ".join(parts) or "invalid request"}, 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path[:200]}"
+        return json_response({"error": message}, exc.status_code, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return json_response({"error": "internal error in the gateway; see its log"}, 500)
+
+    app.include_router(tfserving_rest.router)
+    app.include_router(oip.router)
+    app.include_router(torchserve.router)
+    return app

@@ -1,0 +1,108 @@
+"""The one interface every backend adapter implements, and the shapes that cross it.
+
+An adapter is chosen once, when the routing table is built (each ``Target`` holds its backend),
+never by comparing backend names on each request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from gateway.tensors import Signature
+
+Form = Literal["row", "column"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One routable model version on one backend. Backends are always addressed by version."""
+
+    model: str
+    version: int
+    backend: Backend
+    signature: Signature | None = None
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    """A decoded inference request.
+
+    ``inputs`` are checked against the version's signature. ``body`` is the caller's TF Serving
+    REST JSON body when it may be forwarded unchanged (a backend that speaks that form, such as the
+    example TorchServe handler, then skips re-encoding); ``form`` says which form the caller used
+    and wants back.
+    """
+
+    inputs: dict[str, np.ndarray]
+    form: Form = "column"
+    body: bytes | None = None
+    output_filter: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class InferenceResult:
+    """A backend's answer: output arrays, or a TF Serving REST JSON body in the request's form."""
+
+    outputs: dict[str, np.ndarray] | None = None
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RawResult:
+    """A pass-through answer (TorchServe protocol): the backend's bytes and content type."""
+
+    body: bytes
+    content_type: str
+    status: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class VersionStatus:
+    """A version's state as the backend reports it, in TF Serving's state words."""
+
+    version: int
+    state: str  # UNKNOWN, START, LOADING, AVAILABLE, UNLOADING, END
+    error: str = ""
+    details: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def available(self) -> bool:
+        return self.state == "AVAILABLE"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model server the gateway forwards to: TorchServe, TF Serving, or a test double."""
+
+    #: Name used in response headers and metrics: ``torchserve`` or ``tfserving``.
+    kind: str
+    #: True when the backend takes a caller's raw body as is (the TorchServe protocol's pass-through).
+    raw_passthrough: bool
+
+    async def infer(self, target: Target, request: InferenceRequest) -> InferenceResult:
+        """Run one inference on ``target``; raise a ``GatewayError`` on failure."""
+        ...
+
+    async def forward(self, target: Target, body: bytes, content_type: str) -> RawResult:
+        """Forward a raw body unchanged (only when ``raw_passthrough``)."""
+        ...
+
+    async def signature(self, model: str, version: int) -> Signature | None:
+        """The version's signature as the backend describes it, if it can."""
+        ...
+
+    async def status(self, model: str, version: int) -> VersionStatus:
+        """The version's state on the backend; never raises for an unreachable backend."""
+        ...
+
+    async def start(self) -> None:
+        """Open connections; called once inside the running event loop."""
+        ...
+
+    async def close(self) -> None:
+        """Close connections."""
+        ...

@@ -1,0 +1,180 @@
+"""TF Serving adapter: gRPC ``PredictionService`` and ``ModelService`` over one ``grpc.aio`` channel.
+
+The messages come from the gateway's own lean protos (``protos/``), so the gateway never imports
+TensorFlow. gRPC status codes are translated into the gateway's errors in one table.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from gateway.backends.base import (
+    InferenceRequest,
+    InferenceResult,
+    RawResult,
+    Target,
+    VersionStatus,
+)
+from gateway.backends.tfserving.codec import TF_TO_DATATYPE, from_tensor_proto, to_tensor_proto
+from gateway.backends.tfserving.protos import serving_pb2 as pb
+from gateway.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    BadRequest,
+    GatewayError,
+    NotFound,
+)
+from gateway.tensors import Signature, TensorSpec
+
+log = logging.getLogger(__name__)
+
+KIND = "tfserving"
+PREDICTION = "/tensorflow.serving.PredictionService/"
+MODEL = "/tensorflow.serving.ModelService/"
+
+#: gRPC status -> gateway error class (the one table).
+_GRPC_ERRORS: dict[grpc.StatusCode, type[GatewayError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: BadRequest,
+    grpc.StatusCode.FAILED_PRECONDITION: BadRequest,
+    grpc.StatusCode.OUT_OF_RANGE: BadRequest,
+    grpc.StatusCode.NOT_FOUND: BackendError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: BackendTimeout,
+    grpc.StatusCode.UNAVAILABLE: BackendUnavailable,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: BackendUnavailable,
+    grpc.StatusCode.CANCELLED: BackendUnavailable,
+}
+
+
+def error_for_rpc(exc: grpc.aio.AioRpcError, what: str) -> GatewayError:
+    """Translate a failed gRPC call into the gateway's error, keeping the server's message."""
+    cls = _GRPC_ERRORS.get(exc.code(), BackendError)
+    detail = exc.details() or exc.code().name
+    if cls is BadRequest:
+        return BadRequest(f"input rejected by {what}: {detail}")
+    if cls is BackendTimeout:
+        return BackendTimeout(f"{what}: no answer within the deadline")
+    if cls is BackendUnavailable:
+        return BackendUnavailable(f"{what}: {detail}", headers={"Retry-After": "1"})
+    return cls(f"{what}: {detail} ({exc.code().name})")
+
+
+class TFServingBackend:
+    """Calls TF Serving's gRPC API, always naming an explicit version."""
+
+    kind = KIND
+    raw_passthrough = False
+
+    def __init__(self, target: str, *, timeout: float = 30.0, max_message_bytes: int = 64 << 20):
+        self.target = target
+        self.timeout = timeout
+        self._options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.enable_retries", 0),
+        ]
+        self._channel: grpc.aio.Channel | None = None
+        self._calls: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        if self._channel is not None:
+            return
+        self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+        for service, name, request, response in (
+            (PREDICTION, "Predict", pb.PredictRequest, pb.PredictResponse),
+            (
+                PREDICTION,
+                "GetModelMetadata",
+                pb.GetModelMetadataRequest,
+                pb.GetModelMetadataResponse,
+            ),
+            (MODEL, "GetModelStatus", pb.GetModelStatusRequest, pb.GetModelStatusResponse),
+            (MODEL, "HandleReloadConfigRequest", pb.ReloadConfigRequest, pb.ReloadConfigResponse),
+        ):
+            self._calls[name] = self._channel.unary_unary(
+                service + name,
+                request_serializer=request.SerializeToString,
+                response_deserializer=response.FromString,
+            )
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    async def call(
+        self, method: str, request: Message, what: str, deadline: float | None = None
+    ) -> Any:
+        """Call one RPC by name with a deadline; failures become the gateway's errors."""
+        if self._channel is None:
+            raise BackendUnavailable("tfserving adapter is not started")
+        try:
+            return await self._calls[method](request, timeout=deadline or self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise error_for_rpc(exc, what) from exc
+
+    async def infer(self, target: Target, request: InferenceRequest) -> InferenceResult:
+        req = pb.PredictRequest()
+        req.model_spec.name = target.model
+        req.model_spec.version.value = target.version
+        for name, array in request.inputs.items():
+            to_tensor_proto(array, req.inputs[name])
+        req.output_filter.extend(request.output_filter)
+        resp = await self.call("Predict", req, f"tfserving {target.model} v{target.version}")
+        outputs = {name: from_tensor_proto(t) for name, t in resp.outputs.items()}
+        if (
+            target.signature is not None
+        ):  # answer in the signature's order, as TF Serving's REST does
+            order = [s.name for s in target.signature.outputs if s.name in outputs]
+            outputs = {n: outputs[n] for n in order} | outputs
+        return InferenceResult(outputs=outputs)
+
+    async def forward(self, target: Target, body: bytes, content_type: str) -> RawResult:
+        raise BadRequest("tfserving versions take TF Serving REST JSON bodies, not raw bodies")
+
+    async def signature(self, model: str, version: int) -> Signature | None:
+        req = pb.GetModelMetadataRequest(metadata_field=["signature_def"])
+        req.model_spec.name = model
+        req.model_spec.version.value = version
+        resp = await self.call("GetModelMetadata", req, f"tfserving {model} v{version}")
+        sig_map = pb.SignatureDefMap()
+        if not resp.metadata["signature_def"].Unpack(sig_map):
+            raise BackendError(f"tfserving {model} v{version}: metadata has no signature_def map")
+        if "serving_default" not in sig_map.signature_def:
+            raise NotFound(f"model '{model}' version {version} has no 'serving_default' signature")
+        sig = sig_map.signature_def["serving_default"]
+
+        def specs(infos: Any) -> tuple[TensorSpec, ...]:
+            return tuple(
+                TensorSpec(
+                    name,
+                    TF_TO_DATATYPE.get(info.dtype, "BYTES"),
+                    tuple(d.size for d in info.tensor_shape.dim),
+                )
+                for name, info in sorted(infos.items())
+            )
+
+        return Signature(specs(sig.inputs), specs(sig.outputs))
+
+    async def status(self, model: str, version: int) -> VersionStatus:
+        req = pb.GetModelStatusRequest()
+        req.model_spec.name = model
+        req.model_spec.version.value = version
+        try:
+            resp = await self.call("GetModelStatus", req, f"tfserving {model} v{version}", 5.0)
+        except GatewayError as exc:
+            state = "END" if "NOT_FOUND" in exc.message else "UNKNOWN"
+            return VersionStatus(version, state, exc.message)
+        for item in resp.model_version_status:
+            if item.version == version:
+                return VersionStatus(
+                    version,
+                    pb.ModelVersionStatus.State.Name(item.state),
+                    item.status.error_message,
+                )
+        return VersionStatus(version, "UNKNOWN", "version not reported by TF Serving")

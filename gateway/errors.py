@@ -1,0 +1,55 @@
+"""The gateway's one exception hierarchy. Each class carries its HTTP status; one handler in
+``gateway.app`` turns any of them into ``{"error": "..."}``.
+
+Lower layers' errors (gRPC status codes, HTTP client exceptions, backend HTTP statuses) are
+translated into these at the boundary of each backend adapter, in one table each.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway answers with; ``status_code`` is the HTTP status."""
+
+    status_code = 500
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(GatewayError):
+    """The request is malformed: bad JSON, wrong shape or dtype, a missing input."""
+
+    status_code = 400
+
+
+class NotFound(GatewayError):
+    """No such model, version or label."""
+
+    status_code = 404
+
+
+class PayloadTooLarge(GatewayError):
+    """The request body is over the configured limit."""
+
+    status_code = 413
+
+
+class BackendError(GatewayError):
+    """The backend answered with an error; the message includes the backend's own."""
+
+    status_code = 502
+
+
+class BackendUnavailable(GatewayError):
+    """The backend could not be reached, or refused more work."""
+
+    status_code = 503
+
+
+class BackendTimeout(GatewayError):
+    """The backend did not answer within its deadline."""
+
+    status_code = 504

@@ -1,0 +1,86 @@
+"""What every protocol shares: reading a bounded body, routing, signatures, response headers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+from fastapi import Request, Response
+
+from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.tensors import Signature
+
+if TYPE_CHECKING:
+    from gateway.backends.base import Target
+    from gateway.routing.table import Resolved, RoutingTable
+    from gateway.settings import Settings
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def table_of(request: Request) -> RoutingTable:
+    table: RoutingTable = request.app.state.router.table
+    return table
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refusing (413) more than the configured limit before reading it all."""
+    limit = settings_of(request).max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Content-Length header must be a non-negative integer")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def signature_of(target: Target) -> Signature | None:
+    """The version's signature: from the model store, else asked of the backend."""
+    if target.signature is not None:
+        return target.signature
+    return await target.backend.signature(target.model, target.version)
+
+
+def require_signature(target: Target, signature: Signature | None) -> Signature:
+    if signature is None:
+        raise BadRequest(
+            f"model '{target.model}' version {target.version} has no signature.json; "
+            "use the TorchServe protocol (/predictions) to pass its bodies through"
+        )
+    return signature
+
+
+def routing_headers(resolved: Resolved) -> dict[str, str]:
+    """The headers that say which version and stack answered."""
+    target = resolved.target
+    headers = {
+        "X-Model-Name": target.model,
+        "X-Model-Version": str(target.version),
+        "X-Backend": target.backend.kind,
+    }
+    if resolved.label:
+        headers["X-Model-Label"] = resolved.label
+    return headers
+
+
+def json_response(
+    payload: object, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """A JSON answer written by orjson (numpy arrays included)."""
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )

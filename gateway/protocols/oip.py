@@ -1,0 +1,197 @@
+"""The Open Inference Protocol (v2), as KServe, Triton and MLServer speak it, for either stack.
+
+Typed tensors are converted exactly: the datatype names the numpy dtype, ``data`` is flat and
+row-major, and a datatype or shape that does not fit the version's signature is a 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+
+from gateway.backends.base import InferenceRequest
+from gateway.errors import BadRequest
+from gateway.protocols.common import (
+    json_response,
+    read_body,
+    require_signature,
+    routing_headers,
+    signature_of,
+    table_of,
+)
+from gateway.restjson import decode_outputs, parse_json
+from gateway.routing.table import Resolved, parse_version
+from gateway.tensors import DATATYPES, Signature, check_shape, datatype_of, to_array, to_json_value
+
+router = APIRouter(tags=["Open Inference Protocol (v2)"])
+
+_PLATFORMS = {"torchserve": "pytorch_torchserve", "tfserving": "tensorflow_savedmodel"}
+
+
+@router.get("/v2/health/live")
+async def live() -> Response:
+    """The gateway process is up."""
+    return json_response({"live": True})
+
+
+@router.get("/v2/health/ready")
+async def ready(request: Request) -> Response:
+    """The gateway is ready to route: its routing table is built."""
+    is_ready = bool(getattr(request.app.state, "ready", False))
+    return json_response({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+def decode_infer_request(
+    payload: Any, signature: Signature
+) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """Decode an OIP infer body into arrays checked against ``signature``, and the output names."""
+    if not isinstance(payload, dict):
+        raise BadRequest("body must be a JSON object with an 'inputs' list")
+    items = payload.get("inputs")
+    if not isinstance(items, list) or not items:
+        raise BadRequest("'inputs' must be a non-empty list of tensors")
+    inputs: dict[str, np.ndarray] = {}
+    for i, item in enumerate(items):
+        where = f"inputs[{i}]"
+        if not isinstance(item, dict):
+            raise BadRequest(f"{where} must be an object with name, shape, datatype and data")
+        name = item.get("name")
+        if not isinstance(name, str):
+            raise BadRequest(f"{where}.name must be a string")
+        where = f"input '{name}'"
+        spec = signature.input(name)
+        datatype = item.get("datatype")
+        if datatype not in DATATYPES:
+            raise BadRequest(
+                f"{where}: datatype must be one of {', '.join(DATATYPES)}, got {datatype!r}"
+            )
+        if datatype != spec.datatype:
+            raise BadRequest(f"{where}: expected datatype {spec.datatype}, got {datatype}")
+        shape = item.get("shape")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise BadRequest(f"{where}: shape must be a list of non-negative integers")
+        if "data" not in item:
+            raise BadRequest(f"{where}: missing 'data'")
+        array = to_array(name, item["data"], datatype)
+        count = int(np.prod(shape, dtype=np.int64))
+        if array.size != count:
+            raise BadRequest(f"{where}: shape {shape} needs {count} values, got {array.size}")
+        array = array.reshape(shape)
+        check_shape(spec, array)
+        inputs[name] = array
+    for spec in signature.inputs:
+        if spec.name not in inputs:
+            raise BadRequest(f"missing input '{spec.name}'")
+    wanted = payload.get("outputs") or []
+    if not isinstance(wanted, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted
+    ):
+        raise BadRequest("'outputs' must be a list of objects with a 'name'")
+    names = tuple(o["name"] for o in wanted)
+    known = {s.name for s in signature.outputs}
+    for name in names:
+        if name not in known:
+            raise BadRequest(f"unknown output '{name}' (outputs: {', '.join(sorted(known))})")
+    return inputs, names
+
+
+def encode_outputs(outputs: dict[str, np.ndarray], names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Output arrays as OIP output tensors, flat row-major data."""
+    selected = names or tuple(outputs)
+    return [
+        {
+            "name": name,
+            "datatype": datatype_of(outputs[name]),
+            "shape": list(outputs[name].shape),
+            "data": to_json_value(outputs[name].reshape(-1)),
+        }
+        for name in selected
+        if name in outputs
+    ]
+
+
+async def _infer(request: Request, resolved: Resolved) -> Response:
+    target = resolved.target
+    payload = parse_json(await read_body(request))
+    signature = require_signature(target, await signature_of(target))
+    inputs, names = decode_infer_request(payload, signature)
+    result = await target.backend.infer(
+        target, InferenceRequest(inputs=inputs, form="column", output_filter=names)
+    )
+    outputs = result.outputs
+    if outputs is None:
+        outputs = decode_outputs(result.body or b"", "column", signature)
+    answer: dict[str, Any] = {
+        "model_name": target.model,
+        "model_version": str(target.version),
+        "outputs": encode_outputs(outputs, names),
+    }
+    if isinstance(payload.get("id"), str):
+        answer["id"] = payload["id"]
+    return json_response(answer, headers=routing_headers(resolved))
+
+
+@router.post("/v2/models/{model}/infer")
+async def infer(model: str, request: Request) -> Response:
+    """Infer with the model's default version."""
+    return await _infer(request, table_of(request).resolve(model))
+
+
+@router.post("/v2/models/{model}/versions/{version}/infer")
+async def infer_version(model: str, version: str, request: Request) -> Response:
+    """Infer with an explicit version."""
+    return await _infer(request, table_of(request).resolve(model, parse_version(version)))
+
+
+async def _metadata(resolved: Resolved, versions: list[int]) -> Response:
+    target = resolved.target
+    signature = require_signature(target, await signature_of(target))
+    body = {
+        "name": target.model,
+        "versions": [str(v) for v in versions],
+        "platform": _PLATFORMS.get(target.backend.kind, target.backend.kind),
+        "inputs": [s.to_json() for s in signature.inputs],
+        "outputs": [s.to_json() for s in signature.outputs],
+    }
+    return json_response(body, headers=routing_headers(resolved))
+
+
+@router.get("/v2/models/{model}")
+async def model_metadata(model: str, request: Request) -> Response:
+    """Metadata of the model's default version, and the list of its versions."""
+    table = table_of(request)
+    return await _metadata(table.resolve(model), sorted(table.model(model).versions))
+
+
+@router.get("/v2/models/{model}/versions/{version}")
+async def version_metadata(model: str, version: str, request: Request) -> Response:
+    """Metadata of one version."""
+    resolved = table_of(request).resolve(model, parse_version(version))
+    return await _metadata(resolved, [resolved.target.version])
+
+
+async def _ready(resolved: Resolved) -> Response:
+    target = resolved.target
+    status = await target.backend.status(target.model, target.version)
+    body = {"name": target.model, "version": str(target.version), "ready": status.available}
+    if not status.available:
+        body["error"] = f"version {target.version} is {status.state}: {status.error}".rstrip(": ")
+    return json_response(
+        body, status_code=200 if status.available else 503, headers=routing_headers(resolved)
+    )
+
+
+@router.get("/v2/models/{model}/ready")
+async def model_ready(model: str, request: Request) -> Response:
+    """200 when the default version is loaded and serving on its backend, else 503."""
+    return await _ready(table_of(request).resolve(model))
+
+
+@router.get("/v2/models/{model}/versions/{version}/ready")
+async def version_ready(model: str, version: str, request: Request) -> Response:
+    """200 when the version is loaded and serving on its backend, else 503."""
+    return await _ready(table_of(request).resolve(model, parse_version(version)))

@@ -1,0 +1,52 @@
+"""TorchServe's inference API paths, so an existing TorchServe client keeps working.
+
+For TorchServe versions the body is passed through unchanged, whatever its content type, and the
+answer comes back as TorchServe gave it. For TF Serving versions the body must be TF Serving REST
+JSON (the example models' contract), and the answer is in the same form.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from gateway.backends.base import InferenceRequest
+from gateway.protocols.common import (
+    read_body,
+    require_signature,
+    routing_headers,
+    signature_of,
+    table_of,
+)
+from gateway.restjson import decode_request, encode_outputs, parse_json
+from gateway.routing.table import Resolved, parse_version
+
+router = APIRouter(tags=["TorchServe inference API"])
+
+
+async def _predictions(request: Request, resolved: Resolved) -> Response:
+    target = resolved.target
+    body = await read_body(request)
+    headers = routing_headers(resolved)
+    if target.backend.raw_passthrough:
+        content_type = request.headers.get("content-type", "application/octet-stream")
+        raw = await target.backend.forward(target, body, content_type)
+        return Response(
+            raw.body, status_code=raw.status, media_type=raw.content_type, headers=headers
+        )
+    signature = require_signature(target, await signature_of(target))
+    inputs, form = decode_request(parse_json(body), signature)
+    result = await target.backend.infer(target, InferenceRequest(inputs=inputs, form=form))
+    content = result.body if result.body is not None else encode_outputs(result.outputs or {}, form)
+    return Response(content, media_type="application/json", headers=headers)
+
+
+@router.post("/predictions/{model}")
+async def predictions(model: str, request: Request) -> Response:
+    """Predict with the model's default version."""
+    return await _predictions(request, table_of(request).resolve(model))
+
+
+@router.post("/predictions/{model}/{version}")
+async def predictions_version(model: str, version: str, request: Request) -> Response:
+    """Predict with an explicit version."""
+    return await _predictions(request, table_of(request).resolve(model, parse_version(version)))

@@ -1,0 +1,151 @@
+"""TF Serving's REST JSON forms, decoded to arrays and encoded from them.
+
+Row form: ``{"instances": [row, ...]}``, answered by ``{"predictions": [...]}``.
+Column form: ``{"inputs": value | {name: value}}``, answered by ``{"outputs": value | {...}}``.
+A single-input (single-output) signature takes (gives) the bare value; several use names.
+The same forms are the contract of the example TorchServe handler, so one body fits both stacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from gateway.backends.base import Form
+from gateway.errors import BackendError, BadRequest
+from gateway.tensors import Signature, TensorSpec, check_shape, to_array, to_json_value
+
+_ORJSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a request body; a 400 that says where the JSON is broken."""
+    if not body:
+        raise BadRequest("request body is empty; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def decode_request(payload: Any, signature: Signature) -> tuple[dict[str, np.ndarray], Form]:
+    """Decode a TF Serving REST predict body into arrays checked against ``signature``."""
+    if not isinstance(payload, dict) or ("instances" in payload) == ("inputs" in payload):
+        raise BadRequest(
+            "body must be a JSON object with exactly one of 'instances' (row form) "
+            "or 'inputs' (column form)"
+        )
+    sig_name = payload.get("signature_name", "serving_default")
+    if not isinstance(sig_name, str):
+        raise BadRequest("'signature_name' must be a string")
+    if "instances" in payload:
+        return _decode_rows(payload["instances"], signature), "row"
+    return _decode_columns(payload["inputs"], signature), "column"
+
+
+def _decode_rows(rows: Any, signature: Signature) -> dict[str, np.ndarray]:
+    if not isinstance(rows, list) or not rows:
+        raise BadRequest("'instances' must be a non-empty list of rows")
+    specs = signature.inputs
+    named = all(isinstance(r, dict) and "b64" not in r for r in rows)
+    if len(specs) == 1 and not named:
+        return {specs[0].name: _convert(specs[0], rows)}
+    if not named:
+        raise BadRequest(
+            "'instances': with several inputs each row must be an object of named inputs "
+            f"({', '.join(s.name for s in specs)})"
+        )
+    columns: dict[str, list[Any]] = {}
+    for i, row in enumerate(rows):
+        for name in row:
+            signature.input(name)
+        for spec in specs:
+            if spec.name not in row:
+                raise BadRequest(f"'instances'[{i}]: missing input '{spec.name}'")
+            columns.setdefault(spec.name, []).append(row[spec.name])
+    return {spec.name: _convert(spec, columns[spec.name]) for spec in specs}
+
+
+def _decode_columns(value: Any, signature: Signature) -> dict[str, np.ndarray]:
+    specs = signature.inputs
+    if isinstance(value, dict) and "b64" not in value:
+        for name in value:
+            signature.input(name)
+        missing = [s.name for s in specs if s.name not in value]
+        if missing:
+            raise BadRequest(f"missing input '{missing[0]}' in 'inputs'")
+        return {spec.name: _convert(spec, value[spec.name]) for spec in specs}
+    if len(specs) != 1:
+        raise BadRequest(
+            "'inputs' must be an object of named inputs "
+            f"({', '.join(s.name for s in specs)}) for this model"
+        )
+    return {specs[0].name: _convert(specs[0], value)}
+
+
+def _convert(spec: TensorSpec, value: Any) -> np.ndarray:
+    array = to_array(spec.name, value, spec.datatype)
+    check_shape(spec, array)
+    return array
+
+
+def encode_inputs_column(inputs: dict[str, np.ndarray]) -> bytes:
+    """Arrays as a column-form request body, with names (unambiguous for any signature)."""
+    return orjson.dumps(
+        {"inputs": {name: _jsonable(a) for name, a in inputs.items()}}, option=_ORJSON_OPTS
+    )
+
+
+def encode_outputs(outputs: dict[str, np.ndarray], form: Form) -> bytes:
+    """Output arrays as a TF Serving REST predict answer in ``form``."""
+    if form == "column":
+        if len(outputs) == 1:
+            (only,) = outputs.values()
+            return orjson.dumps({"outputs": _jsonable(only)}, option=_ORJSON_OPTS)
+        return orjson.dumps(
+            {"outputs": {n: _jsonable(a) for n, a in outputs.items()}}, option=_ORJSON_OPTS
+        )
+    if len(outputs) == 1:
+        (only,) = outputs.values()
+        return orjson.dumps({"predictions": _jsonable(only)}, option=_ORJSON_OPTS)
+    batch = min(a.shape[0] for a in outputs.values()) if outputs else 0
+    rows = [{n: _jsonable(a[i]) for n, a in outputs.items()} for i in range(batch)]
+    return orjson.dumps({"predictions": rows}, option=_ORJSON_OPTS)
+
+
+def decode_outputs(body: bytes, form: Form, signature: Signature | None) -> dict[str, np.ndarray]:
+    """Parse a backend's TF Serving REST answer back into output arrays."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BackendError(f"backend answered with invalid JSON: {exc}") from None
+    key = "predictions" if form == "row" else "outputs"
+    if not isinstance(payload, dict) or key not in payload:
+        raise BackendError(f"backend answer has no '{key}' field")
+    value = payload[key]
+    specs = signature.outputs if signature else ()
+    names = [s.name for s in specs] or ["output_0"]
+    types = {s.name: s.datatype for s in specs}
+    if form == "row" and value and isinstance(value[0], dict):
+        value = {n: [row[n] for row in value] for n in value[0]}
+    if not isinstance(value, dict):
+        value = {names[0]: value}
+    out: dict[str, np.ndarray] = {}
+    for name, v in value.items():
+        datatype = types.get(name)
+        try:
+            out[name] = to_array(name, v, datatype) if datatype else np.asarray(v)
+        except BadRequest as exc:
+            raise BackendError(f"backend output {exc.message}") from None
+    return out
+
+
+def _jsonable(array: np.ndarray) -> Any:
+    # orjson writes numeric arrays natively (fast); BYTES need strings or {"b64"}.
+    if array.dtype.kind in "OSU":
+        return to_json_value(array)
+    if array.dtype == np.float16:
+        return array.astype(np.float32)
+    return np.ascontiguousarray(array)

@@ -1,0 +1,62 @@
+"""The gateway's settings: one class, read from ``GATEWAY_*`` environment variables and ``.env``.
+
+Defaults run the local stack on a laptop; production changes come from the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the gateway reads from its environment. Each field is ``GATEWAY_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the gateway listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port of inference, admin and /metrics.")
+    model_store: Path = Field(
+        Path("model_store"),
+        description="Directory of model artifacts, <model>/<version>/; shared with the backends.",
+    )
+    state_file: Path | None = Field(
+        None,
+        description="Desired-state YAML (labels per model) applied at start; none: highest "
+        "version of each model is the default.",
+    )
+
+    torchserve_url: str = Field(
+        "http://127.0.0.1:8080", description="TorchServe inference API base URL."
+    )
+    torchserve_management_url: str = Field(
+        "http://127.0.0.1:8081", description="TorchServe management API base URL."
+    )
+    torchserve_timeout_seconds: float = Field(
+        30.0, gt=0, description="Deadline of one inference call to TorchServe."
+    )
+    torchserve_connect_timeout_seconds: float = Field(
+        2.0, gt=0, description="Deadline to open a connection to TorchServe."
+    )
+    torchserve_max_connections: int = Field(
+        100, ge=1, description="Size of the keep-alive connection pool to TorchServe."
+    )
+
+    tfserving_target: str = Field(
+        "127.0.0.1:8500", description="TF Serving gRPC address, host:port."
+    )
+    tfserving_timeout_seconds: float = Field(
+        30.0, gt=0, description="Deadline of one inference call to TF Serving."
+    )
+    tfserving_max_message_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest gRPC message sent to or taken from TF Serving.",
+    )
+
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1, description="Largest inference request body; larger answers 413."
+    )
+    log_level: str = Field("info", description="Log level of the gateway and uvicorn.")

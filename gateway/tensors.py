@@ -1,0 +1,196 @@
+"""Tensors as the gateway sees them: named numpy arrays, their datatypes, and their signatures.
+
+The protocol layer decodes JSON into ``dict[str, np.ndarray]`` checked against a version's
+signature; backend adapters turn those arrays into their own wire format. Datatype names are the
+Open Inference Protocol's (``FP32``, ``INT64``, ``BYTES``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gateway.errors import BadRequest
+
+#: Open Inference Protocol datatype -> numpy dtype. BYTES arrays are object arrays of ``bytes``.
+DATATYPES: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(object),
+}
+_BY_NUMPY = {dtype: name for name, dtype in DATATYPES.items() if name != "BYTES"}
+
+
+def datatype_of(array: np.ndarray) -> str:
+    """The Open Inference Protocol datatype name of a numpy array."""
+    if array.dtype.kind in "OSU":
+        return "BYTES"
+    try:
+        return _BY_NUMPY[array.dtype]
+    except KeyError:
+        raise BadRequest(f"unsupported tensor dtype {array.dtype}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One input or output of a signature; ``-1`` in ``shape`` accepts any size."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """The inputs and outputs of one model version."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Signature:
+        def specs(key: str) -> tuple[TensorSpec, ...]:
+            return tuple(
+                TensorSpec(str(t["name"]), str(t["datatype"]), tuple(int(d) for d in t["shape"]))
+                for t in data.get(key, [])
+            )
+
+        return cls(specs("inputs"), specs("outputs"))
+
+    @classmethod
+    def load(cls, path: Path) -> Signature | None:
+        """Read a ``signature.json``; ``None`` when the version has none."""
+        if not path.is_file():
+            return None
+        return cls.from_json(json.loads(path.read_text()))
+
+    def input(self, name: str) -> TensorSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        expected = ", ".join(s.name for s in self.inputs)
+        raise BadRequest(f"unknown input '{name}' (expected inputs: {expected})")
+
+
+def _shape_text(shape: tuple[int, ...] | list[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def check_shape(spec: TensorSpec, array: np.ndarray) -> None:
+    """Raise BadRequest unless ``array``'s shape fits ``spec`` (``-1`` matches any size)."""
+    if len(spec.shape) != array.ndim or any(
+        want not in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True)
+    ):
+        raise BadRequest(
+            f"input '{spec.name}': expected shape {_shape_text(spec.shape)}, "
+            f"got {_shape_text(list(array.shape))}"
+        )
+
+
+def _b64_to_bytes(value: Any) -> Any:
+    import base64
+
+    if isinstance(value, dict):
+        if set(value) == {"b64"} and isinstance(value["b64"], str):
+            try:
+                return base64.b64decode(value["b64"], validate=True)
+            except ValueError:
+                raise BadRequest("'b64' value is not valid base64") from None
+        raise BadRequest('a tensor value object must be {"b64": "<base64 string>"}')
+    if isinstance(value, list):
+        return [_b64_to_bytes(v) for v in value]
+    if isinstance(value, str):
+        return value.encode()
+    return value
+
+
+def to_array(name: str, value: Any, datatype: str) -> np.ndarray:
+    """Convert a JSON value (nested lists) into an array of ``datatype``, exactly.
+
+    Numbers are never silently truncated or wrapped: a float for an integer input, an integer out
+    of the type's range, or a string for a number is a BadRequest naming the input.
+    """
+    dtype = DATATYPES[datatype]
+    if datatype == "BYTES":
+        raw = _b64_to_bytes(value)
+        try:
+            array = np.array(raw, dtype=object)
+        except ValueError as exc:
+            raise BadRequest(f"input '{name}': {_ragged(exc)}") from None
+        if array.size and not all(isinstance(v, bytes) for v in array.flat):
+            raise BadRequest(f"input '{name}': expected BYTES values (strings or b64), got numbers")
+        return array
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:
+        raise BadRequest(f"input '{name}': {_ragged(exc)}") from None
+    kind = array.dtype.kind
+    if array.size == 0:
+        return array.astype(dtype)
+    if dtype.kind == "f":
+        ok = kind in "fiu"
+    elif dtype.kind in "iu":
+        ok = kind in "iu"
+        if ok:
+            info = np.iinfo(dtype)
+            if int(array.min()) < info.min or int(array.max()) > info.max:
+                raise BadRequest(
+                    f"input '{name}': value out of range for {datatype} [{info.min}, {info.max}]"
+                )
+    else:  # bool
+        ok = kind == "b"
+    if not ok:
+        raise BadRequest(f"input '{name}': expected {datatype} values, got {_kind_text(array)}")
+    return array.astype(dtype, copy=False)
+
+
+def _kind_text(array: np.ndarray) -> str:
+    return {
+        "f": "floating-point numbers",
+        "i": "integers",
+        "u": "integers",
+        "b": "booleans",
+        "U": "strings",
+        "O": "mixed or nested values",
+    }.get(array.dtype.kind, str(array.dtype))
+
+
+def _ragged(exc: ValueError) -> str:
+    return f"values are not a rectangular tensor ({str(exc).splitlines()[0]})"
+
+
+def to_json_value(array: np.ndarray) -> Any:
+    """An array as nested JSON lists; BYTES as UTF-8 strings, or ``{"b64"}`` when not UTF-8."""
+    if array.dtype.kind not in "OSU":
+        return array.tolist()
+    return _bytes_to_json(array.tolist())
+
+
+def _bytes_to_json(value: Any) -> Any:
+    import base64
+
+    if isinstance(value, list):
+        return [_bytes_to_json(v) for v in value]
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return {"b64": base64.b64encode(value).decode()}
+    return value

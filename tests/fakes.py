@@ -1,0 +1,76 @@
+"""A backend double for unit tests of the protocol layer and router (never used end-to-end).
+
+It multiplies every input by its version, so a test can tell from the numbers which version
+answered; it can also be told to fail with a given gateway error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from gateway.backends.base import (
+    InferenceRequest,
+    InferenceResult,
+    RawResult,
+    Target,
+    VersionStatus,
+)
+from gateway.errors import GatewayError
+from gateway.restjson import encode_outputs
+from gateway.tensors import Signature
+
+
+class FakeBackend:
+    def __init__(self, kind: str, *, raw_passthrough: bool = False) -> None:
+        self.kind = kind
+        self.raw_passthrough = raw_passthrough
+        self.fail: GatewayError | None = None
+        self.requests: list[tuple[Target, InferenceRequest]] = []
+        self.started = self.closed = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def _outputs(self, target: Target, request: InferenceRequest) -> dict[str, np.ndarray]:
+        x = next(iter(request.inputs.values()))
+        names = [s.name for s in target.signature.outputs] if target.signature else ["y"]
+        if x.dtype.kind in "OSU":
+            return {names[0]: x}
+        return {names[0]: (x * target.version).astype(x.dtype)}
+
+    async def infer(self, target: Target, request: InferenceRequest) -> InferenceResult:
+        self.requests.append((target, request))
+        if self.fail:
+            raise self.fail
+        outputs = self._outputs(target, request)
+        if self.raw_passthrough:  # answers in the REST form, as the TorchServe handler does
+            return InferenceResult(body=encode_outputs(outputs, request.form))
+        return InferenceResult(outputs=outputs)
+
+    async def forward(self, target: Target, body: bytes, content_type: str) -> RawResult:
+        if self.fail:
+            raise self.fail
+        return RawResult(b"echo:" + body, "text/plain")
+
+    async def signature(self, model: str, version: int) -> Signature | None:
+        return None
+
+    async def status(self, model: str, version: int) -> VersionStatus:
+        return VersionStatus(version, "AVAILABLE")
+
+
+def make_version(store: Path, model: str, version: int, kind: str, signature: dict) -> Path:
+    path = store / model / str(version)
+    path.mkdir(parents=True)
+    if kind == "torchserve":
+        (path / f"{model}.mar").write_bytes(b"")
+    else:
+        (path / "saved_model.pb").write_bytes(b"")
+    (path / "signature.json").write_text(json.dumps(signature))
+    return path
