@@ -72,6 +72,24 @@ def scan_store(store: Path) -> list[StoredVersion]:
     return found
 
 
+def torchserve_link(store: Path, model: str, version: int) -> str:
+    """Link ``<store>/<model>.<version>.mar`` to the version's archive and return the link's name.
+
+    TorchServe 0.12 looks an archive up by file name at the top of its model store only
+    (``url=mlp/1/mlp.mar`` answers 404), so each version gets a uniquely named relative link there.
+    """
+    mar = next((store / model / str(version)).glob("*.mar"))
+    link = store / f"{model}.{version}.mar"
+    target = mar.relative_to(store)
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return link.name
+    tmp = store / f".{link.name}.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    tmp.replace(link)
+    return link.name
+
+
 class StartError(RuntimeError):
     """A service did not become ready; the message carries the end of its log."""
 
@@ -255,6 +273,8 @@ class LocalStack:
     def _torchserve(self) -> Service:
         config = self.write_torchserve_config()
         logs = self.workdir / "torchserve"
+        tmp = logs / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
         bin_dir = str(Path(self.python).parent)
         return Service(
             "torchserve",
@@ -265,9 +285,13 @@ class LocalStack:
             env={
                 "LOG_LOCATION": str(logs),
                 "METRICS_LOCATION": str(logs),
-                # TorchServe's frontend starts its Python workers with the `python` on PATH.
+                # The frontend's workers run with the launcher's interpreter; java comes from PATH.
                 "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
                 "TS_DISABLE_SYSTEM_METRICS": "true",
+                # TorchServe keeps its pid file and worker sockets in TMPDIR: one per stack, so a
+                # test run and `make run` on one machine do not trip over each other.
+                "TMPDIR": str(tmp),
+                "TEMP": str(tmp),
             },
         )  # fmt: skip
 
@@ -311,9 +335,8 @@ class LocalStack:
         for v in self.versions:
             if v.backend != "torchserve":
                 continue
-            mar = next(v.path.glob("*.mar"))
             query = urllib.parse.urlencode({
-                "url": str(mar.relative_to(self.store)), "model_name": v.model,
+                "url": torchserve_link(self.store, v.model, v.version), "model_name": v.model,
                 "initial_workers": 1, "synchronous": "true",
             })  # fmt: skip
             status, body = _http("POST", f"{self.torchserve_management_url}/models?{query}", 180)
