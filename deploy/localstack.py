@@ -61,9 +61,7 @@ class StoredVersion:
 def scan_store(store: Path) -> list[StoredVersion]:
     """The versions in the model store, by artifact: ``*.mar`` -> torchserve, SavedModel -> tfserving."""
     found = []
-    for model_dir in sorted(
-        p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")
-    ):
+    for model_dir in sorted(p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for vdir in sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()):
             if any(vdir.glob("*.mar")):
                 found.append(StoredVersion(model_dir.name, int(vdir.name), "torchserve", vdir))
@@ -174,9 +172,7 @@ class Service:
             except (OSError, urllib.error.URLError, ValueError):
                 pass
             time.sleep(0.25)
-        raise StartError(
-            f"{self.name}: not {what} within {deadline_s:.0f}s; its log:\n{self.log_tail()}"
-        )
+        raise StartError(f"{self.name}: not {what} within {deadline_s:.0f}s; its log:\n{self.log_tail()}")
 
 
 def _group_alive(pgid: int) -> bool:
@@ -351,9 +347,7 @@ class LocalStack:
         for v in self.versions:
             if v.backend != "tfserving":
                 continue
-            status, body = _http(
-                "GET", f"{self.tfserving_rest_url}/v1/models/{v.model}/versions/{v.version}"
-            )
+            status, body = _http("GET", f"{self.tfserving_rest_url}/v1/models/{v.model}/versions/{v.version}")
             if status != 200:
                 return False
             states = json.loads(body).get("model_version_status", [])
@@ -449,9 +443,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start the local stack in the foreground; Ctrl-C stops it")
     run.add_argument("--store", default=str(ROOT / "model_store"))

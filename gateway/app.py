@@ -40,9 +40,7 @@ def make_backends(settings: Settings) -> dict[str, Backend]:
     }
 
 
-def create_app(
-    settings: Settings | None = None, backends: Mapping[str, Backend] | None = None
-) -> FastAPI:
+def create_app(settings: Settings | None = None, backends: Mapping[str, Backend] | None = None) -> FastAPI:
     """Build the gateway app. ``backends`` replaces the real adapters (unit tests pass doubles)."""
     settings = settings or Settings()
     adapters = dict(backends) if backends is not None else make_backends(settings)

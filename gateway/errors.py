@@ -44,9 +44,12 @@ class BackendError(GatewayError):
 
 
 class BackendUnavailable(GatewayError):
-    """The backend could not be reached, or refused more work."""
+    """The backend could not be reached, or refused more work; the client may retry shortly."""
 
     status_code = 503
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": "1", **(headers or {})})
 
 
 class BackendTimeout(GatewayError):

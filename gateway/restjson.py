@@ -34,8 +34,7 @@ def decode_request(payload: Any, signature: Signature) -> tuple[dict[str, np.nda
     """Decode a TF Serving REST predict body into arrays checked against ``signature``."""
     if not isinstance(payload, dict) or ("instances" in payload) == ("inputs" in payload):
         raise BadRequest(
-            "body must be a JSON object with exactly one of 'instances' (row form) "
-            "or 'inputs' (column form)"
+            "body must be a JSON object with exactly one of 'instances' (row form) or 'inputs' (column form)"
         )
     sig_name = payload.get("signature_name", "serving_default")
     if not isinstance(sig_name, str):
@@ -79,8 +78,7 @@ def _decode_columns(value: Any, signature: Signature) -> dict[str, np.ndarray]:
         return {spec.name: _convert(spec, value[spec.name]) for spec in specs}
     if len(specs) != 1:
         raise BadRequest(
-            "'inputs' must be an object of named inputs "
-            f"({', '.join(s.name for s in specs)}) for this model"
+            f"'inputs' must be an object of named inputs ({', '.join(s.name for s in specs)}) for this model"
         )
     return {specs[0].name: _convert(specs[0], value)}
 
@@ -93,9 +91,7 @@ def _convert(spec: TensorSpec, value: Any) -> np.ndarray:
 
 def encode_inputs_column(inputs: dict[str, np.ndarray]) -> bytes:
     """Arrays as a column-form request body, with names (unambiguous for any signature)."""
-    return orjson.dumps(
-        {"inputs": {name: _jsonable(a) for name, a in inputs.items()}}, option=_ORJSON_OPTS
-    )
+    return orjson.dumps({"inputs": {name: _jsonable(a) for name, a in inputs.items()}}, option=_ORJSON_OPTS)
 
 
 def encode_outputs(outputs: dict[str, np.ndarray], form: Form) -> bytes:
@@ -104,9 +100,7 @@ def encode_outputs(outputs: dict[str, np.ndarray], form: Form) -> bytes:
         if len(outputs) == 1:
             (only,) = outputs.values()
             return orjson.dumps({"outputs": _jsonable(only)}, option=_ORJSON_OPTS)
-        return orjson.dumps(
-            {"outputs": {n: _jsonable(a) for n, a in outputs.items()}}, option=_ORJSON_OPTS
-        )
+        return orjson.dumps({"outputs": {n: _jsonable(a) for n, a in outputs.items()}}, option=_ORJSON_OPTS)
     if len(outputs) == 1:
         (only,) = outputs.values()
         return orjson.dumps({"predictions": _jsonable(only)}, option=_ORJSON_OPTS)

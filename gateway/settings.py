@@ -28,9 +28,7 @@ class Settings(BaseSettings):
         "version of each model is the default.",
     )
 
-    torchserve_url: str = Field(
-        "http://127.0.0.1:8080", description="TorchServe inference API base URL."
-    )
+    torchserve_url: str = Field("http://127.0.0.1:8080", description="TorchServe inference API base URL.")
     torchserve_management_url: str = Field(
         "http://127.0.0.1:8081", description="TorchServe management API base URL."
     )
@@ -44,9 +42,7 @@ class Settings(BaseSettings):
         100, ge=1, description="Size of the keep-alive connection pool to TorchServe."
     )
 
-    tfserving_target: str = Field(
-        "127.0.0.1:8500", description="TF Serving gRPC address, host:port."
-    )
+    tfserving_target: str = Field("127.0.0.1:8500", description="TF Serving gRPC address, host:port.")
     tfserving_timeout_seconds: float = Field(
         30.0, gt=0, description="Deadline of one inference call to TF Serving."
     )

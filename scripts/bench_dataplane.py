@@ -49,9 +49,7 @@ async def timed_post(session: aiohttp.ClientSession, url: str, body: bytes) -> f
     return (time.perf_counter() - start) * 1000
 
 
-async def latency(
-    pairs: dict[str, tuple[str, str]], body: bytes, n: int
-) -> list[dict[str, object]]:
+async def latency(pairs: dict[str, tuple[str, str]], body: bytes, n: int) -> list[dict[str, object]]:
     """One request at a time, direct and gateway interleaved, per stack."""
     rows = []
     async with aiohttp.ClientSession() as session:
@@ -153,9 +151,7 @@ def table(rows: list[dict[str, object]]) -> str:
     out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
         out.append(
-            "| "
-            + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values())
-            + " |"
+            "| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |"
         )
     return "\n".join(out)
 
@@ -166,6 +162,7 @@ async def main_async(args: argparse.Namespace, stack: LocalStack) -> None:
     cnn = json.dumps(
         {"instances": np.random.default_rng(0).normal(size=(1, 3, 32, 32)).round(4).tolist()}
     ).encode()
+
     def via(model: str, version: int) -> str:
         return f"{gw}/v1/models/{model}/versions/{version}:predict"
 
@@ -190,16 +187,12 @@ async def main_async(args: argparse.Namespace, stack: LocalStack) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    print(
-        f"command: {' '.join(sys.argv)}\nmachine: {os.cpu_count()} cores, python {sys.version.split()[0]}"
-    )
+    print(f"command: {' '.join(sys.argv)}\nmachine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
     with (
         tempfile.TemporaryDirectory() as tmp,
         LocalStack(ROOT / "model_store", Path(tmp), Ports.free()) as stack,

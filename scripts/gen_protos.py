@@ -53,9 +53,7 @@ def generate(out_dir: Path) -> list[Path]:
         if path.suffix == ".py":
             text = path.read_text()
             if DEFAULT_POOL not in text:
-                raise RuntimeError(
-                    f"{path.name}: protoc output changed shape; update gen_protos.py"
-                )
+                raise RuntimeError(f"{path.name}: protoc output changed shape; update gen_protos.py")
             text = text.replace(DEFAULT_POOL, PRIVATE_POOL)
             text = text.replace(
                 "# @@protoc_insertion_point(imports)\n",

@@ -41,17 +41,13 @@ def fake_store(tmp_path: Path) -> Path:
                    {"name": "b", "datatype": "FP32", "shape": [-1, 2]}],
         "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 2]}],
     })  # fmt: skip
-    (tmp_path / "state.yaml").write_text(
-        "models:\n  toy:\n    labels:\n      stable: 1\n      canary: 3\n"
-    )
+    (tmp_path / "state.yaml").write_text("models:\n  toy:\n    labels:\n      stable: 1\n      canary: 3\n")
     return store
 
 
 @pytest.fixture
 def settings(fake_store: Path) -> Settings:
-    return Settings(
-        model_store=fake_store, state_file=fake_store.parent / "state.yaml", max_body_bytes=4096
-    )
+    return Settings(model_store=fake_store, state_file=fake_store.parent / "state.yaml", max_body_bytes=4096)
 
 
 @pytest.fixture

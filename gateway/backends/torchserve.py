@@ -58,7 +58,7 @@ def error_for_status(status: int, body: bytes, what: str) -> GatewayError:
     if status in (408, 504):
         return BackendTimeout(text)
     if status in (503, 507, 429):
-        return BackendUnavailable(text, headers={"Retry-After": "1"})
+        return BackendUnavailable(text)
     return BackendError(f"{text} (HTTP {status})")
 
 
@@ -121,11 +121,9 @@ class TorchServeBackend:
 
     async def _post(self, target: Target, body: bytes, content_type: str) -> tuple[int, bytes, str]:
         url = f"{self.url}/predictions/{target.model}/{target.version}"
-        what = f"torchserve {target.model} version {target.version}"
+        what = f"torchserve {target.model} v{target.version}"
         try:
-            async with self.session.post(
-                url, data=body, headers={"Content-Type": content_type}
-            ) as resp:
+            async with self.session.post(url, data=body, headers={"Content-Type": content_type}) as resp:
                 data = await resp.read()
                 return resp.status, data, resp.headers.get("Content-Type", "application/json")
         except (TimeoutError, aiohttp.ClientError) as exc:

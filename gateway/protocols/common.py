@@ -74,9 +74,7 @@ def routing_headers(resolved: Resolved) -> dict[str, str]:
     return headers
 
 
-def json_response(
-    payload: object, status_code: int = 200, headers: dict[str, str] | None = None
-) -> Response:
+def json_response(payload: object, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A JSON answer written by orjson (numpy arrays included)."""
     return Response(
         orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),

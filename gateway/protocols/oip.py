@@ -43,9 +43,7 @@ async def ready(request: Request) -> Response:
     return json_response({"ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-def decode_infer_request(
-    payload: Any, signature: Signature
-) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+def decode_infer_request(payload: Any, signature: Signature) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
     """Decode an OIP infer body into arrays checked against ``signature``, and the output names."""
     if not isinstance(payload, dict):
         raise BadRequest("body must be a JSON object with an 'inputs' list")
@@ -64,9 +62,7 @@ def decode_infer_request(
         spec = signature.input(name)
         datatype = item.get("datatype")
         if datatype not in DATATYPES:
-            raise BadRequest(
-                f"{where}: datatype must be one of {', '.join(DATATYPES)}, got {datatype!r}"
-            )
+            raise BadRequest(f"{where}: datatype must be one of {', '.join(DATATYPES)}, got {datatype!r}")
         if datatype != spec.datatype:
             raise BadRequest(f"{where}: expected datatype {spec.datatype}, got {datatype}")
         shape = item.get("shape")

@@ -39,9 +39,7 @@ async def _predict(request: Request, resolved: Resolved) -> Response:
     payload = parse_json(body)
     signature = require_signature(target, await signature_of(target))
     inputs, form = decode_request(payload, signature)
-    result = await target.backend.infer(
-        target, InferenceRequest(inputs=inputs, form=form, body=body)
-    )
+    result = await target.backend.infer(target, InferenceRequest(inputs=inputs, form=form, body=body))
     content = result.body if result.body is not None else encode_outputs(result.outputs or {}, form)
     return Response(content, media_type="application/json", headers=routing_headers(resolved))
 
@@ -121,9 +119,7 @@ async def _metadata(resolved: Resolved) -> Response:
     signature = require_signature(target, await signature_of(target))
     body = {
         "model_spec": {"name": target.model, "signature_name": "", "version": str(target.version)},
-        "metadata": {
-            "signature_def": {"signature_def": {"serving_default": _signature_def(signature)}}
-        },
+        "metadata": {"signature_def": {"signature_def": {"serving_default": _signature_def(signature)}}},
     }
     return json_response(body, headers=routing_headers(resolved))
 

@@ -44,18 +44,14 @@ class ModelRoutes:
             return self.versions[version]
         except KeyError:
             known = ", ".join(str(v) for v in sorted(self.versions)) or "none"
-            raise NotFound(
-                f"model '{self.name}' has no version {version} (versions: {known})"
-            ) from None
+            raise NotFound(f"model '{self.name}' has no version {version} (versions: {known})") from None
 
     def label(self, label: str) -> Target:
         try:
             return self.versions[self.labels[label]]
         except KeyError:
             known = ", ".join(sorted(self.labels)) or "none"
-            raise NotFound(
-                f"model '{self.name}' has no label '{label}' (labels: {known})"
-            ) from None
+            raise NotFound(f"model '{self.name}' has no label '{label}' (labels: {known})") from None
 
     def default(self) -> Resolved:
         """The version a request that names none gets: ``stable``, else the highest version."""

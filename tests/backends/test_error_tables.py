@@ -46,9 +46,7 @@ def test_torchserve_statuses(status, gateway_status):
 
 
 def test_handler_error_body_is_used():
-    err = error_for_status(
-        400, b'{"error": "input \'x\': expected shape [-1, 4]"}', "torchserve mlp v1"
-    )
+    err = error_for_status(400, b'{"error": "input \'x\': expected shape [-1, 4]"}', "torchserve mlp v1")
     assert err.message == "input rejected by torchserve mlp v1: input 'x': expected shape [-1, 4]"
 
 

@@ -59,7 +59,7 @@ def error_for_rpc(exc: grpc.aio.AioRpcError, what: str) -> GatewayError:
     if cls is BackendTimeout:
         return BackendTimeout(f"{what}: no answer within the deadline")
     if cls is BackendUnavailable:
-        return BackendUnavailable(f"{what}: {detail}", headers={"Retry-After": "1"})
+        return BackendUnavailable(f"{what}: {detail}")
     return cls(f"{what}: {detail} ({exc.code().name})")
 
 
@@ -107,9 +107,7 @@ class TFServingBackend:
             await self._channel.close()
             self._channel = None
 
-    async def call(
-        self, method: str, request: Message, what: str, deadline: float | None = None
-    ) -> Any:
+    async def call(self, method: str, request: Message, what: str, deadline: float | None = None) -> Any:
         """Call one RPC by name with a deadline; failures become the gateway's errors."""
         if self._channel is None:
             raise BackendUnavailable("tfserving adapter is not started")
@@ -127,9 +125,7 @@ class TFServingBackend:
         req.output_filter.extend(request.output_filter)
         resp = await self.call("Predict", req, f"tfserving {target.model} v{target.version}")
         outputs = {name: from_tensor_proto(t) for name, t in resp.outputs.items()}
-        if (
-            target.signature is not None
-        ):  # answer in the signature's order, as TF Serving's REST does
+        if target.signature is not None:  # answer in the signature's order, as TF Serving's REST does
             order = [s.name for s in target.signature.outputs if s.name in outputs]
             outputs = {n: outputs[n] for n in order} | outputs
         return InferenceResult(outputs=outputs)

@@ -62,9 +62,7 @@ TF_TO_DATATYPE: dict[int, str] = {
 }
 
 
-def to_tensor_proto(
-    array: np.ndarray, proto: tf_pb2.TensorProto | None = None
-) -> tf_pb2.TensorProto:
+def to_tensor_proto(array: np.ndarray, proto: tf_pb2.TensorProto | None = None) -> tf_pb2.TensorProto:
     """Fill (or make) a TensorProto from an array: numbers packed, bytes as ``string_val``."""
     proto = tf_pb2.TensorProto() if proto is None else proto
     dims = proto.tensor_shape.dim
@@ -80,9 +78,7 @@ def to_tensor_proto(
     if dtype is None:
         raise BadRequest(f"tensor dtype {array.dtype} has no TF Serving equivalent")
     proto.dtype = dtype
-    proto.tensor_content = np.ascontiguousarray(
-        array, dtype=array.dtype.newbyteorder("<")
-    ).tobytes()
+    proto.tensor_content = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
     return proto
 
 

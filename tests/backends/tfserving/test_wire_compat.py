@@ -13,9 +13,7 @@ from gateway.backends.tfserving.codec import from_tensor_proto, to_tensor_proto
 from gateway.backends.tfserving.protos import serving_pb2 as lean
 from gateway.backends.tfserving.protos import tensorflow_pb2 as lean_tf
 
-official = pytest.importorskip(
-    "tensorflow_serving.apis.predict_pb2", reason="needs the local extra"
-)
+official = pytest.importorskip("tensorflow_serving.apis.predict_pb2", reason="needs the local extra")
 tf = pytest.importorskip("tensorflow")
 from tensorflow_serving.apis import (  # noqa: E402
     get_model_metadata_pb2,

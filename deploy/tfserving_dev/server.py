@@ -1,0 +1,152 @@
+"""Entry point: a TF Serving-compatible development server (gRPC + REST in one process).
+
+Run as `python deploy/tfserving_dev/server.py --model_config_file=models.config ...` from
+any directory. A stand-in for machines without containers; production uses the official
+tensorflow/serving image.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+if __package__ in (None, ""):
+    # Run as a script: import the package, and keep this directory off sys.path so that
+    # modules such as config.py cannot shadow unrelated top-level modules.
+    _here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+    sys.path.append(str(_here.parent))
+
+from tfserving_dev.config import (
+    initial_model_config,
+    parse_flags,
+    prometheus_path,
+    startup_error_message,
+)
+from tfserving_dev.errors import ServingError
+
+log = logging.getLogger("tfserving_dev")
+
+# A graceful stop normally takes well under a second; this bounds it if something hangs.
+_EXIT_DEADLINE_SECONDS = 1.5
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s.%(msecs)03d %(levelname).1s %(name)s] %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+    )
+
+
+class _StopSignal:
+    """SIGTERM/SIGINT handling: before the servers run, exit at once; after, stop cleanly."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.serving = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+        signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("Received %s, shutting down", signal.Signals(signum).name)
+        if not self.serving:
+            # Still importing TensorFlow or binding ports: nothing to drain.
+            logging.shutdown()
+            os._exit(0)
+        self.event.set()
+        # Bound the graceful stop in case something in it hangs.
+        timer = threading.Timer(_EXIT_DEADLINE_SECONDS, os._exit, args=(0,))
+        timer.daemon = True
+        timer.start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server until SIGTERM/SIGINT; returns the process exit code."""
+    flags = parse_flags(sys.argv[1:] if argv is None else argv)
+    _setup_logging()
+    stop = _StopSignal()
+    stop.install()
+    started = time.monotonic()
+    try:
+        config = initial_model_config(flags)
+        metrics_path = prometheus_path(flags)
+    except ServingError as exc:
+        log.error("%s", startup_error_message(exc))
+        return 1
+
+    # Keep TensorFlow's C++ INFO/WARNING chatter out of the log unless asked for.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tfserving_dev.grpc_service import create_server
+    from tfserving_dev.manager import ModelManager
+    from tfserving_dev.metrics import ServingMetrics
+    from tfserving_dev.rest import RestApi, RestServer
+    from tfserving_dev.servable import Servable
+
+    log.info("TensorFlow imported in %.1f s", time.monotonic() - started)
+    manager = ModelManager(
+        loader=Servable,
+        poll_wait_seconds=flags.file_system_poll_wait_seconds,
+        allow_labels_for_unavailable=flags.allow_version_labels_for_unavailable_models,
+    )
+    try:
+        if config.WhichOneof("config") is None:
+            log.info("Taking no action for empty config.")
+        else:
+            # Unlike tensorflow_model_server, ports open while models load (see README).
+            manager.apply_config(config, wait=False)
+    except ServingError as exc:
+        log.error("%s", startup_error_message(exc))
+        return 1
+    manager.start()
+
+    metrics = ServingMetrics()
+    rest_server = None
+    try:
+        grpc_server, grpc_port = create_server(manager, metrics, flags.host, flags.port)
+        if flags.rest_api_port > 0:
+            api = RestApi(manager, metrics, metrics_path)
+            rest_server = RestServer(api, flags.rest_api_host, flags.rest_api_port)
+    except (OSError, RuntimeError) as exc:
+        log.error("Failed to start server. Error: cannot bind a port: %s", exc)
+        return 1
+    log.info("Running gRPC ModelServer at %s:%d ...", flags.host, grpc_port)
+    if rest_server is not None:
+        rest_server.start()
+        log.info("Exporting HTTP/REST API at %s:%d ...", flags.rest_api_host, rest_server.port)
+        if metrics_path:
+            url = f"http://{flags.rest_api_host}:{rest_server.port}{metrics_path}"
+            log.info("Prometheus metrics at %s", url)
+    elif metrics_path:
+        log.warning("Prometheus metrics need the REST port; --rest_api_port is 0")
+    log.info("Server ready in %.1f s", time.monotonic() - started)
+
+    stop.serving = True
+    while not stop.event.wait(0.5):
+        pass
+    if rest_server is not None:
+        rest_server.stop()
+    grpc_server.stop(grace=0.3).wait()
+    manager.stop()
+    log.info("Server stopped")
+    logging.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    exit_code = main()
+    # Leave without interpreter finalization: with TensorFlow and gRPC native threads it
+    # takes about a second, and aborts ("terminate called ...") if a load is in flight.
+    # Everything worth keeping (logs) is flushed by now.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)

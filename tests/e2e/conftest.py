@@ -1,0 +1,63 @@
+"""The real local stack (TorchServe, the TF Serving-compatible server, the gateway), started once
+per test session on free ports, from the repository's model store. Every e2e test is marked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from localstack import LocalStack, Ports
+
+ROOT = Path(__file__).resolve().parents[2]
+STORE = ROOT / "model_store"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+def _ensure_models() -> None:
+    if not (STORE / "mlp" / "1").is_dir() or not (STORE / "cnn" / "2").is_dir():
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "deploy" / "examples" / "build_models.py"),
+                "--store",
+                str(STORE),
+            ],
+            check=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    _ensure_models()
+    workdir = tmp_path_factory.mktemp("stack")
+    with LocalStack(STORE, workdir, Ports.free()) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def gateway(stack):
+    with httpx.Client(base_url=stack.gateway_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def samples():
+    """Each example version's sample input and expected output, from the model store."""
+
+    def load(model: str, version: int) -> tuple[dict, dict]:
+        path = STORE / model / str(version)
+        return (
+            json.loads((path / "sample_input.json").read_text()),
+            json.loads((path / "sample_output.json").read_text()),
+        )
+
+    return load
