@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -44,10 +45,13 @@ class Ports:
     ts_metrics: int = 8082
     tf_grpc: int = 8500
     tf_rest: int = 8501
+    # TorchServe also opens its own gRPC API; two stacks on one machine must not share it.
+    ts_grpc_inference: int = 7070
+    ts_grpc_management: int = 7071
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(free_port() for _ in range(6)))
+        return cls(*(free_port() for _ in range(8)))
 
 
 @dataclass
@@ -236,7 +240,11 @@ class LocalStack:
         for default, port in ((8080, self.ports.ts_inference), (8081, self.ports.ts_management),
                               (8082, self.ports.ts_metrics)):  # fmt: skip
             text = text.replace(f"127.0.0.1:{default}", f"127.0.0.1:{port}")
-        text += f"\nmodel_store={self.store}\n"
+        text += (
+            f"\nmodel_store={self.store}\n"
+            f"grpc_inference_port={self.ports.ts_grpc_inference}\n"
+            f"grpc_management_port={self.ports.ts_grpc_management}\n"
+        )
         path = self.workdir / "torchserve" / "config.properties"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -307,7 +315,10 @@ class LocalStack:
         )  # fmt: skip
 
     def gateway_environment(self) -> dict[str, str]:
+        token, _ = admin_token(self.workdir)
         return {
+            "GATEWAY_DATABASE_URL": f"sqlite:///{self.workdir / 'registry.db'}",
+            "GATEWAY_ADMIN_TOKEN": token,
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(self.ports.gateway),
             "GATEWAY_MODEL_STORE": str(self.store),
@@ -318,13 +329,23 @@ class LocalStack:
             **self.gateway_env,
         }
 
-    def _gateway(self) -> Service:
-        return Service(
-            "gateway",
-            [self.python, "-m", "gateway.cli", "serve"],
-            self.workdir / "gateway" / "gateway.log",
-            env=self.gateway_environment(),
-        )
+    def _gateway(self, port: int | None = None, name: str = "gateway") -> Service:
+        env = self.gateway_environment()
+        if port is not None:
+            env["GATEWAY_PORT"] = str(port)
+        return Service(name, [self.python, "-m", "gateway.cli", "serve"], self.workdir / name / "gateway.log", env=env)
+
+    def start_gateway_process(self, port: int | None = None, name: str = "gateway") -> Service:
+        """Start (another) gateway process on ``port`` and wait until it is ready.
+
+        Tests use it to restart the gateway, or to run a second replica on the same registry.
+        """
+        service = self._gateway(port, name)
+        url = f"http://127.0.0.1:{port or self.ports.gateway}/v2/health/ready"
+        service.start()
+        self.services[name] = service
+        service.wait_until(lambda: _http("GET", url)[0] == 200, 60, "ready")
+        return service
 
     # --- readiness -------------------------------------------------------------------------
     def _register_torchserve_versions(self, ts: Service) -> None:
@@ -367,21 +388,15 @@ class LocalStack:
             self._register_torchserve_versions(ts)
             tf.wait_until(self._tf_available, timeout, "serving every SavedModel version")
             if self.start_gateway:
-                gw = self._gateway()
-                self.services["gateway"] = gw
-                gw.start()
-                gw.wait_until(
-                    lambda: _http("GET", f"{self.gateway_url}/v2/health/ready")[0] == 200,
-                    60,
-                    "ready",
-                )
+                self.start_gateway_process()
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
         """Stop every service this stack started, gateway first; leaves no process behind."""
-        for name in ("gateway", "tfserving", "torchserve"):
+        backends = ("tfserving", "torchserve")
+        for name in [n for n in self.services if n not in backends] + list(backends):
             service = self.services.get(name)
             if service is not None:
                 service.stop()
@@ -392,6 +407,22 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def admin_token(workdir: Path) -> tuple[str, Path]:
+    """``GATEWAY_ADMIN_TOKEN`` from the environment, else one generated once into an ignored file.
+
+    The ``gateway`` CLI finds the same file, so a newcomer's ``gateway rollback mlp`` just works.
+    """
+    path = workdir / "admin-token"
+    token = os.environ.get("GATEWAY_ADMIN_TOKEN")
+    if token:
+        return token, path
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip(), path
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -411,12 +442,19 @@ def _run(args: argparse.Namespace) -> int:
     try:
         stack.start()
         p = stack.ports
+        _, token_path = admin_token(stack.workdir)
+        token_note = (
+            "from GATEWAY_ADMIN_TOKEN"
+            if os.environ.get("GATEWAY_ADMIN_TOKEN")
+            else f"in {token_path} (the gateway CLI reads it: try `.venv/bin/gateway status`)"
+        )
         print(
             f"\nTorchServe         inference http://127.0.0.1:{p.ts_inference}  "
             f"management http://127.0.0.1:{p.ts_management}  metrics http://127.0.0.1:{p.ts_metrics}/metrics\n"
             f"TF Serving (dev)   gRPC 127.0.0.1:{p.tf_grpc}  REST http://127.0.0.1:{p.tf_rest}"
             f"  metrics http://127.0.0.1:{p.tf_rest}/monitoring/prometheus/metrics\n"
-            f"Gateway            {stack.gateway_url}  (OpenAPI docs {stack.gateway_url}/docs)\n\n"
+            f"Gateway            {stack.gateway_url}  (OpenAPI docs {stack.gateway_url}/docs)\n"
+            f"Admin token        {token_note}\n\n"
             "Try:\n"
             f"  curl -s -X POST {stack.gateway_url}/v1/models/mlp:predict \\\n"
             "       -d '{\"instances\": [[0.1, 0.2, 0.3, 0.4]]}'\n\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -10,12 +11,19 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.admin import routes as admin_routes
+from gateway.admin.auth import Authenticator, load_tokens
 from gateway.backends.base import Backend
 from gateway.backends.tfserving.client import TFServingBackend
 from gateway.backends.torchserve import TorchServeBackend
 from gateway.errors import GatewayError
 from gateway.protocols import oip, tfserving_rest, torchserve
 from gateway.protocols.common import json_response
+from gateway.registry.store import RegistryStore
+from gateway.registry.watch import Watcher
+from gateway.rollouts.deploy import Deployer
+from gateway.rollouts.service import RolloutService
+from gateway.rollouts.shadow import ShadowRunner
 from gateway.routing.router import Router
 from gateway.settings import Settings
 
@@ -31,11 +39,16 @@ def make_backends(settings: Settings) -> dict[str, Backend]:
             timeout=settings.torchserve_timeout_seconds,
             connect_timeout=settings.torchserve_connect_timeout_seconds,
             max_connections=settings.torchserve_max_connections,
+            store=settings.model_store,
+            workers=settings.torchserve_workers,
+            load_timeout=settings.deploy_ready_timeout_seconds,
         ),
         "tfserving": TFServingBackend(
             settings.tfserving_target,
             timeout=settings.tfserving_timeout_seconds,
             max_message_bytes=settings.tfserving_max_message_bytes,
+            base_path=settings.tfserving_model_base_path or str(settings.model_store.resolve()),
+            load_timeout=settings.deploy_ready_timeout_seconds,
         ),
     }
 
@@ -44,29 +57,47 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
     """Build the gateway app. ``backends`` replaces the real adapters (unit tests pass doubles)."""
     settings = settings or Settings()
     adapters = dict(backends) if backends is not None else make_backends(settings)
-    router = Router(adapters, settings.model_store, settings.state_file)
+    router = Router(adapters, settings.model_store)
+    registry = RegistryStore(settings.database_url)
+    shadow = ShadowRunner(settings.shadow_max_inflight, settings.smoke_tolerance)
+    rollouts = RolloutService(settings, registry, router, adapters, shadow)
+
+    async def follow(revision: int) -> None:
+        if revision <= router.revision:
+            return
+        try:
+            await rollouts.refresh()
+        except GatewayError as exc:  # keep routing as it is; the watcher tries again
+            log.warning("could not refresh routes: %s", exc.message)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
         for backend in adapters.values():
             await backend.start()
-        table = await router.rebuild()
-        for name, routes in sorted(table.models.items()):
-            default = routes.default()
-            log.info(
-                "model %s: versions %s, default %d (%s)",
-                name,
-                sorted(routes.versions),
-                default.target.version,
-                default.label or "highest",
-            )
+        await asyncio.to_thread(registry.migrate)
+        if await rollouts.adopt_if_empty(settings.state_file):
+            log.info("adopted the model store into an empty registry")
+        await rollouts.refresh()
+        for name, routes in sorted(router.table.models.items()):
+            stable = routes.stable()
+            log.info("model %s: versions %s, stable %d", name, sorted(routes.versions), stable.target.version)
+
+        def on_change(revision: int) -> None:  # called on the watcher's thread
+            loop.call_soon_threadsafe(lambda: loop.create_task(follow(revision)) and None)
+
+        watcher = Watcher(registry, on_change, poll_interval=settings.registry_poll_seconds)
+        watcher.start()
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
+            await asyncio.to_thread(watcher.stop)
+            await shadow.drain()
             for backend in adapters.values():
                 await backend.close()
+            await asyncio.to_thread(registry.close)
 
     app = FastAPI(
         title="Twin-stack model gateway",
@@ -76,6 +107,11 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
     )
     app.state.settings = settings
     app.state.router = router
+    app.state.registry = registry
+    app.state.shadow = shadow
+    app.state.rollouts = rollouts
+    app.state.deployer = Deployer(rollouts)
+    app.state.auth = Authenticator(load_tokens(settings))
     app.state.ready = False
 
     @app.exception_handler(GatewayError)
@@ -107,4 +143,5 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
     app.include_router(tfserving_rest.router)
     app.include_router(oip.router)
     app.include_router(torchserve.router)
+    app.include_router(admin_routes.router)
     return app

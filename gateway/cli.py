@@ -1,12 +1,110 @@
-"""The ``gateway`` command line: ``gateway serve`` runs the gateway with uvicorn."""
+"""The ``gateway`` command line.
+
+``gateway serve`` runs the gateway. Every other command calls the admin API of a running gateway
+(``--url``, default ``$GATEWAY_URL`` or http://127.0.0.1:8000) with the token from
+``$GATEWAY_ADMIN_TOKEN``, else from the ``.local/admin-token`` file that ``make run`` writes.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import queue
 import sys
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from gateway.settings import Settings
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class CliError(Exception):
+    """A failure to report in one line, with exit status 1."""
+
+
+def find_token() -> str | None:
+    """``$GATEWAY_ADMIN_TOKEN``, else ``.local/admin-token`` in this directory or a parent."""
+    token = os.environ.get("GATEWAY_ADMIN_TOKEN")
+    if token:
+        return token
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        candidate = folder / ".local" / "admin-token"
+        if candidate.is_file():
+            return candidate.read_text().strip()
+    return None
+
+
+def tar_stream(path: Path, chunk: int = 1 << 16) -> Iterator[bytes]:
+    """A tar of ``path`` (a version directory, or a .mar with its sibling JSON files), packed on the fly.
+
+    A thread writes the tar into a bounded queue while the HTTP client sends what is ready, so a
+    large SavedModel is never held in memory or written to a temp file.
+    """
+    if path.is_dir():
+        members = [(p, p.relative_to(path).as_posix()) for p in sorted(path.rglob("*")) if p.is_file()]
+    elif path.suffix == ".mar" and path.is_file():
+        members = [(path, path.name)] + [
+            (path.parent / n, n)
+            for n in ("signature.json", "sample_input.json", "sample_output.json")
+            if (path.parent / n).is_file()
+        ]
+    else:
+        raise CliError(f"{path}: not a version directory nor a .mar file")
+    pipe: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
+
+    class Writer:
+        def write(self, data: bytes) -> int:
+            pipe.put(bytes(data))
+            return len(data)
+
+    def pack() -> None:
+        try:
+            with tarfile.open(fileobj=Writer(), mode="w|", bufsize=chunk) as tar:  # type: ignore[call-overload]
+                for source, name in members:
+                    tar.add(source, arcname=name, recursive=False)
+            pipe.put(None)
+        except BaseException as exc:  # handed to the reading side
+            pipe.put(exc)
+
+    threading.Thread(target=pack, daemon=True).start()
+    while True:
+        item = pipe.get()
+        if item is None:
+            return
+        if isinstance(item, BaseException):
+            raise CliError(f"packing {path} failed: {item}")
+        yield item
+
+
+def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
+    import httpx
+
+    token = find_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with httpx.Client(base_url=args.url, timeout=args.timeout, headers=headers) as client:
+            response = client.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the gateway at {args.url}: {exc}") from None
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("error", response.text)
+        except ValueError:
+            message = response.text
+        raise CliError(f"{response.status_code}: {message}")
+    if response.headers.get("content-type", "").startswith("application/json"):
+        return response.json()
+    return response.text
+
+
+def _print(result: Any) -> None:
+    print(result if isinstance(result, str) else json.dumps(result, indent=2))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -16,9 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -30,20 +126,132 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    params = {k: v for k, v in (("version", args.version), ("canary", args.canary)) if v is not None}
+    path = Path(args.path)
+    _print(
+        _call(
+            args,
+            "POST",
+            f"/admin/models/{args.model}/deploy",
+            params=params,
+            content=tar_stream(path),
+            headers={"Content-Type": "application/x-tar"},
+        )
+    )
+    return 0
+
+
+def _shadow(args: argparse.Namespace) -> int:
+    if args.off == (args.version is not None):
+        raise CliError("give either VERSION --percent P, or --off")
+    body = {"version": None if args.off else args.version, "percent": 0 if args.off else args.percent}
+    _print(_call(args, "PUT", f"/admin/models/{args.model}/shadow", json=body))
+    return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    _print(_call(args, "PUT", "/admin/state", content=text, headers={"Content-Type": "application/yaml"}))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--url", default=os.environ.get("GATEWAY_URL", DEFAULT_URL), help="gateway base URL")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for an answer")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the gateway (settings from GATEWAY_* variables)")
+
+    def command(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    serve = command("serve", "run the gateway (settings from GATEWAY_* variables)", _serve)
     serve.add_argument("--host", help="listen address (GATEWAY_HOST)")
     serve.add_argument("--port", type=int, help="listen port (GATEWAY_PORT)")
-    serve.set_defaults(func=_serve)
+
+    p = command("deploy", "deploy a version: load, wait ready, smoke test, then route", _deploy)
+    p.add_argument("model")
+    p.add_argument("path", help="version directory (.mar or SavedModel, with its sample JSON files) or .mar")
+    p.add_argument("--version", type=int, help="version number (default: the archive's, or the next)")
+    p.add_argument("--canary", type=float, help="route this percentage of traffic to it")
+
+    p = command("promote", "move stable to the canary (or VERSION)", None)
+    p.add_argument("model")
+    p.add_argument("version", nargs="?", type=int)
+    p.set_defaults(
+        func=lambda a: _print(_call(a, "POST", f"/admin/models/{a.model}/promote", json={"version": a.version}))
+    )
+
+    p = command("rollback", "move stable back to the previous stable version", None)
+    p.add_argument("model")
+    p.set_defaults(func=lambda a: _print(_call(a, "POST", f"/admin/models/{a.model}/rollback")))
+
+    p = command("traffic", "send a share of traffic to a canary version", None)
+    p.add_argument("model")
+    p.add_argument("--canary", type=int, required=True, help="canary version")
+    p.add_argument("--percent", type=float, required=True)
+    p.add_argument("--sticky-header", help="same header value, same version")
+    p.set_defaults(
+        func=lambda a: _print(
+            _call(
+                a,
+                "PUT",
+                f"/admin/models/{a.model}/traffic",
+                json={"canary": a.canary, "percent": a.percent, "sticky_header": a.sticky_header},
+            )
+        )
+    )
+
+    p = command("shadow", "copy a share of live requests to a version (or --off)", _shadow)
+    p.add_argument("model")
+    p.add_argument("version", nargs="?", type=int)
+    p.add_argument("--percent", type=float, default=100.0)
+    p.add_argument("--off", action="store_true")
+
+    p = command("label", "point a label at a version", None)
+    p.add_argument("model")
+    p.add_argument("name")
+    p.add_argument("version", type=int)
+    p.set_defaults(
+        func=lambda a: _print(_call(a, "PUT", f"/admin/models/{a.model}/labels/{a.name}", json={"version": a.version}))
+    )
+
+    p = command("retire", "unload a version no label or policy uses", None)
+    p.add_argument("model")
+    p.add_argument("version", type=int)
+    p.set_defaults(func=lambda a: _print(_call(a, "POST", f"/admin/models/{a.model}/versions/{a.version}/retire")))
+
+    p = command("status", "versions, labels, traffic, shadow results", None)
+    p.add_argument("model", nargs="?")
+    p.set_defaults(func=lambda a: _print(_call(a, "GET", f"/admin/models/{a.model}" if a.model else "/admin/models")))
+
+    p = command("history", "who did what, newest first", None)
+    p.add_argument("model", nargs="?")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(
+        func=lambda a: _print(
+            _call(a, "GET", "/admin/history", params={"limit": a.limit, **({"model": a.model} if a.model else {})})
+        )
+    )
+
+    command("export", "print the desired state (labels, traffic, shadow) as YAML", None).set_defaults(
+        func=lambda a: _print(_call(a, "GET", "/admin/state"))
+    )
+    p = command("apply", "make the gateway match a desired-state file", _apply)
+    p.add_argument("-f", "--file", required=True, help="YAML file, or - for standard input")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
-    return result
+    try:
+        result = args.func(args)
+    except CliError as exc:
+        print(f"gateway {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

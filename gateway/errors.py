@@ -25,6 +25,42 @@ class BadRequest(GatewayError):
     status_code = 400
 
 
+class Unauthorized(GatewayError):
+    """No valid token was presented."""
+
+    status_code = 401
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer", **(headers or {})})
+
+
+class Forbidden(GatewayError):
+    """The token is valid but may not do this."""
+
+    status_code = 403
+
+
+class Conflict(GatewayError):
+    """The operation contradicts the current state (e.g. retiring a version a label uses)."""
+
+    status_code = 409
+
+
+class DeployFailed(GatewayError):
+    """A deploy step failed; routing is unchanged. ``step`` names it."""
+
+    def __init__(self, step: str, message: str, status_code: int = 400) -> None:
+        super().__init__(f"deploy failed at step '{step}': {message}")
+        self.step = step
+        self.status_code = status_code
+
+
+class RegistryDown(GatewayError):
+    """The registry database cannot be reached; routing keeps its last state."""
+
+    status_code = 503
+
+
 class NotFound(GatewayError):
     """No such model, version or label."""
 

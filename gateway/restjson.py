@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from gateway.backends.base import Form
+from gateway.backends.base import Form, InferenceResult
 from gateway.errors import BackendError, BadRequest
 from gateway.tensors import Signature, TensorSpec, check_shape, to_array, to_json_value
 
@@ -143,3 +143,17 @@ def _jsonable(array: np.ndarray) -> Any:
     if array.dtype == np.float16:
         return array.astype(np.float32)
     return np.ascontiguousarray(array)
+
+
+def result_outputs(result: InferenceResult, signature: Signature | None) -> dict[str, np.ndarray]:
+    """A backend answer's output arrays, parsed from its REST body when it came as one."""
+    if result.outputs is not None:
+        return result.outputs
+    return decode_outputs(result.body or b"", result.form, signature)
+
+
+def result_body(result: InferenceResult, form: Form, signature: Signature | None) -> bytes:
+    """A backend answer as a TF Serving REST body in ``form``; passed through when it already is."""
+    if result.body is not None and result.form == form:
+        return result.body
+    return encode_outputs(result_outputs(result, signature), form)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,12 +29,8 @@ class Settings(BaseSettings):
     )
 
     torchserve_url: str = Field("http://127.0.0.1:8080", description="TorchServe inference API base URL.")
-    torchserve_management_url: str = Field(
-        "http://127.0.0.1:8081", description="TorchServe management API base URL."
-    )
-    torchserve_timeout_seconds: float = Field(
-        30.0, gt=0, description="Deadline of one inference call to TorchServe."
-    )
+    torchserve_management_url: str = Field("http://127.0.0.1:8081", description="TorchServe management API base URL.")
+    torchserve_timeout_seconds: float = Field(30.0, gt=0, description="Deadline of one inference call to TorchServe.")
     torchserve_connect_timeout_seconds: float = Field(
         2.0, gt=0, description="Deadline to open a connection to TorchServe."
     )
@@ -43,13 +39,50 @@ class Settings(BaseSettings):
     )
 
     tfserving_target: str = Field("127.0.0.1:8500", description="TF Serving gRPC address, host:port.")
-    tfserving_timeout_seconds: float = Field(
-        30.0, gt=0, description="Deadline of one inference call to TF Serving."
-    )
+    tfserving_timeout_seconds: float = Field(30.0, gt=0, description="Deadline of one inference call to TF Serving.")
     tfserving_max_message_bytes: int = Field(
         64 * 1024 * 1024,
         ge=1024,
         description="Largest gRPC message sent to or taken from TF Serving.",
+    )
+
+    database_url: str = Field(
+        "sqlite:///.local/registry.db",
+        description="Registry database: a SQLite file (one gateway process) or "
+        "postgresql+psycopg://user@host/db shared by several replicas.",
+    )
+    registry_poll_seconds: float = Field(
+        0.25,
+        gt=0,
+        description="How often a replica checks the registry for changes (fallback to PostgreSQL LISTEN/NOTIFY).",
+    )
+    admin_token: SecretStr | None = Field(None, description="Read-write admin token (recorded in history as 'admin').")
+    read_token: SecretStr | None = Field(
+        None, description="Read-only admin token (recorded as 'reader'): status, history, export."
+    )
+    tokens_file: Path | None = Field(
+        None,
+        description="More admin tokens, one per line: 'name role token' with role read or write "
+        "(a mounted secret file).",
+    )
+    keep_stable_versions: int = Field(
+        2, ge=1, description="How many recent stable versions stay loaded so rollback is instant."
+    )
+    deploy_ready_timeout_seconds: float = Field(
+        180.0, gt=0, description="How long a deploy waits for the backend to report the version ready."
+    )
+    smoke_tolerance: float = Field(
+        1e-4, ge=0, description="Largest absolute difference a deploy's smoke output may have."
+    )
+    max_artifact_bytes: int = Field(2 * 1024**3, ge=1, description="Largest artifact a deploy accepts.")
+    torchserve_workers: int = Field(1, ge=1, description="Workers TorchServe starts per deployed version.")
+    tfserving_model_base_path: str | None = Field(
+        None,
+        description="The model store's path as TF Serving sees it (e.g. /models in a container); "
+        "default: the gateway's own model_store path.",
+    )
+    shadow_max_inflight: int = Field(
+        16, ge=1, description="Shadow requests in flight at most; more are dropped, never queued."
     )
 
     max_body_bytes: int = Field(

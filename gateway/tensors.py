@@ -99,8 +99,7 @@ def check_shape(spec: TensorSpec, array: np.ndarray) -> None:
         want not in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True)
     ):
         raise BadRequest(
-            f"input '{spec.name}': expected shape {_shape_text(spec.shape)}, "
-            f"got {_shape_text(list(array.shape))}"
+            f"input '{spec.name}': expected shape {_shape_text(spec.shape)}, got {_shape_text(list(array.shape))}"
         )
 
 
@@ -151,9 +150,7 @@ def to_array(name: str, value: Any, datatype: str) -> np.ndarray:
         if ok:
             info = np.iinfo(dtype)
             if int(array.min()) < info.min or int(array.max()) > info.max:
-                raise BadRequest(
-                    f"input '{name}': value out of range for {datatype} [{info.min}, {info.max}]"
-                )
+                raise BadRequest(f"input '{name}': value out of range for {datatype} [{info.min}, {info.max}]")
     else:  # bool
         ok = kind == "b"
     if not ok:

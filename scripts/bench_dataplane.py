@@ -91,9 +91,7 @@ async def closed_loop(url: str, body: bytes, concurrency: int, seconds: float) -
     return done / elapsed, errors
 
 
-async def throughput(
-    pairs: dict[str, tuple[str, str]], body: bytes, c: int, s: float
-) -> list[dict[str, object]]:
+async def throughput(pairs: dict[str, tuple[str, str]], body: bytes, c: int, s: float) -> list[dict[str, object]]:
     rows = []
     for name, (direct, through) in pairs.items():
         await closed_loop(direct, body, c, 2)  # warm up
@@ -150,18 +148,14 @@ def table(rows: list[dict[str, object]]) -> str:
     keys = list(rows[0])
     out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
-        out.append(
-            "| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |"
-        )
+        out.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
     return "\n".join(out)
 
 
 async def main_async(args: argparse.Namespace, stack: LocalStack) -> None:
     gw, ts, tf = stack.gateway_url, stack.torchserve_url, stack.tfserving_rest_url
     mlp = json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]]}).encode()
-    cnn = json.dumps(
-        {"instances": np.random.default_rng(0).normal(size=(1, 3, 32, 32)).round(4).tolist()}
-    ).encode()
+    cnn = json.dumps({"instances": np.random.default_rng(0).normal(size=(1, 3, 32, 32)).round(4).tolist()}).encode()
 
     def via(model: str, version: int) -> str:
         return f"{gw}/v1/models/{model}/versions/{version}:predict"

@@ -47,7 +47,14 @@ def fake_store(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(fake_store: Path) -> Settings:
-    return Settings(model_store=fake_store, state_file=fake_store.parent / "state.yaml", max_body_bytes=4096)
+    return Settings(
+        model_store=fake_store,
+        state_file=fake_store.parent / "state.yaml",
+        max_body_bytes=4096,
+        database_url=f"sqlite:///{fake_store.parent / 'registry.db'}",
+        admin_token="unit-admin-token-0123456789",
+        read_token="unit-read-token-0123456789",
+    )
 
 
 @pytest.fixture

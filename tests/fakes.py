@@ -30,6 +30,7 @@ class FakeBackend:
         self.fail: GatewayError | None = None
         self.requests: list[tuple[Target, InferenceRequest]] = []
         self.started = self.closed = False
+        self.unloaded: set[tuple[str, int]] = set()
 
     async def start(self) -> None:
         self.started = True
@@ -50,7 +51,7 @@ class FakeBackend:
             raise self.fail
         outputs = self._outputs(target, request)
         if self.raw_passthrough:  # answers in the REST form, as the TorchServe handler does
-            return InferenceResult(body=encode_outputs(outputs, request.form))
+            return InferenceResult(body=encode_outputs(outputs, request.form), form=request.form)
         return InferenceResult(outputs=outputs)
 
     async def forward(self, target: Target, body: bytes, content_type: str) -> RawResult:
@@ -62,7 +63,15 @@ class FakeBackend:
         return None
 
     async def status(self, model: str, version: int) -> VersionStatus:
+        if (model, version) in self.unloaded:
+            return VersionStatus(version, "END")
         return VersionStatus(version, "AVAILABLE")
+
+    async def load(self, model: str, version: int, keep: object) -> None:
+        self.unloaded.discard((model, version))
+
+    async def unload(self, model: str, version: int, keep: object) -> None:
+        self.unloaded.add((model, version))
 
 
 def make_version(store: Path, model: str, version: int, kind: str, signature: dict) -> Path:

@@ -48,15 +48,16 @@ def _server() -> tuple[str, str] | str:
         import psycopg
     except ImportError:
         return "psycopg is not installed"
-    errors: list[str] = []
+    failures: dict[str, list[str]] = {}  # reason -> the user@database attempts that gave it
     for user in _candidate_users():
         for dbname in ADMIN_DATABASES:
             try:
                 with psycopg.connect(host=HOST, port=PORT, user=user, dbname=dbname, connect_timeout=3):
                     return user, dbname
             except psycopg.Error as exc:
-                errors.append(f"{user}@{dbname}: {str(exc).strip().splitlines()[0]}")
-    return "; ".join(errors)
+                reason = " ".join(str(exc).split())
+                failures.setdefault(reason, []).append(f"{user}@{dbname}")
+    return "; ".join(f"{reason} (as {', '.join(tried)})" for reason, tried in failures.items())
 
 
 def _admin() -> tuple[str, str]:
@@ -90,8 +91,7 @@ def drop_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     with _admin_connect() as conn:
         conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (name,),
         )
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -172,9 +172,7 @@ class SignatureHandler:
         elif len(names) == 1:
             values = {names[0]: inputs}
         else:
-            raise ValueError(
-                f"'inputs' must be an object keyed by input name {names}, got {_describe(inputs)}"
-            )
+            raise ValueError(f"'inputs' must be an object keyed by input name {names}, got {_describe(inputs)}")
         arrays = {spec["name"]: _to_array(spec, values[spec["name"]]) for spec in self.inputs}
         batch_sizes = {name: len(array) for name, array in arrays.items()}
         if len(set(batch_sizes.values())) > 1:
@@ -212,11 +210,7 @@ class SignatureHandler:
             if single is not None:
                 return {"predictions": single.tolist()}
             n = len(next(iter(outputs.values())))
-            return {
-                "predictions": [
-                    {name: value[i].tolist() for name, value in outputs.items()} for i in range(n)
-                ]
-            }
+            return {"predictions": [{name: value[i].tolist() for name, value in outputs.items()} for i in range(n)]}
         if single is not None:
             return {"outputs": single.tolist()}
         return {"outputs": {name: value.tolist() for name, value in outputs.items()}}
@@ -264,9 +258,7 @@ def _to_array(spec: dict[str, Any], value: Any) -> np.ndarray:
             got = "non-numeric values (null, objects or mixed types)"
         raise ValueError(f"input {name!r}: expected {datatype} numbers, got {got}")
     got_shape = list(raw.shape)
-    if len(got_shape) != len(shape) or any(
-        want not in (-1, got) for want, got in zip(shape, got_shape, strict=True)
-    ):
+    if len(got_shape) != len(shape) or any(want not in (-1, got) for want, got in zip(shape, got_shape, strict=True)):
         raise ValueError(f"input {name!r}: expected shape {shape}, got {got_shape}")
     if got_shape[0] == 0:
         raise ValueError(f"input {name!r}: expected at least one example, got shape {got_shape}")

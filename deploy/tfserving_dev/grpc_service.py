@@ -183,9 +183,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignor
         return response
 
 
-def create_server(
-    manager: ModelManager, metrics: ServingMetrics, host: str, port: int
-) -> tuple[grpc.Server, int]:
+def create_server(manager: ModelManager, metrics: ServingMetrics, host: str, port: int) -> tuple[grpc.Server, int]:
     """Build and start the gRPC server; returns it and the bound port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="tfs-grpc"),
@@ -196,9 +194,7 @@ def create_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(manager, metrics), server
-    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(manager, metrics), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)

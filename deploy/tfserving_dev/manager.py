@@ -134,8 +134,7 @@ class ModelManager:
             for version, r in sorted(records.items(), reverse=True):
                 if r.aspired and r.error_code != grpc.StatusCode.OK:
                     failures.append(
-                        f"{{name: {name} version: {version}}} due to error: "
-                        f"{r.error_code.name}: {r.error_message}"
+                        f"{{name: {name} version: {version}}} due to error: {r.error_code.name}: {r.error_message}"
                     )
                     break
         return failures
@@ -150,9 +149,7 @@ class ModelManager:
             # A failed version is retried only after it stopped being aspired (as TF Serving).
             if record is None or (record.state == END and not record.aspired):
                 self._generation += 1
-                records[version] = VersionRecord(
-                    state=START, path=aspired[version], generation=self._generation
-                )
+                records[version] = VersionRecord(state=START, path=aspired[version], generation=self._generation)
                 self._load_queue.put((name, version, self._generation))
             else:
                 record.aspired = True

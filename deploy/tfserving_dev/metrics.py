@@ -128,8 +128,7 @@ def render(registry: CollectorRegistry) -> str:
         lines.append(f"# TYPE {family.name} {family.type}")
         for sample in family.samples:
             labels = ",".join(
-                '{}="{}"'.format(k, v.replace("\\", "\\\\").replace('"', '\\"'))
-                for k, v in sample.labels.items()
+                '{}="{}"'.format(k, v.replace("\\", "\\\\").replace('"', '\\"')) for k, v in sample.labels.items()
             )
             if sample.name.endswith("_sum"):
                 value = _format_number(sample.value)

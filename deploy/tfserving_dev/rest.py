@@ -29,9 +29,7 @@ from .servable import DEFAULT_SIGNATURE
 log = logging.getLogger("tfserving_dev.rest")
 
 _VERSION_OR_LABEL = r"(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
-_PREDICT_PATH = re.compile(
-    rf"/v1/models/([^/:]+){_VERSION_OR_LABEL}:(classify|regress|predict)", re.IGNORECASE
-)
+_PREDICT_PATH = re.compile(rf"/v1/models/([^/:]+){_VERSION_OR_LABEL}:(classify|regress|predict)", re.IGNORECASE)
 _STATUS_PATH = re.compile(rf"/v1/models(?:/([^/:]+))?{_VERSION_OR_LABEL}(?:/(metadata))?", re.I)
 
 
@@ -123,9 +121,7 @@ class RestApi:
         try:
             signature = servable.signature(signature_name)
         except ServingError as exc:
-            raise invalid_argument(
-                f'Serving signature name: "{signature_name}" not found in signature def'
-            ) from exc
+            raise invalid_argument(f'Serving signature name: "{signature_name}" not found in signature def') from exc
         inputs, fmt = parse_predict_body(document, signature.inputs)
         outputs, runtime_us = servable.run(signature_name, inputs)
         self.metrics.record_runtime_latency(spec.name, "Predict", "TF1", runtime_us)

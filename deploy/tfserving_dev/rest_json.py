@@ -74,8 +74,7 @@ def _is_lossless(value: float, dtype: int) -> bool:
 def _leaf(value: Any, dtype: int) -> Any:
     """Convert one JSON scalar to the signature's dtype, with TF Serving's messages."""
     type_error = invalid_argument(
-        f"JSON Value: {_json_text(value)} Type: {_json_type(value)} is not of expected "
-        f"type: {dtype_short_name(dtype)}"
+        f"JSON Value: {_json_text(value)} Type: {_json_type(value)} is not of expected type: {dtype_short_name(dtype)}"
     )
     if dtype == types_pb2.DT_STRING:
         if isinstance(value, str):
@@ -136,8 +135,7 @@ def _flatten(value: Any, shape: list[int], level: int, dtype: int, out: list[Any
         raise invalid_argument(f"Encountered list at unexpected level: {level} expected < {len(shape)}")
     if len(value) != shape[level]:
         raise invalid_argument(
-            f"Encountered list at unexpected size: {len(value)} at level: {level} expected "
-            f"size: {shape[level]}"
+            f"Encountered list at unexpected size: {len(value)} at level: {level} expected size: {shape[level]}"
         )
     for item in value:
         _flatten(item, shape, level + 1, dtype, out)
@@ -178,9 +176,7 @@ def _rows(instances: list[Any], infos: Mapping[str, Any]) -> dict[str, np.ndarra
             try:
                 array = _to_array(value, infos[name].dtype)
             except ServingError as exc:
-                raise invalid_argument(
-                    f"Failed to process element: {index} of 'instances' list. Error: {exc}"
-                ) from exc
+                raise invalid_argument(f"Failed to process element: {index} of 'instances' list. Error: {exc}") from exc
             if columns[name] and columns[name][0].shape != array.shape:
                 raise invalid_argument(
                     f"Failed to process element: {index} of 'instances' list. Error: "
@@ -213,9 +209,7 @@ def _columns(inputs: Any, infos: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return result
 
 
-def parse_predict_body(
-    body: Any, infos: Mapping[str, meta_graph_pb2.TensorInfo]
-) -> tuple[dict[str, np.ndarray], str]:
+def parse_predict_body(body: Any, infos: Mapping[str, meta_graph_pb2.TensorInfo]) -> tuple[dict[str, np.ndarray], str]:
     """Decode a predict request body into input arrays; returns them and the format."""
     if not infos:
         raise invalid_argument("Failed to get input map for signature")
@@ -278,9 +272,7 @@ def format_predict_response(outputs: Mapping[str, np.ndarray], fmt: str) -> dict
         if shape[0] < 1:
             raise invalid_argument(f"Tensor name: {name} has invalid batch size: {shape[0]}")
         if batch and shape[0] != batch:
-            raise invalid_argument(
-                f"Tensor name: {name} has inconsistent batch size: {shape[0]} expecting: {batch}"
-            )
+            raise invalid_argument(f"Tensor name: {name} has inconsistent batch size: {shape[0]} expecting: {batch}")
         batch = shape[0]
     # arr[i, ...] keeps the dtype; np.asarray(bytes) would make an 'S' array and drop trailing NULs.
     rows = {name: [_to_json(name, outputs[name][i, ...]) for i in range(batch)] for name in names}

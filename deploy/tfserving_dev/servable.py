@@ -39,9 +39,7 @@ def _read_meta_graph(path: str) -> meta_graph_pb2.MetaGraphDef:
                 f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}",
             )
     except (message.DecodeError, text_format.ParseError) as exc:
-        raise ServingError(
-            grpc.StatusCode.DATA_LOSS, f"Can't parse {pb_path} as binary proto: {exc}"
-        ) from exc
+        raise ServingError(grpc.StatusCode.DATA_LOSS, f"Can't parse {pb_path} as binary proto: {exc}") from exc
     for meta_graph in saved_model.meta_graphs:
         if SERVE_TAG in meta_graph.meta_info_def.tags:
             return meta_graph
@@ -80,9 +78,7 @@ class Servable:
         """Return a SignatureDef; the empty name means serving_default."""
         key = signature_name or DEFAULT_SIGNATURE
         if key not in self._meta_graph.signature_def or key not in self._functions:
-            raise ServingError(
-                grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.'
-            )
+            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.')
         return self._meta_graph.signature_def[key]
 
     def run(
@@ -169,9 +165,7 @@ def _check_input_tensor(
     if expected is None:
         return
     actual = list(array.shape)
-    compatible = len(actual) == len(expected) and all(
-        e < 0 or e == a for e, a in zip(expected, actual, strict=True)
-    )
+    compatible = len(actual) == len(expected) and all(e < 0 or e == a for e, a in zip(expected, actual, strict=True))
     if not compatible:
         raise invalid_argument(
             f"input '{alias}' of signature '{signature_name}' expects shape "

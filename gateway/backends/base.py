@@ -6,6 +6,7 @@ never by comparing backend names on each request.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -45,10 +46,11 @@ class InferenceRequest:
 
 @dataclass(slots=True)
 class InferenceResult:
-    """A backend's answer: output arrays, or a TF Serving REST JSON body in the request's form."""
+    """A backend's answer: output arrays, or a TF Serving REST JSON body in the form ``form``."""
 
     outputs: dict[str, np.ndarray] | None = None
     body: bytes | None = None
+    form: Form = "column"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,19 @@ class Backend(Protocol):
 
     async def status(self, model: str, version: int) -> VersionStatus:
         """The version's state on the backend; never raises for an unreachable backend."""
+        ...
+
+    async def load(self, model: str, version: int, keep: Mapping[str, Collection[int]]) -> None:
+        """Ask the backend to load ``<store>/<model>/<version>``; returns once it accepted.
+
+        ``keep`` is every version of this backend that must stay loaded (a backend whose reload
+        replaces its whole model list, as TF Serving's does, needs it; others ignore it).
+        Loading a version that is already loaded is harmless.
+        """
+        ...
+
+    async def unload(self, model: str, version: int, keep: Mapping[str, Collection[int]]) -> None:
+        """Ask the backend to unload a version; unloading one that is not loaded is harmless."""
         ...
 
     async def start(self) -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -87,7 +90,13 @@ class TorchServeBackend:
         timeout: float = 30.0,
         connect_timeout: float = 2.0,
         max_connections: int = 100,
+        store: Path | None = None,
+        workers: int = 1,
+        load_timeout: float = 300.0,
     ) -> None:
+        self.store = store
+        self.workers = workers
+        self.load_timeout = load_timeout
         self.url = url.rstrip("/")
         self.management_url = management_url.rstrip("/")
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
@@ -130,11 +139,14 @@ class TorchServeBackend:
             raise error_for_exception(exc, what) from exc
 
     async def infer(self, target: Target, request: InferenceRequest) -> InferenceResult:
-        body = request.body if request.body is not None else encode_inputs_column(request.inputs)
+        if request.body is not None:
+            body, form = request.body, request.form
+        else:
+            body, form = encode_inputs_column(request.inputs), "column"
         status, data, _ = await self._post(target, body, "application/json")
         if status != 200:
             raise error_for_status(status, data, f"torchserve {target.model} v{target.version}")
-        return InferenceResult(body=data)
+        return InferenceResult(body=data, form=form)
 
     async def forward(self, target: Target, body: bytes, content_type: str) -> RawResult:
         status, data, ctype = await self._post(target, body, content_type)
@@ -159,6 +171,31 @@ class TorchServeBackend:
             return VersionStatus(version, "UNKNOWN", error_for_exception(exc, "torchserve").message)
         return _status_from_description(version, orjson.loads(data))
 
+    async def load(self, model: str, version: int, keep: Mapping[str, Collection[int]]) -> None:
+        """Register ``model`` version ``version`` with its workers (synchronously)."""
+        if self.store is None:
+            raise BackendUnavailable("torchserve adapter has no model store to load from")
+        name = link_archive(self.store, model, version)
+        url = (
+            f"{self.management_url}/models?url={name}&model_name={model}"
+            f"&initial_workers={self.workers}&synchronous=true"
+        )
+        status, body = await _management(self.session, "POST", url, self.load_timeout)
+        if status == 409 or (status == 500 and b"already" in body.lower()):
+            return  # already registered: loading twice is harmless
+        if status != 200:
+            raise error_for_status(status, body, f"torchserve register {model} v{version}")
+
+    async def unload(self, model: str, version: int, keep: Mapping[str, Collection[int]]) -> None:
+        """Unregister a version; one that is not registered is fine."""
+        status, body = await _management(
+            self.session, "DELETE", f"{self.management_url}/models/{model}/{version}", self.load_timeout
+        )
+        if status not in (200, 404):
+            raise error_for_status(status, body, f"torchserve unregister {model} v{version}")
+        if self.store is not None:
+            (self.store / f"{model}.{version}.mar").unlink(missing_ok=True)
+
 
 def _status_from_description(version: int, payload: Any) -> VersionStatus:
     """Map TorchServe's model description (workers and their states) onto TF Serving's states."""
@@ -171,3 +208,32 @@ def _status_from_description(version: int, payload: Any) -> VersionStatus:
     if workers:
         return VersionStatus(version, "LOADING", details=details)
     return VersionStatus(version, "START", "no workers", details=details)
+
+
+def link_archive(store: Path, model: str, version: int) -> str:
+    """Link ``<store>/<model>.<version>.mar`` to the version's archive; return the link's name.
+
+    TorchServe 0.12 finds an archive by file name at the top of its model store only (a nested
+    ``url=mlp/1/mlp.mar`` answers 404), so each version gets a uniquely named relative link there;
+    relative, so it resolves the same inside the TorchServe container sharing the volume.
+    """
+    archives = sorted((store / model / str(version)).glob("*.mar"))
+    if not archives:
+        raise BadRequest(f"{model}/{version} holds no .mar archive")
+    link = store / f"{model}.{version}.mar"
+    target = archives[0].relative_to(store)
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return link.name
+    tmp = store / f".{link.name}.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    tmp.replace(link)
+    return link.name
+
+
+async def _management(session: aiohttp.ClientSession, method: str, url: str, seconds: float) -> tuple[int, bytes]:
+    try:
+        async with session.request(method, url, timeout=aiohttp.ClientTimeout(total=seconds, sock_connect=5)) as resp:
+            return resp.status, await resp.read()
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise error_for_exception(exc, "torchserve management API") from exc

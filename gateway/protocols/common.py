@@ -11,7 +11,8 @@ from gateway.errors import BadRequest, PayloadTooLarge
 from gateway.tensors import Signature
 
 if TYPE_CHECKING:
-    from gateway.backends.base import Target
+    from gateway.backends.base import InferenceRequest, InferenceResult, Target
+    from gateway.rollouts.shadow import ShadowRunner
     from gateway.routing.table import Resolved, RoutingTable
     from gateway.settings import Settings
 
@@ -82,3 +83,20 @@ def json_response(payload: object, status_code: int = 200, headers: dict[str, st
         media_type="application/json",
         headers=headers,
     )
+
+
+async def dispatch(request: Request, resolved: Resolved, inference: InferenceRequest) -> InferenceResult:
+    """Run the inference on the routed version; then, maybe, copy it to the shadow version.
+
+    Every protocol's inference goes through here, so routing policy, shadowing (and metrics) are
+    applied the same way for all of them.
+    """
+    target = resolved.target
+    result = await target.backend.infer(target, inference)
+    routes = table_of(request).models.get(target.model)
+    if routes is not None:
+        shadow = routes.shadow_for(target)
+        if shadow is not None:
+            runner: ShadowRunner = request.app.state.shadow
+            runner.submit(target, shadow, inference, result)
+    return result

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request, Response
 from gateway.backends.base import InferenceRequest
 from gateway.errors import BadRequest
 from gateway.protocols.common import (
+    dispatch,
     json_response,
     read_body,
     require_signature,
@@ -21,7 +22,7 @@ from gateway.protocols.common import (
     signature_of,
     table_of,
 )
-from gateway.restjson import decode_outputs, parse_json
+from gateway.restjson import parse_json, result_outputs
 from gateway.routing.table import Resolved, parse_version
 from gateway.tensors import DATATYPES, Signature, check_shape, datatype_of, to_array, to_json_value
 
@@ -83,9 +84,7 @@ def decode_infer_request(payload: Any, signature: Signature) -> tuple[dict[str, 
         if spec.name not in inputs:
             raise BadRequest(f"missing input '{spec.name}'")
     wanted = payload.get("outputs") or []
-    if not isinstance(wanted, list) or not all(
-        isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted
-    ):
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted):
         raise BadRequest("'outputs' must be a list of objects with a 'name'")
     names = tuple(o["name"] for o in wanted)
     known = {s.name for s in signature.outputs}
@@ -115,12 +114,8 @@ async def _infer(request: Request, resolved: Resolved) -> Response:
     payload = parse_json(await read_body(request))
     signature = require_signature(target, await signature_of(target))
     inputs, names = decode_infer_request(payload, signature)
-    result = await target.backend.infer(
-        target, InferenceRequest(inputs=inputs, form="column", output_filter=names)
-    )
-    outputs = result.outputs
-    if outputs is None:
-        outputs = decode_outputs(result.body or b"", "column", signature)
+    result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form="column", output_filter=names))
+    outputs = result_outputs(result, signature)
     answer: dict[str, Any] = {
         "model_name": target.model,
         "model_version": str(target.version),
@@ -134,7 +129,7 @@ async def _infer(request: Request, resolved: Resolved) -> Response:
 @router.post("/v2/models/{model}/infer")
 async def infer(model: str, request: Request) -> Response:
     """Infer with the model's default version."""
-    return await _infer(request, table_of(request).resolve(model))
+    return await _infer(request, table_of(request).resolve(model, headers=request.headers))
 
 
 @router.post("/v2/models/{model}/versions/{version}/infer")
@@ -160,7 +155,7 @@ async def _metadata(resolved: Resolved, versions: list[int]) -> Response:
 async def model_metadata(model: str, request: Request) -> Response:
     """Metadata of the model's default version, and the list of its versions."""
     table = table_of(request)
-    return await _metadata(table.resolve(model), sorted(table.model(model).versions))
+    return await _metadata(table.model(model).stable(), sorted(table.model(model).versions))
 
 
 @router.get("/v2/models/{model}/versions/{version}")
@@ -176,15 +171,13 @@ async def _ready(resolved: Resolved) -> Response:
     body = {"name": target.model, "version": str(target.version), "ready": status.available}
     if not status.available:
         body["error"] = f"version {target.version} is {status.state}: {status.error}".rstrip(": ")
-    return json_response(
-        body, status_code=200 if status.available else 503, headers=routing_headers(resolved)
-    )
+    return json_response(body, status_code=200 if status.available else 503, headers=routing_headers(resolved))
 
 
 @router.get("/v2/models/{model}/ready")
 async def model_ready(model: str, request: Request) -> Response:
     """200 when the default version is loaded and serving on its backend, else 503."""
-    return await _ready(table_of(request).resolve(model))
+    return await _ready(table_of(request).model(model).stable())
 
 
 @router.get("/v2/models/{model}/versions/{version}/ready")

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from gateway.backends.base import InferenceRequest, Target
 from gateway.protocols.common import (
+    dispatch,
     json_response,
     read_body,
     require_signature,
@@ -19,7 +20,7 @@ from gateway.protocols.common import (
     signature_of,
     table_of,
 )
-from gateway.restjson import decode_request, encode_outputs, parse_json
+from gateway.restjson import decode_request, parse_json, result_body
 from gateway.routing.table import Resolved, parse_version
 from gateway.tensors import Signature
 
@@ -39,15 +40,15 @@ async def _predict(request: Request, resolved: Resolved) -> Response:
     payload = parse_json(body)
     signature = require_signature(target, await signature_of(target))
     inputs, form = decode_request(payload, signature)
-    result = await target.backend.infer(target, InferenceRequest(inputs=inputs, form=form, body=body))
-    content = result.body if result.body is not None else encode_outputs(result.outputs or {}, form)
+    result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form=form, body=body))
+    content = result_body(result, form, signature)
     return Response(content, media_type="application/json", headers=routing_headers(resolved))
 
 
 @router.post("/v1/models/{model}:predict")
 async def predict(model: str, request: Request) -> Response:
     """Predict with the model's default version (its ``stable`` label, else the highest)."""
-    return await _predict(request, table_of(request).resolve(model))
+    return await _predict(request, table_of(request).resolve(model, headers=request.headers))
 
 
 @router.post("/v1/models/{model}/versions/{version}:predict")
@@ -127,7 +128,7 @@ async def _metadata(resolved: Resolved) -> Response:
 @router.get("/v1/models/{model}/metadata")
 async def metadata(model: str, request: Request) -> Response:
     """The default version's signature, in TF Serving's metadata shape."""
-    return await _metadata(table_of(request).resolve(model))
+    return await _metadata(table_of(request).model(model).stable())
 
 
 @router.get("/v1/models/{model}/versions/{version}/metadata")

@@ -11,13 +11,14 @@ from fastapi import APIRouter, Request, Response
 
 from gateway.backends.base import InferenceRequest
 from gateway.protocols.common import (
+    dispatch,
     read_body,
     require_signature,
     routing_headers,
     signature_of,
     table_of,
 )
-from gateway.restjson import decode_request, encode_outputs, parse_json
+from gateway.restjson import decode_request, parse_json, result_body
 from gateway.routing.table import Resolved, parse_version
 
 router = APIRouter(tags=["TorchServe inference API"])
@@ -33,15 +34,15 @@ async def _predictions(request: Request, resolved: Resolved) -> Response:
         return Response(raw.body, status_code=raw.status, media_type=raw.content_type, headers=headers)
     signature = require_signature(target, await signature_of(target))
     inputs, form = decode_request(parse_json(body), signature)
-    result = await target.backend.infer(target, InferenceRequest(inputs=inputs, form=form))
-    content = result.body if result.body is not None else encode_outputs(result.outputs or {}, form)
+    result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form=form))
+    content = result_body(result, form, signature)
     return Response(content, media_type="application/json", headers=headers)
 
 
 @router.post("/predictions/{model}")
 async def predictions(model: str, request: Request) -> Response:
     """Predict with the model's default version."""
-    return await _predictions(request, table_of(request).resolve(model))
+    return await _predictions(request, table_of(request).resolve(model, headers=request.headers))
 
 
 @router.post("/predictions/{model}/{version}")

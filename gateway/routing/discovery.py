@@ -1,4 +1,4 @@
-"""Build the routing table from the model store (and an optional desired-state file).
+"""What the model store holds, and the desired-state file.
 
 A version directory's artifact tells its backend: a ``*.mar`` archive is served by TorchServe, a
 ``saved_model.pb`` by TF Serving. Its ``signature.json``, when present, describes its tensors;
@@ -8,17 +8,13 @@ TF Serving versions without one are described by TF Serving's own metadata.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gateway.backends.base import Backend, Target
-from gateway.errors import GatewayError
-from gateway.routing.table import NAME_RE, ModelRoutes, RoutingTable
-from gateway.tensors import Signature
+from gateway.routing.table import NAME_RE
 
 log = logging.getLogger(__name__)
 
@@ -72,32 +68,3 @@ def read_state(path: Path | None) -> dict[str, Any]:
     if not isinstance(models, dict):
         raise ValueError(f"{path}: 'models' must be a mapping")
     return models
-
-
-async def build_table(
-    store: Path, backends: Mapping[str, Backend], state: Mapping[str, Any] | None = None
-) -> RoutingTable:
-    """Scan the store and make the routing table; labels come from ``state``."""
-    versions: dict[str, dict[int, Target]] = {}
-    for stored in scan_store(store):
-        backend = backends.get(stored.backend)
-        if backend is None:
-            continue
-        signature = Signature.load(stored.path / "signature.json")
-        if signature is None:
-            try:
-                signature = await backend.signature(stored.model, stored.version)
-            except GatewayError as exc:
-                log.warning("no signature for %s v%d yet: %s", stored.model, stored.version, exc)
-        target = Target(stored.model, stored.version, backend, signature)
-        versions.setdefault(stored.model, {})[stored.version] = target
-    models: dict[str, ModelRoutes] = {}
-    for name, targets in versions.items():
-        wanted = (state or {}).get(name, {}) or {}
-        labels = {str(k): int(v) for k, v in (wanted.get("labels") or {}).items()}
-        for label, version in list(labels.items()):
-            if version not in targets:
-                log.warning("state file: %s label %s -> missing version %d", name, label, version)
-                del labels[label]
-        models[name] = ModelRoutes(name, targets, labels)
-    return RoutingTable(models)

@@ -1,27 +1,77 @@
-"""The router: holds the current routing table and swaps it whole when routes change."""
+"""The router: holds the current routing table and swaps it whole when the registry changes.
+
+The table is built from a registry snapshot (which versions are routable, labels, traffic and
+shadow policies) and the model store (signatures). Requests only ever read ``router.table``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from gateway.backends.base import Backend
-from gateway.routing.discovery import build_table, read_state
-from gateway.routing.table import RoutingTable
+from gateway.backends.base import Backend, Target
+from gateway.errors import GatewayError
+from gateway.registry.records import Snapshot
+from gateway.routing.table import ModelRoutes, RoutePolicy, RoutingTable
+from gateway.tensors import Signature
+
+log = logging.getLogger(__name__)
 
 
 class Router:
     """Owns the in-memory routing table of one gateway process."""
 
-    def __init__(self, backends: Mapping[str, Backend], store: Path, state_file: Path | None):
+    def __init__(self, backends: Mapping[str, Backend], store: Path) -> None:
         self.backends = dict(backends)
         self.store = store
-        self.state_file = state_file
         self.table = RoutingTable()
+        self.revision = -1
+        self._signatures: dict[tuple[str, int, str], Signature] = {}
+        self._lock = asyncio.Lock()
 
-    async def rebuild(self, state: Mapping[str, Any] | None = None) -> RoutingTable:
-        """Build a new table from the model store and swap it in (one reference assignment)."""
-        wanted = read_state(self.state_file) if state is None else state
-        self.table = await build_table(self.store, self.backends, wanted)
-        return self.table
+    async def _signature(self, model: str, version: int, backend: Backend) -> Signature | None:
+        key = (model, version, backend.kind)
+        if key in self._signatures:
+            return self._signatures[key]
+        signature = Signature.load(self.store / model / str(version) / "signature.json")
+        if signature is None:
+            try:
+                signature = await backend.signature(model, version)
+            except GatewayError as exc:  # asked again at the next rebuild or request
+                log.warning("no signature for %s v%d yet: %s", model, version, exc.message)
+        if signature is not None:
+            self._signatures[key] = signature
+        return signature
+
+    async def apply(self, snapshot: Snapshot) -> RoutingTable:
+        """Build a table from ``snapshot`` and swap it in, unless a newer one is already in."""
+        async with self._lock:
+            if snapshot.revision < self.revision:
+                return self.table
+            models: dict[str, ModelRoutes] = {}
+            for name, record in snapshot.models.items():
+                targets: dict[int, Target] = {}
+                for version, stored in record.versions.items():
+                    backend = self.backends.get(stored.backend)
+                    if stored.state != "available" or backend is None:
+                        continue
+                    signature = await self._signature(name, version, backend)
+                    targets[version] = Target(name, version, backend, signature)
+                if not targets:
+                    continue
+                p = record.policy
+                policy = RoutePolicy(
+                    p.canary_version, p.canary_percent, p.sticky_header, p.shadow_version, p.shadow_percent
+                )
+                labels = {k: v for k, v in record.labels.items() if v in targets}
+                models[name] = ModelRoutes(name, targets, labels, policy)
+            self.table = RoutingTable(models)  # one reference swap: requests see old or new, whole
+            self.revision = snapshot.revision
+            return self.table
+
+    def forget_signature(self, model: str, version: int) -> None:
+        """Drop a cached signature (a version re-deployed with other content)."""
+        for key in [k for k in self._signatures if k[:2] == (model, version)]:
+            del self._signatures[key]

@@ -6,7 +6,9 @@ the reference, so a request sees one consistent table from start to end.
 
 from __future__ import annotations
 
+import random
 import re
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -31,13 +33,30 @@ class Resolved:
     label: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """How a model's requests that name no version are spread, and what is shadowed."""
+
+    canary_version: int | None = None
+    canary_percent: float = 0.0
+    sticky_header: str | None = None
+    shadow_version: int | None = None
+    shadow_percent: float = 0.0
+
+
+def _bucket(value: str) -> float:
+    """A stable position in [0, 100) for a sticky-header value: same value, same version."""
+    return (zlib.crc32(value.encode()) % 10_000) / 100.0
+
+
 @dataclass(frozen=True)
 class ModelRoutes:
-    """The versions and labels of one model."""
+    """The versions, labels and traffic policy of one model."""
 
     name: str
     versions: Mapping[int, Target]
     labels: Mapping[str, int] = field(default_factory=dict)
+    policy: RoutePolicy = field(default_factory=RoutePolicy)
 
     def version(self, version: int) -> Target:
         try:
@@ -53,13 +72,38 @@ class ModelRoutes:
             known = ", ".join(sorted(self.labels)) or "none"
             raise NotFound(f"model '{self.name}' has no label '{label}' (labels: {known})") from None
 
-    def default(self) -> Resolved:
-        """The version a request that names none gets: ``stable``, else the highest version."""
-        if "stable" in self.labels:
-            return Resolved(self.label("stable"), "stable")
+    def stable(self) -> Resolved:
+        """``stable``, else the highest version."""
+        if "stable" in self.labels and self.labels["stable"] in self.versions:
+            return Resolved(self.versions[self.labels["stable"]], "stable")
         if not self.versions:
             raise NotFound(f"model '{self.name}' has no routable version")
         return Resolved(self.versions[max(self.versions)], None)
+
+    def default(self, headers: Mapping[str, str] | None = None) -> Resolved:
+        """The version a request that names none gets: the canary for its share, else stable.
+
+        With a sticky header, the header's value decides (the same value always lands on the same
+        side); without one, or when the request lacks it, a random draw does.
+        """
+        policy = self.policy
+        canary = policy.canary_version
+        if canary is not None and policy.canary_percent > 0 and canary in self.versions:
+            sticky = headers.get(policy.sticky_header) if headers and policy.sticky_header else None
+            draw = _bucket(sticky) if sticky is not None else random.random() * 100.0
+            if draw < policy.canary_percent:
+                return Resolved(self.versions[canary], "canary")
+        return self.stable()
+
+    def shadow_for(self, target: Target) -> Target | None:
+        """The version to copy ``target``'s request to, drawn at the shadow share, if any."""
+        policy = self.policy
+        version = policy.shadow_version
+        if version is None or version == target.version or policy.shadow_percent <= 0:
+            return None
+        if version not in self.versions or random.random() * 100.0 >= policy.shadow_percent:
+            return None
+        return self.versions[version]
 
 
 class RoutingTable:
@@ -74,14 +118,20 @@ class RoutingTable:
         except KeyError:
             raise NotFound(f"model '{name[:128]}' not found") from None
 
-    def resolve(self, model: str, version: int | None = None, label: str | None = None) -> Resolved:
-        """Route a request by explicit version, by label, or by the model's default."""
+    def resolve(
+        self,
+        model: str,
+        version: int | None = None,
+        label: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Resolved:
+        """Route a request by explicit version, by label, or by the model's traffic policy."""
         routes = self.model(model)
         if version is not None:
             return Resolved(routes.version(version), None)
         if label is not None:
             return Resolved(routes.label(label), label)
-        return routes.default()
+        return routes.default(headers)
 
     def targets(self) -> list[Target]:
         return [t for m in self.models.values() for t in m.versions.values()]

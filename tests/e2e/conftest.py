@@ -4,6 +4,7 @@ per test session on free ports, from the repository's model store. Every e2e tes
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,11 +36,21 @@ def _ensure_models() -> None:
         )
 
 
+def copy_store(into: Path, skip: tuple[str, ...] = ()) -> Path:
+    """A private, writable copy of the example model store (minus ``skip``, e.g. ``"mlp/3"``)."""
+    _ensure_models()
+    for version_dir in sorted(STORE.glob("*/[0-9]*")):
+        name = f"{version_dir.parent.name}/{version_dir.name}"
+        if name not in skip:
+            shutil.copytree(version_dir, into / name)
+    return into
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    _ensure_models()
+    store = copy_store(tmp_path_factory.mktemp("store"))
     workdir = tmp_path_factory.mktemp("stack")
-    with LocalStack(STORE, workdir, Ports.free()) as running:
+    with LocalStack(store, workdir, Ports.free()) as running:
         yield running
 
 

@@ -4,6 +4,7 @@ server, every protocol, every way of addressing a version, every error status.""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -117,9 +118,9 @@ def test_body_over_the_limit_is_413(gateway):
 
 
 @pytest.fixture
-def store_with_ghost_versions(tmp_path: Path) -> Path:
+def store_with_ghost_versions(stack, tmp_path: Path) -> Path:
     """The example store plus mlp versions the backends never loaded (8 on TF, 9 on TorchServe)."""
-    real = Path(__file__).resolve().parents[2] / "model_store"
+    real = stack.store
     store = tmp_path / "store"
     (store / "mlp").mkdir(parents=True)
     for version in (1, 2, 3):
@@ -135,6 +136,7 @@ def in_process_gateway(stack, store: Path, **overrides) -> TestClient:
         "torchserve_url": stack.torchserve_url,
         "torchserve_management_url": stack.torchserve_management_url,
         "tfserving_target": stack.tfserving_target,
+        "database_url": f"sqlite:///{tempfile.mkdtemp()}/registry.db",
     }
     settings = Settings(**(fields | overrides))
     return TestClient(create_app(settings))
@@ -173,10 +175,8 @@ def test_unreachable_backends_are_503(stack, store_with_ghost_versions):
 
 def test_deadline_passed_is_504(stack, store_with_ghost_versions):
     x = np.zeros((64, 3, 32, 32), np.float32).tolist()
-    real = Path(__file__).resolve().parents[2] / "model_store"
-    with in_process_gateway(
-        stack, real, torchserve_timeout_seconds=0.001, tfserving_timeout_seconds=0.001
-    ) as client:
+    real = stack.store
+    with in_process_gateway(stack, real, torchserve_timeout_seconds=0.001, tfserving_timeout_seconds=0.001) as client:
         for version in (1, 2):
             r = client.post(f"/v1/models/cnn/versions/{version}:predict", json={"instances": x})
             assert r.status_code == 504, r.text

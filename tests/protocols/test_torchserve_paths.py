@@ -4,9 +4,7 @@ from __future__ import annotations
 
 
 def test_torchserve_versions_get_the_raw_body(client):
-    r = client.post(
-        "/predictions/toy/3", content=b"\x00raw image bytes", headers={"Content-Type": "image/png"}
-    )
+    r = client.post("/predictions/toy/3", content=b"\x00raw image bytes", headers={"Content-Type": "image/png"})
     assert r.status_code == 200
     assert r.content == b"echo:\x00raw image bytes"
     assert (r.headers["X-Model-Version"], r.headers["X-Backend"]) == ("3", "torchserve")

@@ -219,17 +219,14 @@ def start_server(args: list[str], log_path: Path, rest: bool = True) -> ServerPr
     return ServerProcess(proc, log_path, grpc_port, rest_port)
 
 
-def wait_until_serving(
-    server: ServerProcess, expected: dict[str, dict[int, int]], timeout: float = 60
-) -> None:
+def wait_until_serving(server: ServerProcess, expected: dict[str, dict[int, int]], timeout: float = 60) -> None:
     """Wait for GetModelStatus to report the expected states; show the log on failure."""
 
     def ready() -> bool:
         if server.proc.poll() is not None:
             raise AssertionError(f"server exited early:\n{server.log()}")
         return all(
-            all(server.states(name).get(v) == s for v, s in versions.items())
-            for name, versions in expected.items()
+            all(server.states(name).get(v) == s for v, s in versions.items()) for name, versions in expected.items()
         )
 
     try:

@@ -82,9 +82,7 @@ def test_status_errors(server: ServerProcess) -> None:
     ("selector", "version"),
     [({}, 2), ({"version": 1}, 1), ({"version": 2}, 2), ({"label": "stable"}, 1)],
 )
-def test_predict_by_default_version_and_label(
-    server: ServerProcess, selector: dict[str, object], version: int
-) -> None:
+def test_predict_by_default_version_and_label(server: ServerProcess, selector: dict[str, object], version: int) -> None:
     request = predict_request("linear", {"x": X}, **selector)  # type: ignore[arg-type]
     response = server.predict.Predict(request, timeout=10)
     assert response.model_spec.name == "linear"

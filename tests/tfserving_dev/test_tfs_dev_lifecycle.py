@@ -79,9 +79,7 @@ def test_reload_refuses_moving_a_label_to_an_unavailable_version(
 
 
 @pytest.mark.usefixtures("restore_config")
-def test_reload_moves_a_label_to_an_available_version(
-    server: ServerProcess, model_paths: dict[str, Path]
-) -> None:
+def test_reload_moves_a_label_to_an_available_version(server: ServerProcess, model_paths: dict[str, Path]) -> None:
     config = model_config(model_paths, {"linear": {"specific": [1, 2], "labels": {"stable": 2, "canary": 2}}})
     server.reload(config)
     assert predict(server, "linear", label="stable") == (2, [31.0])

@@ -28,9 +28,7 @@ pytestmark = pytest.mark.e2e
         ),
     ],
 )  # fmt: skip
-def test_predict_row_and_column_forms(
-    server: ServerProcess, path: str, body: object, expected: object
-) -> None:
+def test_predict_row_and_column_forms(server: ServerProcess, path: str, body: object, expected: object) -> None:
     assert server.http("POST", path, body) == (200, expected)
 
 
@@ -124,9 +122,7 @@ def test_metadata_routes(server: ServerProcess) -> None:
         ("GET", "/elsewhere", None, 404, "Not found"),
     ],
 )  # fmt: skip
-def test_rest_errors(
-    server: ServerProcess, method: str, path: str, body: object, status: int, message: str
-) -> None:
+def test_rest_errors(server: ServerProcess, method: str, path: str, body: object, status: int, message: str) -> None:
     got_status, answer = server.http(method, path, body)
     assert got_status == status
     assert set(answer) == {"error"}

@@ -103,6 +103,4 @@ def test_metrics_page_uses_tf_serving_names_and_buckets() -> None:
     assert f'{prefix}le="18"}} 0' in page
     assert f'{prefix}le="32.4"}} 1' in page
     assert f'{prefix}le="+Inf"}} 1' in page
-    assert (
-        ':tensorflow:serving:request_latency_sum{model_name="m",API="Predict",entrypoint="GRPC"} 25' in page
-    )
+    assert ':tensorflow:serving:request_latency_sum{model_name="m",API="Predict",entrypoint="GRPC"} 25' in page

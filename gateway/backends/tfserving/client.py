@@ -7,6 +7,7 @@ TensorFlow. gRPC status codes are translated into the gateway's errors in one ta
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import grpc
@@ -69,7 +70,17 @@ class TFServingBackend:
     kind = KIND
     raw_passthrough = False
 
-    def __init__(self, target: str, *, timeout: float = 30.0, max_message_bytes: int = 64 << 20):
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = 30.0,
+        max_message_bytes: int = 64 << 20,
+        base_path: str | None = None,
+        load_timeout: float = 300.0,
+    ) -> None:
+        self.base_path = base_path.rstrip("/") if base_path else None
+        self.load_timeout = load_timeout
         self.target = target
         self.timeout = timeout
         self._options = [
@@ -156,6 +167,40 @@ class TFServingBackend:
             )
 
         return Signature(specs(sig.inputs), specs(sig.outputs))
+
+    def model_server_config(self, keep: Mapping[str, Collection[int]]) -> pb.ReloadConfigRequest:
+        """The whole model list TF Serving should serve: each model with a ``specific`` policy.
+
+        ``specific`` matters: a model's directory also holds versions of the other stack, which
+        TF Serving must not try to load, and versions still in use must stay loaded.
+        """
+        if self.base_path is None:
+            raise BackendUnavailable("tfserving adapter has no model base path configured")
+        request = pb.ReloadConfigRequest()
+        configs = request.config.model_config_list.config
+        for model, versions in sorted(keep.items()):
+            if not versions:
+                continue
+            config = configs.add(name=model, base_path=f"{self.base_path}/{model}", model_platform="tensorflow")
+            config.model_version_policy.specific.versions.extend(sorted(versions))
+        return request
+
+    async def _reload(self, keep: Mapping[str, Collection[int]], what: str) -> None:
+        response = await self.call("HandleReloadConfigRequest", self.model_server_config(keep), what, self.load_timeout)
+        if response.status.error_code != 0:
+            raise BackendError(f"{what}: {response.status.error_message}")
+
+    async def load(self, model: str, version: int, keep: Mapping[str, Collection[int]]) -> None:
+        """Reload TF Serving's config with ``version`` added to what must stay loaded."""
+        wanted = {m: set(v) for m, v in keep.items()}
+        wanted.setdefault(model, set()).add(version)
+        await self._reload(wanted, f"tfserving load {model} v{version}")
+
+    async def unload(self, model: str, version: int, keep: Mapping[str, Collection[int]]) -> None:
+        """Reload TF Serving's config without ``version``."""
+        wanted = {m: set(v) for m, v in keep.items()}
+        wanted.get(model, set()).discard(version)
+        await self._reload(wanted, f"tfserving unload {model} v{version}")
 
     async def status(self, model: str, version: int) -> VersionStatus:
         req = pb.GetModelStatusRequest()

@@ -70,9 +70,7 @@ def to_tensor_proto(array: np.ndarray, proto: tf_pb2.TensorProto | None = None) 
         dims.add().size = size
     if array.dtype.kind in "OSU":
         proto.dtype = tf_pb2.DT_STRING
-        proto.string_val.extend(
-            v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist()
-        )
+        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist())
         return proto
     dtype = _TO_TF.get(array.dtype)
     if dtype is None:
@@ -95,9 +93,7 @@ def from_tensor_proto(proto: tf_pb2.TensorProto) -> np.ndarray:
         raise BackendError(f"TF Serving answered with unsupported dtype {proto.dtype}")
     if proto.tensor_content:
         return (
-            np.frombuffer(proto.tensor_content, dtype=dtype.newbyteorder("<"))
-            .astype(dtype, copy=False)
-            .reshape(shape)
+            np.frombuffer(proto.tensor_content, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
         )
     raw = getattr(proto, _VAL_FIELD[proto.dtype])
     if proto.dtype == tf_pb2.DT_HALF:

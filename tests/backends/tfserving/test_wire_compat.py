@@ -76,9 +76,7 @@ def _walk(ours, theirs, seen):
         if field.enum_type is not None:
             theirs_values = {v.name: v.number for v in other.enum_type.values}
             for value in field.enum_type.values:
-                assert theirs_values.get(value.name) == value.number, (
-                    f"{field.enum_type.full_name}.{value.name}"
-                )
+                assert theirs_values.get(value.name) == value.number, f"{field.enum_type.full_name}.{value.name}"
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids=lambda p: p[0].DESCRIPTOR.full_name)
@@ -166,9 +164,7 @@ def test_status_and_reload_round_trip():
     assert ours.model_version_status[0].status.error_message == "not found"
 
     req = lean.ReloadConfigRequest()
-    cfg = req.config.model_config_list.config.add(
-        name="mlp", base_path="/models/mlp", model_platform="tensorflow"
-    )
+    cfg = req.config.model_config_list.config.add(name="mlp", base_path="/models/mlp", model_platform="tensorflow")
     cfg.model_version_policy.specific.versions.extend([2, 4])
     cfg.version_labels["stable"] = 2
     parsed = model_management_pb2.ReloadConfigRequest.FromString(req.SerializeToString())

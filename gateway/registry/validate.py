@@ -1,0 +1,137 @@
+"""Argument checks for the registry's writes; each raises ``ValueError`` saying what is wrong.
+
+The checks here need no database; the ones that do (does the model, the version exist?) are in
+``Tx``. The database's own constraints are a second line of defence, not the error messages.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import PurePosixPath
+from typing import Any, Final
+
+from gateway.registry.records import BACKENDS, OUTCOMES, VERSION_STATES, Policy
+
+# The routing table's rule for model names (gateway.routing.table.NAME_RE), repeated here so
+# the registry does not depend on the router.
+MODEL_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+# Labels start with a letter, so that a label can never be mistaken for a version number.
+LABEL_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+# An HTTP header name (RFC 9110 token characters).
+HEADER_RE: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
+MAX_VERSION: Final = 2**63 - 1
+
+
+def model_name(name: object) -> str:
+    """``name`` if it is a valid model name."""
+    if not isinstance(name, str) or not MODEL_NAME_RE.match(name):
+        raise ValueError(
+            f"invalid model name {name!r}: 1-128 of letters, digits, '_', '.', '-', starting with a letter or digit"
+        )
+    return name
+
+
+def label_name(name: object) -> str:
+    """``name`` if it is a valid label name."""
+    if not isinstance(name, str) or not LABEL_RE.match(name):
+        raise ValueError(f"invalid label name {name!r}: 1-64 of letters, digits, '_', '.', '-', starting with a letter")
+    return name
+
+
+def version_number(version: object, what: str = "version") -> int:
+    """``version`` if it is a positive integer that fits 64 bits (bools refused)."""
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        raise ValueError(f"{what} must be a positive integer, got {version!r}")
+    return version
+
+
+def backend(value: object) -> str:
+    """``value`` if it names a known backend."""
+    if value not in BACKENDS:
+        raise ValueError(f"unknown backend {value!r} (known: {', '.join(sorted(BACKENDS))})")
+    assert isinstance(value, str)
+    return value
+
+
+def version_state(value: object) -> str:
+    """``value`` if it is a known version state."""
+    if value not in VERSION_STATES:
+        raise ValueError(f"unknown version state {value!r} (known: {', '.join(sorted(VERSION_STATES))})")
+    assert isinstance(value, str)
+    return value
+
+
+def outcome(value: object) -> str:
+    """``value`` if it is a known history outcome."""
+    if value not in OUTCOMES:
+        raise ValueError(f"unknown outcome {value!r} (known: {', '.join(sorted(OUTCOMES))})")
+    assert isinstance(value, str)
+    return value
+
+
+def artifact(path: object) -> str:
+    """``path`` if it is a relative POSIX path inside the model store (no '..', not absolute)."""
+    if not isinstance(path, str) or not path or len(path) > 1024 or "\\" in path or "\x00" in path:
+        raise ValueError(f"invalid artifact path {path!r}: a non-empty relative path such as 'mlp/3'")
+    parts = PurePosixPath(path).parts
+    if path.startswith("/") or ".." in parts or not parts:
+        raise ValueError(f"artifact path {path!r} must be relative to the model store, without '..'")
+    return path
+
+
+def short_text(value: object, what: str, limit: int) -> str:
+    """``value`` if it is a non-empty string of at most ``limit`` characters."""
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise ValueError(f"{what} must be a non-empty string of at most {limit} characters, got {value!r}")
+    return value
+
+
+def json_object(value: object, what: str) -> dict[str, Any]:
+    """``value`` if it is a dict that JSON can store as it is (string keys, finite numbers)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object (dict), got {type(value).__name__}")
+    try:
+        # allow_nan=False: NaN and infinity are not JSON; PostgreSQL would refuse them later.
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is not JSON-serializable: {exc}") from None
+    if not all(isinstance(k, str) for k in value):
+        raise ValueError(f"{what} must have string keys only")
+    return value
+
+
+def percent(value: object, what: str) -> float:
+    """``value`` as a float if it is a finite number between 0 and 100."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a number between 0 and 100, got {value!r}")
+    if not 0.0 <= value <= 100.0:
+        raise ValueError(f"{what} must be between 0 and 100, got {value!r}")
+    return float(value)
+
+
+def policy_shape(policy: object) -> Policy:
+    """``policy`` if its fields are well-formed on their own (versions are checked by ``Tx``)."""
+    if not isinstance(policy, Policy):
+        raise ValueError(f"policy must be a Policy, got {type(policy).__name__}")
+    percent(policy.canary_percent, "canary_percent")
+    percent(policy.shadow_percent, "shadow_percent")
+    if policy.canary_version is not None:
+        version_number(policy.canary_version, "canary_version")
+    elif policy.canary_percent > 0:
+        raise ValueError("canary_percent > 0 needs a canary_version")
+    if policy.shadow_version is not None:
+        version_number(policy.shadow_version, "shadow_version")
+    elif policy.shadow_percent > 0:
+        raise ValueError("shadow_percent > 0 needs a shadow_version")
+    header = policy.sticky_header
+    if header is not None and not (isinstance(header, str) and HEADER_RE.match(header)):
+        raise ValueError(f"sticky_header {policy.sticky_header!r} is not a valid HTTP header name")
+    if not isinstance(policy.stable_history, tuple | list):
+        raise ValueError("stable_history must be a tuple of versions")
+    for v in policy.stable_history:
+        version_number(v, "stable_history entry")
+    if policy.guard is not None:
+        json_object(policy.guard, "guard")
+    return policy

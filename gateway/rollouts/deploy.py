@@ -1,0 +1,212 @@
+"""Deploying a version: unpack, validate, place, load, wait until ready, smoke, and only then route.
+
+Each step has a name; a failure says which step failed and why, unloads what was loaded, removes
+what was placed, records the attempt in the history, and leaves routing exactly as it was.
+Deploying the same artifact twice is harmless: the second time only confirms the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gateway.backends.base import InferenceRequest, Target
+from gateway.errors import BadRequest, DeployFailed, GatewayError
+from gateway.registry.store import Tx
+from gateway.restjson import decode_outputs, decode_request, result_outputs
+from gateway.rollouts.artifacts import digest, mar_version, remove_tree, scratch_dir, unpack
+from gateway.rollouts.service import RolloutService
+from gateway.routing.discovery import backend_of
+from gateway.routing.table import NAME_RE
+from gateway.tensors import Signature
+
+log = logging.getLogger(__name__)
+
+
+class Deployer:
+    """Runs deploys for a ``RolloutService``; one deploy of a model at a time."""
+
+    def __init__(self, service: RolloutService) -> None:
+        self.service = service
+        self.settings = service.settings
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def deploy(
+        self, model: str, upload: Path, version: int | None, canary: float | None, actor: str
+    ) -> dict[str, Any]:
+        """Deploy the version packed in the tar file ``upload`` (which this call deletes)."""
+        if not NAME_RE.match(model):
+            raise BadRequest(f"model name '{model[:64]}' must be letters, digits, '_', '.', '-'")
+        if canary is not None and not 0 <= canary <= 100:
+            raise BadRequest(f"canary must be a percentage in [0, 100], got {canary}")
+        lock = self._locks.setdefault(model, asyncio.Lock())
+        async with lock:
+            detail: dict[str, Any] = {"requested_version": version, "canary": canary}
+            try:
+                return await self._deploy(model, upload, version, canary, actor, detail)
+            except DeployFailed as exc:
+                detail.update(step=exc.step)
+                await self.service.record_failure(
+                    actor=actor, action="deploy", model=model, message=exc.message, detail=detail
+                )
+                raise
+            finally:
+                await asyncio.to_thread(upload.unlink, missing_ok=True)
+
+    async def _deploy(
+        self,
+        model: str,
+        upload: Path,
+        version: int | None,
+        canary: float | None,
+        actor: str,
+        detail: dict[str, Any],
+    ) -> dict[str, Any]:
+        store = self.settings.model_store
+        work = scratch_dir(store, model, "deploy")
+        try:
+            source = await asyncio.to_thread(unpack, upload, work)
+            kind = backend_of(source)
+            if kind is None:
+                raise DeployFailed("validate", "found neither a .mar archive nor a saved_model.pb")
+            snapshot = await self.service.snapshot()
+            record = snapshot.models.get(model)
+            number = self._version(source, kind, version, record.versions if record else {}, store / model)
+            detail.update(version=number, backend=kind)
+            final = store / model / str(number)
+            if final.exists():
+                same = await asyncio.to_thread(lambda: digest(final) == digest(source))
+                if not same:
+                    raise DeployFailed("place", f"version {number} already exists with different content", 409)
+                stored = record.versions.get(number) if record else None
+                if stored is not None and stored.state == "available":
+                    if canary and record is not None:
+                        await self.service.traffic(model, number, canary, record.policy.sticky_header, actor)
+                    return {"model": model, "version": number, "backend": kind, "status": "unchanged"}
+                created = False
+            else:
+                await asyncio.to_thread(source.rename, final)  # atomic: same file system
+                created = True
+        finally:
+            await asyncio.to_thread(remove_tree, work)
+
+        backend = self.service.backends[kind]
+        keep = self.service.loaded(snapshot, kind)
+        loaded = False
+        try:
+            try:
+                await backend.load(model, number, keep)
+            except GatewayError as exc:
+                raise DeployFailed("load", exc.message, exc.status_code) from None
+            loaded = True
+            await self._wait_ready(model, number, kind)
+            self.service.router.forget_signature(model, number)
+            await self._smoke(model, number, kind, final)
+            await self._route(model, number, kind, canary, actor)
+        except BaseException:
+            if loaded:
+                try:
+                    await backend.unload(model, number, keep)
+                except GatewayError as exc:
+                    log.warning("could not unload %s v%d after a failed deploy: %s", model, number, exc)
+            if created:
+                await asyncio.to_thread(remove_tree, final)
+            raise
+        return {"model": model, "version": number, "backend": kind, "status": "deployed", "canary": canary}
+
+    def _version(self, source: Path, kind: str, asked: int | None, known: dict[int, Any], model_dir: Path) -> int:
+        if asked is not None and asked < 1:
+            raise DeployFailed("validate", f"version must be a positive integer, got {asked}")
+        if kind == "torchserve":
+            inside = mar_version(source)
+            if asked is not None and inside is not None and inside != asked:
+                raise DeployFailed(
+                    "validate",
+                    f"the archive says version {inside} but the deploy asks for {asked}; "
+                    f"rebuild it with torch-model-archiver --version {asked}",
+                )
+            if inside is not None:
+                return inside
+        if asked is not None:
+            return asked
+        on_disk = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()] if model_dir.is_dir() else []
+        return max([0, *known, *on_disk]) + 1
+
+    async def _wait_ready(self, model: str, version: int, kind: str) -> None:
+        backend = self.service.backends[kind]
+        deadline = time.monotonic() + self.settings.deploy_ready_timeout_seconds
+        last = None
+        while time.monotonic() < deadline:
+            last = await backend.status(model, version)
+            if last.available:
+                return
+            if last.state == "END" and last.error:
+                raise DeployFailed("ready", f"{kind} could not load version {version}: {last.error}", 502)
+            await asyncio.sleep(0.25)
+        state = f"{last.state} {last.error}".strip() if last else "unknown"
+        raise DeployFailed("ready", f"{kind} did not report version {version} ready in time ({state})", 504)
+
+    async def _smoke(self, model: str, version: int, kind: str, path: Path) -> None:
+        sample_in, sample_out = path / "sample_input.json", path / "sample_output.json"
+        if not sample_in.is_file() or not sample_out.is_file():
+            raise DeployFailed("smoke", "the version has no sample_input.json and sample_output.json")
+        backend = self.service.backends[kind]
+        signature = Signature.load(path / "signature.json") or await backend.signature(model, version)
+        if signature is None:
+            raise DeployFailed("smoke", "no signature.json and the backend does not describe the model")
+        try:
+            inputs, form = decode_request(json.loads(sample_in.read_text()), signature)
+            expected = decode_outputs(sample_out.read_bytes(), form, signature)
+            result = await backend.infer(Target(model, version, backend, signature), InferenceRequest(inputs, form))
+            got = result_outputs(result, signature)
+        except GatewayError as exc:
+            raise DeployFailed("smoke", exc.message, 422 if exc.status_code < 500 else exc.status_code) from None
+        except ValueError as exc:
+            raise DeployFailed("smoke", f"unreadable sample files: {exc}", 422) from None
+        tolerance = self.settings.smoke_tolerance
+        for name, want in expected.items():
+            have = got.get(name)
+            if have is None or have.shape != want.shape:
+                shape = None if have is None else list(have.shape)
+                raise DeployFailed("smoke", f"output '{name}': expected shape {list(want.shape)}, got {shape}", 422)
+            diff = float(np.max(np.abs(have.astype(np.float64) - want.astype(np.float64)))) if want.size else 0.0
+            if not diff <= tolerance:
+                raise DeployFailed(
+                    "smoke",
+                    f"output '{name}' differs from sample_output.json by {diff:.3g} (tolerance {tolerance:g})",
+                    422,
+                )
+
+    async def _route(self, model: str, version: int, kind: str, canary: float | None, actor: str) -> None:
+        def change(tx: Tx) -> None:
+            tx.ensure_model(model)
+            tx.upsert_version(model, version, kind, f"{model}/{version}")
+            record = tx.model(model)
+            assert record is not None
+            if "stable" not in record.labels:
+                tx.set_label(model, "stable", version)  # a model's first version serves at once
+                tx.message = f"version {version} ({kind}) deployed as stable"
+            elif canary:
+                tx.set_label(model, "canary", version)
+                tx.set_policy(model, replace(record.policy, canary_version=version, canary_percent=canary))
+                tx.message = f"version {version} ({kind}) deployed as canary at {canary}%"
+            else:
+                tx.message = f"version {version} ({kind}) deployed, available"
+
+        try:
+            await self.service.write(
+                actor=actor,
+                action="deploy",
+                model=model,
+                change=change,
+                detail={"version": version, "backend": kind, "canary": canary},
+            )
+        except GatewayError as exc:
+            raise DeployFailed("route", exc.message, exc.status_code) from None

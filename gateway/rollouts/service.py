@@ -1,0 +1,367 @@
+"""The rollout service: every operation that changes routing, each one audited in the history.
+
+Writes go through the registry in one transaction each; then the router rebuilds its table, and
+other replicas follow through the registry's change notification. Routing changes (promote,
+rollback, traffic, shadow, label) never touch a backend, so they are instant. Deploy and retire
+do, and a failing step leaves routing exactly as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.backends.base import Backend
+from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, RegistryDown
+from gateway.registry.records import ModelRecord, RegistryUnavailable, Snapshot
+from gateway.registry.store import RegistryStore, Tx
+from gateway.rollouts.shadow import ShadowRunner
+from gateway.routing.discovery import read_state, scan_store
+from gateway.routing.router import Router
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class RolloutService:
+    """Deploy, promote, roll back, split, shadow, label and retire model versions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: RegistryStore,
+        router: Router,
+        backends: Mapping[str, Backend],
+        shadow: ShadowRunner,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.router = router
+        self.backends = dict(backends)
+        self.shadow = shadow
+        self.store = settings.model_store
+
+    # --- registry access -------------------------------------------------------------------
+    async def _db(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(fn)
+        except RegistryUnavailable as exc:
+            raise RegistryDown(f"registry unavailable, nothing was changed: {exc}") from None
+
+    async def snapshot(self) -> Snapshot:
+        return await self._db(self.registry.snapshot)
+
+    async def refresh(self) -> None:
+        """Rebuild this replica's routing table from the registry."""
+        await self.router.apply(await self.snapshot())
+
+    async def write(
+        self,
+        *,
+        actor: str,
+        action: str,
+        model: str | None,
+        change: Callable[[Tx], None],
+        message: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Run ``change`` in one registry transaction (with its history row), then reroute."""
+
+        def run() -> None:
+            with self.registry.transaction(
+                actor=actor, action=action, model=model, message=message, detail=detail or {}
+            ) as tx:
+                change(tx)
+
+        try:
+            await self._db(run)
+        except ValueError as exc:  # the registry's own validation: a clear 400
+            raise BadRequest(str(exc)) from None
+        await self.refresh()
+
+    async def record_failure(
+        self, *, actor: str, action: str, model: str | None, message: str, detail: dict[str, Any]
+    ) -> None:
+        """Put a failed attempt in the history; routing is unchanged."""
+        try:
+            await self._db(
+                lambda: self.registry.record(
+                    actor=actor, action=action, model=model, outcome="failed", message=message, detail=detail
+                )
+            )
+        except RegistryDown:
+            log.error("could not record failed %s of %s: registry unavailable", action, model)
+
+    @staticmethod
+    def _model(tx: Tx, name: str) -> ModelRecord:
+        record = tx.model(name)
+        if record is None:
+            raise NotFound(f"model '{name}' not found")
+        return record
+
+    @staticmethod
+    def _available(record: ModelRecord, version: int) -> None:
+        stored = record.versions.get(version)
+        if stored is None or stored.state != "available":
+            raise NotFound(f"model '{record.name}' has no available version {version}")
+
+    def loaded(self, snapshot: Snapshot, backend: str) -> dict[str, set[int]]:
+        """Every version of ``backend`` that must stay loaded: the registry's available ones."""
+        keep: dict[str, set[int]] = {}
+        for name, record in snapshot.models.items():
+            for version, stored in record.versions.items():
+                if stored.backend == backend and stored.state == "available":
+                    keep.setdefault(name, set()).add(version)
+        return keep
+
+    # --- start-up ---------------------------------------------------------------------------
+    async def adopt_if_empty(self, state_file: Path | None) -> bool:
+        """With an empty registry, adopt what the model store holds; True if it did.
+
+        Each model's highest version becomes ``stable`` unless the desired-state file says
+        otherwise. The adoption is one history entry.
+        """
+        if not await self._db(self.registry.is_empty):
+            return False
+        stored = scan_store(self.store)
+        wanted = read_state(state_file)
+        if not stored:
+            return False
+
+        def change(tx: Tx) -> None:
+            highest: dict[str, int] = {}
+            for v in stored:
+                tx.ensure_model(v.model)
+                tx.upsert_version(v.model, v.version, v.backend, f"{v.model}/{v.version}")
+                highest[v.model] = max(highest.get(v.model, 0), v.version)
+            for model, top in highest.items():
+                labels = {str(k): int(n) for k, n in ((wanted.get(model) or {}).get("labels") or {}).items()}
+                labels.setdefault("stable", top)
+                for label, version in labels.items():
+                    tx.set_label(model, label, version)
+
+        await self.write(
+            actor="gateway",
+            action="adopt",
+            model=None,
+            change=change,
+            message=f"adopted {len(stored)} versions from the model store",
+            detail={"versions": [f"{v.model}/{v.version}" for v in stored]},
+        )
+        return True
+
+    # --- routing operations (no backend involved) ----------------------------------------------
+    async def promote(self, model: str, version: int | None, actor: str) -> dict[str, Any]:
+        """``stable`` moves to the canary (or ``version``); the canary share goes to 0."""
+        result: dict[str, Any] = {}
+
+        def change(tx: Tx) -> None:
+            record = self._model(tx, model)
+            policy = record.policy
+            target = version if version is not None else policy.canary_version or record.labels.get("canary")
+            if target is None:
+                raise Conflict(f"model '{model}' has no canary to promote; name a version")
+            self._available(record, target)
+            old = record.labels.get("stable")
+            history = policy.stable_history
+            if old is not None and old != target:
+                history = (*history, old)
+            tx.set_label(model, "stable", target)
+            if "canary" in record.labels:
+                tx.delete_label(model, "canary")
+            tx.set_policy(model, replace(policy, canary_version=None, canary_percent=0.0, stable_history=history))
+            result.update(model=model, stable=target, previous=old)
+            tx.message = f"stable {old} -> {target}"
+
+        await self.write(actor=actor, action="promote", model=model, change=change)
+        return result
+
+    async def rollback(self, model: str, actor: str) -> dict[str, Any]:
+        """``stable`` moves back to the previous stable version, still loaded; canary share 0."""
+        result: dict[str, Any] = {}
+
+        def change(tx: Tx) -> None:
+            record = self._model(tx, model)
+            policy = record.policy
+            current = record.labels.get("stable")
+            history = list(policy.stable_history)
+            while history:
+                candidate = history.pop()
+                stored = record.versions.get(candidate)
+                if candidate != current and stored is not None and stored.state == "available":
+                    tx.set_label(model, "stable", candidate)
+                    if "canary" in record.labels:
+                        tx.delete_label(model, "canary")
+                    tx.set_policy(
+                        model,
+                        replace(policy, canary_version=None, canary_percent=0.0, stable_history=tuple(history)),
+                    )
+                    result.update(model=model, stable=candidate, previous=current)
+                    tx.message = f"stable {current} -> {candidate}"
+                    tx.detail = {"from": current, "to": candidate}
+                    return
+            raise Conflict(f"model '{model}' has no previous stable version to roll back to")
+
+        await self.write(actor=actor, action="rollback", model=model, change=change)
+        return result
+
+    async def traffic(
+        self, model: str, canary: int | None, percent: float, sticky_header: str | None, actor: str
+    ) -> dict[str, Any]:
+        """Send ``percent`` of the requests that name no version to ``canary``."""
+
+        def change(tx: Tx) -> None:
+            record = self._model(tx, model)
+            if canary is not None:
+                self._available(record, canary)
+                tx.set_label(model, "canary", canary)
+            elif "canary" in record.labels:
+                tx.delete_label(model, "canary")
+            share = percent if canary is not None else 0.0
+            tx.set_policy(
+                model,
+                replace(record.policy, canary_version=canary, canary_percent=share, sticky_header=sticky_header),
+            )
+            tx.message = f"canary {canary} at {share}%" + (f", sticky on {sticky_header}" if sticky_header else "")
+
+        await self.write(
+            actor=actor,
+            action="traffic",
+            model=model,
+            change=change,
+            detail={"canary": canary, "percent": percent, "sticky_header": sticky_header},
+        )
+        return {"model": model, "canary": canary, "percent": percent if canary else 0.0}
+
+    async def set_shadow(self, model: str, version: int | None, percent: float, actor: str) -> dict[str, Any]:
+        """Copy ``percent`` of the model's live requests to ``version`` (None: shadow off)."""
+
+        def change(tx: Tx) -> None:
+            record = self._model(tx, model)
+            if version is not None:
+                self._available(record, version)
+            share = percent if version is not None else 0.0
+            tx.set_policy(model, replace(record.policy, shadow_version=version, shadow_percent=share))
+            tx.message = f"shadow {version} at {share}%" if version is not None else "shadow off"
+
+        await self.write(
+            actor=actor,
+            action="shadow",
+            model=model,
+            change=change,
+            detail={"version": version, "percent": percent},
+        )
+        return {"model": model, "shadow": version, "percent": percent if version else 0.0}
+
+    async def label(self, model: str, name: str, version: int, actor: str) -> dict[str, Any]:
+        """Point label ``name`` at ``version``."""
+
+        def change(tx: Tx) -> None:
+            record = self._model(tx, model)
+            self._available(record, version)
+            old = record.labels.get(name)
+            if name == "stable" and old is not None and old != version:
+                tx.set_policy(model, replace(record.policy, stable_history=(*record.policy.stable_history, old)))
+            tx.set_label(model, name, version)
+            tx.message = f"label {name}: {old} -> {version}"
+
+        await self.write(actor=actor, action="label", model=model, change=change)
+        return {"model": model, "label": name, "version": version}
+
+    # --- backend operations -----------------------------------------------------------------
+    async def retire(self, model: str, version: int, actor: str) -> dict[str, Any]:
+        """Unload a version; refused while a label, the traffic or shadow policy, or rollback needs it."""
+        snapshot = await self.snapshot()
+        record = snapshot.models.get(model)
+        if record is None:
+            raise NotFound(f"model '{model}' not found")
+        self._available(record, version)
+        users = [f"label '{n}'" for n, v in sorted(record.labels.items()) if v == version]
+        if record.policy.canary_version == version:
+            users.append("the canary traffic policy")
+        if record.policy.shadow_version == version:
+            users.append("the shadow policy")
+        kept = record.policy.stable_history[-(self.settings.keep_stable_versions - 1) :]
+        if self.settings.keep_stable_versions > 1 and version in kept:
+            users.append(f"rollback (the last {self.settings.keep_stable_versions} stable versions stay loaded)")
+        if users:
+            raise Conflict(f"model '{model}' version {version} is in use by {', '.join(users)}; not retired")
+        stored = record.versions[version]
+        backend = self.backends[stored.backend]
+        keep = self.loaded(snapshot, stored.backend)
+        keep.get(model, set()).discard(version)
+
+        def change(tx: Tx) -> None:
+            tx.set_version_state(model, version, "retired")
+
+        # Stop routing first, then unload: no request is sent to a version being unloaded.
+        await self.write(actor=actor, action="retire", model=model, change=change, message=f"version {version} retired")
+        try:
+            await backend.unload(model, version, keep)
+        except GatewayError as exc:
+            log.warning("retired %s v%d but unloading it failed: %s", model, version, exc.message)
+            return {
+                "model": model,
+                "version": version,
+                "retired": True,
+                "unloaded": False,
+                "error": exc.message,
+            }
+        return {"model": model, "version": version, "retired": True, "unloaded": True}
+
+    async def status(self, model: str | None = None) -> dict[str, Any]:
+        """Versions (with what their backend reports), labels, policies and shadow results."""
+        snapshot = await self.snapshot()
+        if model is not None and model not in snapshot.models:
+            raise NotFound(f"model '{model}' not found")
+        names = [model] if model is not None else sorted(snapshot.models)
+        models = []
+        for name in names:
+            record = snapshot.models[name]
+            versions = []
+            for number, stored in sorted(record.versions.items()):
+                entry: dict[str, Any] = {"version": number, "backend": stored.backend, "state": stored.state}
+                if stored.state == "available" and stored.backend in self.backends:
+                    reported = await self.backends[stored.backend].status(name, number)
+                    entry["backend_state"] = reported.state
+                    if reported.error:
+                        entry["backend_error"] = reported.error
+                versions.append(entry)
+            p = record.policy
+            models.append(
+                {
+                    "model": name,
+                    "versions": versions,
+                    "labels": dict(sorted(record.labels.items())),
+                    "traffic": {
+                        "canary": p.canary_version,
+                        "percent": p.canary_percent,
+                        "sticky_header": p.sticky_header,
+                    },
+                    "shadow": {"version": p.shadow_version, "percent": p.shadow_percent},
+                    "shadow_results": self.shadow.for_model(name),
+                    "stable_history": list(p.stable_history),
+                }
+            )
+        return {"revision": snapshot.revision, "models": models}
+
+    async def history(self, model: str | None, limit: int) -> list[dict[str, Any]]:
+        rows = await self._db(lambda: self.registry.history(model, limit))
+        return [
+            {
+                "id": r.id,
+                "at": r.at.isoformat(),
+                "model": r.model,
+                "action": r.action,
+                "actor": r.actor,
+                "outcome": r.outcome,
+                "message": r.message,
+                "detail": r.detail,
+            }
+            for r in rows
+        ]
