@@ -9,16 +9,20 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway import metrics
 from gateway.admin import routes as admin_routes
-from gateway.admin.auth import Authenticator, load_tokens
+from gateway.admin.auth import Authenticator, InferenceKeys, load_tokens
 from gateway.backends.base import Backend
+from gateway.backends.probe import probe_backends
 from gateway.backends.tfserving.client import TFServingBackend
 from gateway.backends.torchserve import TorchServeBackend
 from gateway.errors import GatewayError
 from gateway.protocols import oip, tfserving_rest, torchserve
 from gateway.protocols.common import json_response
+from gateway.protocols.instrument import InferenceMetrics
 from gateway.registry.store import RegistryStore
 from gateway.registry.watch import Watcher
 from gateway.rollouts.deploy import Deployer
@@ -88,11 +92,13 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
 
         watcher = Watcher(registry, on_change, poll_interval=settings.registry_poll_seconds)
         watcher.start()
+        probe = asyncio.create_task(probe_backends(router))
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
+            probe.cancel()
             await asyncio.to_thread(watcher.stop)
             await shadow.drain()
             for backend in adapters.values():
@@ -110,18 +116,22 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
     app.state.registry = registry
     app.state.shadow = shadow
     app.state.rollouts = rollouts
+    app.state.guard = rollouts.guard
     app.state.deployer = Deployer(rollouts)
     app.state.auth = Authenticator(load_tokens(settings))
+    app.state.inference_keys = InferenceKeys(settings)
     app.state.ready = False
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> Response:
+        request.state.error = type(exc).__name__
         if exc.status_code >= 500:
             log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc)
         return json_response({"error": exc.message}, exc.status_code, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        request.state.error = "BadRequest"
         parts = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()))
@@ -137,11 +147,20 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> Response:
+        request.state.error = "InternalError"
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return json_response({"error": "internal error in the gateway; see its log"}, 500)
 
     app.include_router(tfserving_rest.router)
     app.include_router(oip.router)
+    app.include_router(oip.models)
     app.include_router(torchserve.router)
     app.include_router(admin_routes.router)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics of this gateway process."""
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(InferenceMetrics)
     return app

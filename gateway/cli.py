@@ -142,6 +142,19 @@ def _deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _traffic(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"canary": args.canary, "percent": args.percent, "sticky_header": args.sticky_header}
+    if args.guard_error_ratio is not None or args.guard_p99_ratio is not None:
+        body["guard"] = {
+            "max_error_ratio": args.guard_error_ratio,
+            "max_p99_ratio": args.guard_p99_ratio,
+            "window_seconds": args.guard_window,
+            "min_requests": args.guard_min_requests,
+        }
+    _print(_call(args, "PUT", f"/admin/models/{args.model}/traffic", json=body))
+    return 0
+
+
 def _shadow(args: argparse.Namespace) -> int:
     if args.off == (args.version is not None):
         raise CliError("give either VERSION --percent P, or --off")
@@ -153,6 +166,33 @@ def _shadow(args: argparse.Namespace) -> int:
 def _apply(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
     _print(_call(args, "PUT", "/admin/state", content=text, headers={"Content-Type": "application/yaml"}))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from gateway.compare import CompareError, Options, Target, compare
+
+    try:
+        options = Options(
+            url=args.url,
+            a=Target.parse(args.a),
+            b=Target.parse(args.b),
+            rate=args.rate,
+            seconds=args.seconds,
+            warmup=args.warmup,
+            protocol=args.protocol,
+            out=Path(args.out),
+            store=Path(args.store) if args.store else None,
+            body=Path(args.body) if args.body else None,
+            timeout=args.request_timeout,
+            max_inflight=args.max_inflight,
+            batch=args.batch,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+        compare(options)
+    except CompareError as exc:
+        raise CliError(str(exc)) from None
     return 0
 
 
@@ -193,16 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--canary", type=int, required=True, help="canary version")
     p.add_argument("--percent", type=float, required=True)
     p.add_argument("--sticky-header", help="same header value, same version")
-    p.set_defaults(
-        func=lambda a: _print(
-            _call(
-                a,
-                "PUT",
-                f"/admin/models/{a.model}/traffic",
-                json={"canary": a.canary, "percent": a.percent, "sticky_header": a.sticky_header},
-            )
-        )
-    )
+    p.add_argument("--guard-error-ratio", type=float, help="canary share 0 above this error ratio")
+    p.add_argument("--guard-p99-ratio", type=float, help="canary share 0 when its p99 > this x stable's")
+    p.add_argument("--guard-window", type=float, default=60.0, help="guard window, seconds")
+    p.add_argument("--guard-min-requests", type=int, default=20, help="canary requests before judging")
+    p.set_defaults(func=_traffic)
 
     p = command("shadow", "copy a share of live requests to a version (or --off)", _shadow)
     p.add_argument("model")
@@ -241,6 +276,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = command("apply", "make the gateway match a desired-state file", _apply)
     p.add_argument("-f", "--file", required=True, help="YAML file, or - for standard input")
+
+    p = command(
+        "compare",
+        "load two versions at the same steady rate (open loop, interleaved) and compare their latency;\n"
+        "prints a table, writes OUT.json and OUT.png",
+        _compare,
+    )
+    p.formatter_class = argparse.RawTextHelpFormatter
+    p.add_argument("--a", required=True, metavar="MODEL:VERSION", help="first target, e.g. mlp:1")
+    p.add_argument("--b", required=True, metavar="MODEL:VERSION", help="second target, e.g. mlp:2")
+    p.add_argument("--rate", type=float, default=50.0, help="requests per second to each target (default 50)")
+    p.add_argument("--seconds", type=float, default=20.0, help="how long to measure (default 20)")
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load first (default 1)")
+    p.add_argument("--protocol", choices=("v1", "v2", "torchserve"), default="v1", help="v1: TF Serving REST, "
+                   "v2: Open Inference Protocol, torchserve: /predictions (default v1)")  # fmt: skip
+    p.add_argument("--out", default="results", help="write OUT.json and OUT.png (default: results)")
+    p.add_argument("--store", help="model store: send each version's sample_input.json")
+    p.add_argument("--body", help="send this file's content as the body to both targets")
+    p.add_argument("--timeout", dest="request_timeout", type=float, default=10.0,
+                   help="seconds before a request counts as an error (default 10)")  # fmt: skip
+    p.add_argument("--max-inflight", type=int, default=256, help="open connections per target (default 256)")
+    p.add_argument("--batch", type=int, default=1, help="batch size of generated inputs (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of generated inputs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--url", default=argparse.SUPPRESS, help="gateway base URL (as gateway --url)")
     return parser
 
 

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         description="More admin tokens, one per line: 'name role token' with role read or write "
         "(a mounted secret file).",
     )
+    inference_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated API keys; when set, inference routes need 'Authorization: Bearer "
+        "<key>' or 'X-API-Key: <key>'. Unset: inference is open.",
+    )
     keep_stable_versions: int = Field(
         2, ge=1, description="How many recent stable versions stay loaded so rollback is instant."
     )

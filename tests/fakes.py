@@ -28,6 +28,7 @@ class FakeBackend:
         self.kind = kind
         self.raw_passthrough = raw_passthrough
         self.fail: GatewayError | None = None
+        self.fail_versions: set[int] = set()  # empty: fail every version
         self.requests: list[tuple[Target, InferenceRequest]] = []
         self.started = self.closed = False
         self.unloaded: set[tuple[str, int]] = set()
@@ -47,7 +48,7 @@ class FakeBackend:
 
     async def infer(self, target: Target, request: InferenceRequest) -> InferenceResult:
         self.requests.append((target, request))
-        if self.fail:
+        if self.fail and (not self.fail_versions or target.version in self.fail_versions):
             raise self.fail
         outputs = self._outputs(target, request)
         if self.raw_passthrough:  # answers in the REST form, as the TorchServe handler does

@@ -87,3 +87,30 @@ class Authenticator:
         if role == "write" and token.role != "write":
             raise Forbidden(f"token '{token.name}' is read-only; this action needs a read-write token")
         return token
+
+
+class InferenceKeys:
+    """Optional API keys for the inference routes; with none configured, inference is open."""
+
+    def __init__(self, settings: Settings) -> None:
+        raw = settings.inference_keys.get_secret_value() if settings.inference_keys else ""
+        self.keys = [k.strip().encode() for k in raw.split(",") if k.strip()]
+
+    def check(self, request: Request) -> None:
+        if not self.keys:
+            return
+        presented = request.headers.get("x-api-key", "")
+        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            presented = presented or bearer.strip()
+        if not presented:
+            raise Unauthorized("inference needs an API key: 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        candidate = presented.encode()
+        if not any([hmac.compare_digest(candidate, key) for key in self.keys]):
+            raise Unauthorized("the API key is not valid")
+
+
+async def require_inference_key(request: Request) -> None:
+    """FastAPI dependency of the inference routers."""
+    keys: InferenceKeys = request.app.state.inference_keys
+    keys.check(request)

@@ -36,6 +36,14 @@ class TrafficBody(BaseModel):
     canary: Version | None = Field(None, description="version to receive the share; null: canary off")
     percent: Percent = 0.0
     sticky_header: str | None = Field(None, max_length=128, pattern=r"^[A-Za-z0-9-]+$")
+    guard: GuardBody | None = Field(None, description="thresholds that set the canary share to 0")
+
+
+class GuardBody(BaseModel):
+    max_error_ratio: float | None = Field(None, ge=0, le=1, description="canary share of failed calls")
+    max_p99_ratio: float | None = Field(None, ge=1, description="canary p99 / stable p99")
+    window_seconds: float = Field(60.0, gt=0)
+    min_requests: int = Field(20, ge=1)
 
 
 class ShadowBody(BaseModel):
@@ -131,7 +139,8 @@ async def rollback(model: str, request: Request) -> Response:
 async def traffic(model: str, body: TrafficBody, request: Request) -> Response:
     """Set the canary version and its share (and an optional sticky header)."""
     actor = _actor(request, "write")
-    result = await _service(request).traffic(model, body.canary, body.percent, body.sticky_header, actor)
+    guard = body.guard.model_dump(exclude_none=True) if body.guard else None
+    result = await _service(request).traffic(model, body.canary, body.percent, body.sticky_header, actor, guard)
     return json_response(result)
 
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 from fastapi import Request, Response
 
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway import metrics
+from gateway.errors import BackendUnavailable, BadRequest, GatewayError, PayloadTooLarge
 from gateway.tensors import Signature
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from gateway.backends.base import InferenceRequest, InferenceResult, Target
+    from gateway.rollouts.guard import CanaryGuard
     from gateway.rollouts.shadow import ShadowRunner
     from gateway.routing.table import Resolved, RoutingTable
     from gateway.settings import Settings
@@ -85,15 +91,42 @@ def json_response(payload: object, status_code: int = 200, headers: dict[str, st
     )
 
 
+def mark_route(request: Request, resolved: Resolved) -> None:
+    """Record where the request was routed, for the metrics middleware."""
+    target = resolved.target
+    request.state.route = (target.model, str(target.version), resolved.label or "", target.backend.kind)
+
+
+async def timed(request: Request, backend: str, call: Awaitable[T]) -> T:
+    """Await a backend call, recording its duration and the backend's reachability."""
+    start = time.perf_counter()
+    try:
+        result = await call
+    except BackendUnavailable:
+        metrics.BACKEND_UP.labels(backend).set(0)
+        raise
+    finally:
+        request.state.backend_seconds = time.perf_counter() - start
+    metrics.BACKEND_UP.labels(backend).set(1)
+    return result
+
+
 async def dispatch(request: Request, resolved: Resolved, inference: InferenceRequest) -> InferenceResult:
     """Run the inference on the routed version; then, maybe, copy it to the shadow version.
 
-    Every protocol's inference goes through here, so routing policy, shadowing (and metrics) are
+    Every protocol's inference goes through here, so routing policy, shadowing and metrics are
     applied the same way for all of them.
     """
     target = resolved.target
-    result = await target.backend.infer(target, inference)
     routes = table_of(request).models.get(target.model)
+    guard: CanaryGuard = request.app.state.guard
+    try:
+        result = await timed(request, target.backend.kind, target.backend.infer(target, inference))
+    except GatewayError as exc:
+        if exc.status_code >= 500:
+            guard.observe(routes, resolved, request.state.backend_seconds, ok=False)
+        raise
+    guard.observe(routes, resolved, request.state.backend_seconds, ok=True)
     if routes is not None:
         shadow = routes.shadow_for(target)
         if shadow is not None:

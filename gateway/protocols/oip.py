@@ -9,13 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from gateway.admin.auth import require_inference_key
 from gateway.backends.base import InferenceRequest
 from gateway.errors import BadRequest
 from gateway.protocols.common import (
     dispatch,
     json_response,
+    mark_route,
     read_body,
     require_signature,
     routing_headers,
@@ -27,6 +29,8 @@ from gateway.routing.table import Resolved, parse_version
 from gateway.tensors import DATATYPES, Signature, check_shape, datatype_of, to_array, to_json_value
 
 router = APIRouter(tags=["Open Inference Protocol (v2)"])
+#: Health routes stay open (probes carry no key); model routes need a key when keys are configured.
+models = APIRouter(dependencies=[Depends(require_inference_key)], tags=["Open Inference Protocol (v2)"])
 
 _PLATFORMS = {"torchserve": "pytorch_torchserve", "tfserving": "tensorflow_savedmodel"}
 
@@ -110,6 +114,7 @@ def encode_outputs(outputs: dict[str, np.ndarray], names: tuple[str, ...]) -> li
 
 
 async def _infer(request: Request, resolved: Resolved) -> Response:
+    mark_route(request, resolved)
     target = resolved.target
     payload = parse_json(await read_body(request))
     signature = require_signature(target, await signature_of(target))
@@ -126,13 +131,13 @@ async def _infer(request: Request, resolved: Resolved) -> Response:
     return json_response(answer, headers=routing_headers(resolved))
 
 
-@router.post("/v2/models/{model}/infer")
+@models.post("/v2/models/{model}/infer")
 async def infer(model: str, request: Request) -> Response:
     """Infer with the model's default version."""
     return await _infer(request, table_of(request).resolve(model, headers=request.headers))
 
 
-@router.post("/v2/models/{model}/versions/{version}/infer")
+@models.post("/v2/models/{model}/versions/{version}/infer")
 async def infer_version(model: str, version: str, request: Request) -> Response:
     """Infer with an explicit version."""
     return await _infer(request, table_of(request).resolve(model, parse_version(version)))
@@ -151,14 +156,14 @@ async def _metadata(resolved: Resolved, versions: list[int]) -> Response:
     return json_response(body, headers=routing_headers(resolved))
 
 
-@router.get("/v2/models/{model}")
+@models.get("/v2/models/{model}")
 async def model_metadata(model: str, request: Request) -> Response:
     """Metadata of the model's default version, and the list of its versions."""
     table = table_of(request)
     return await _metadata(table.model(model).stable(), sorted(table.model(model).versions))
 
 
-@router.get("/v2/models/{model}/versions/{version}")
+@models.get("/v2/models/{model}/versions/{version}")
 async def version_metadata(model: str, version: str, request: Request) -> Response:
     """Metadata of one version."""
     resolved = table_of(request).resolve(model, parse_version(version))
@@ -174,13 +179,13 @@ async def _ready(resolved: Resolved) -> Response:
     return json_response(body, status_code=200 if status.available else 503, headers=routing_headers(resolved))
 
 
-@router.get("/v2/models/{model}/ready")
+@models.get("/v2/models/{model}/ready")
 async def model_ready(model: str, request: Request) -> Response:
     """200 when the default version is loaded and serving on its backend, else 503."""
     return await _ready(table_of(request).model(model).stable())
 
 
-@router.get("/v2/models/{model}/versions/{version}/ready")
+@models.get("/v2/models/{model}/versions/{version}/ready")
 async def version_ready(model: str, version: str, request: Request) -> Response:
     """200 when the version is loaded and serving on its backend, else 503."""
     return await _ready(table_of(request).resolve(model, parse_version(version)))

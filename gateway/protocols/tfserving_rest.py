@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
+from gateway.admin.auth import require_inference_key
 from gateway.backends.base import InferenceRequest, Target
 from gateway.protocols.common import (
     dispatch,
     json_response,
+    mark_route,
     read_body,
     require_signature,
     routing_headers,
@@ -24,7 +26,7 @@ from gateway.restjson import decode_request, parse_json, result_body
 from gateway.routing.table import Resolved, parse_version
 from gateway.tensors import Signature
 
-router = APIRouter(tags=["TF Serving REST (v1)"])
+router = APIRouter(dependencies=[Depends(require_inference_key)], tags=["TF Serving REST (v1)"])
 
 _TF_DTYPES = {
     "FP32": "DT_FLOAT", "FP64": "DT_DOUBLE", "FP16": "DT_HALF", "INT8": "DT_INT8",
@@ -35,6 +37,7 @@ _TF_DTYPES = {
 
 
 async def _predict(request: Request, resolved: Resolved) -> Response:
+    mark_route(request, resolved)
     target = resolved.target
     body = await read_body(request)
     payload = parse_json(body)

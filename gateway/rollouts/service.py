@@ -15,10 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway import metrics
 from gateway.backends.base import Backend
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, RegistryDown
 from gateway.registry.records import ModelRecord, RegistryUnavailable, Snapshot
 from gateway.registry.store import RegistryStore, Tx
+from gateway.rollouts.guard import CanaryGuard, validate_guard
 from gateway.rollouts.shadow import ShadowRunner
 from gateway.routing.discovery import read_state, scan_store
 from gateway.routing.router import Router
@@ -39,6 +41,7 @@ class RolloutService:
         backends: Mapping[str, Backend],
         shadow: ShadowRunner,
     ) -> None:
+        self.guard = CanaryGuard(self.trip_guard)
         self.settings = settings
         self.registry = registry
         self.router = router
@@ -82,6 +85,7 @@ class RolloutService:
             await self._db(run)
         except ValueError as exc:  # the registry's own validation: a clear 400
             raise BadRequest(str(exc)) from None
+        metrics.ROLLOUT_EVENTS.labels(model or "*", action).inc()
         await self.refresh()
 
     async def record_failure(
@@ -211,9 +215,19 @@ class RolloutService:
         return result
 
     async def traffic(
-        self, model: str, canary: int | None, percent: float, sticky_header: str | None, actor: str
+        self,
+        model: str,
+        canary: int | None,
+        percent: float,
+        sticky_header: str | None,
+        actor: str,
+        guard: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Send ``percent`` of the requests that name no version to ``canary``."""
+        """Send ``percent`` of the requests that name no version to ``canary``, optionally guarded."""
+        try:
+            thresholds = validate_guard(guard)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
 
         def change(tx: Tx) -> None:
             record = self._model(tx, model)
@@ -225,7 +239,13 @@ class RolloutService:
             share = percent if canary is not None else 0.0
             tx.set_policy(
                 model,
-                replace(record.policy, canary_version=canary, canary_percent=share, sticky_header=sticky_header),
+                replace(
+                    record.policy,
+                    canary_version=canary,
+                    canary_percent=share,
+                    sticky_header=sticky_header,
+                    guard=thresholds,
+                ),
             )
             tx.message = f"canary {canary} at {share}%" + (f", sticky on {sticky_header}" if sticky_header else "")
 
@@ -234,9 +254,32 @@ class RolloutService:
             action="traffic",
             model=model,
             change=change,
-            detail={"canary": canary, "percent": percent, "sticky_header": sticky_header},
+            detail={"canary": canary, "percent": percent, "sticky_header": sticky_header, "guard": thresholds},
         )
-        return {"model": model, "canary": canary, "percent": percent if canary else 0.0}
+        if canary is not None:
+            self.guard.reset(model, canary)
+        return {"model": model, "canary": canary, "percent": percent if canary else 0.0, "guard": thresholds}
+
+    async def trip_guard(self, model: str, canary: int, reason: str) -> None:
+        """The canary crossed a guard threshold: its share goes to 0, the reason to the history."""
+
+        def change(tx: Tx) -> None:
+            record = self._model(tx, model)
+            if record.policy.canary_version == canary and record.policy.canary_percent > 0:
+                tx.set_policy(model, replace(record.policy, canary_percent=0.0))
+
+        log.warning("guard tripped for %s canary v%d: %s", model, canary, reason)
+        try:
+            await self.write(
+                actor="gateway",
+                action="guard",
+                model=model,
+                change=change,
+                message=f"canary {canary} share set to 0: {reason}",
+                detail={"canary": canary, "reason": reason},
+            )
+        except GatewayError as exc:
+            log.error("could not apply the guard for %s: %s", model, exc.message)
 
     async def set_shadow(self, model: str, version: int | None, percent: float, actor: str) -> dict[str, Any]:
         """Copy ``percent`` of the model's live requests to ``version`` (None: shadow off)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway import metrics
 from gateway.backends.base import InferenceRequest, InferenceResult, Target
 from gateway.errors import GatewayError
 from gateway.restjson import result_outputs
@@ -81,7 +82,6 @@ class ShadowRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
         self.stats: dict[tuple[str, int, int], ShadowStats] = {}
-        self.listeners: list[Any] = []  # callables (stats, max_abs_diff, agree) for metrics
 
     def _stats(self, primary: Target, shadow: Target) -> ShadowStats:
         key = (primary.model, primary.version, shadow.version)
@@ -95,6 +95,7 @@ class ShadowRunner:
         stats = self._stats(primary, shadow)
         if self._inflight >= self.max_inflight:
             stats.dropped += 1
+            self._count(stats, "dropped")
             return False
         self._inflight += 1
         stats.requests += 1
@@ -124,16 +125,26 @@ class ShadowRunner:
                 stats.agreements += 1
             else:
                 stats.disagreements += 1
-            for listener in self.listeners:
-                listener(stats, worst, agree)
+            self._count(stats, "agree" if agree else "disagree")
+            metrics.SHADOW_ABS_DIFF.labels(stats.model, str(stats.primary_version), str(stats.shadow_version)).observe(
+                worst
+            )
         except GatewayError as exc:
             stats.errors += 1
+            self._count(stats, "error")
             log.info("shadow %s v%d failed: %s", shadow.model, shadow.version, exc.message)
         except Exception:
             stats.errors += 1
+            self._count(stats, "error")
             log.exception("shadow %s v%d failed", shadow.model, shadow.version)
         finally:
             self._inflight -= 1
+
+    @staticmethod
+    def _count(stats: ShadowStats, outcome: str) -> None:
+        metrics.SHADOW_REQUESTS.labels(
+            stats.model, str(stats.primary_version), str(stats.shadow_version), outcome
+        ).inc()
 
     def for_model(self, model: str) -> list[dict[str, Any]]:
         return [s.as_dict() for (m, _, _), s in sorted(self.stats.items()) if m == model]

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from gateway import metrics
 from gateway.backends.base import Backend, Target
 from gateway.errors import GatewayError
 from gateway.registry.records import Snapshot
@@ -63,15 +64,28 @@ class Router:
                     continue
                 p = record.policy
                 policy = RoutePolicy(
-                    p.canary_version, p.canary_percent, p.sticky_header, p.shadow_version, p.shadow_percent
+                    p.canary_version, p.canary_percent, p.sticky_header, p.shadow_version, p.shadow_percent, p.guard
                 )
                 labels = {k: v for k, v in record.labels.items() if v in targets}
                 models[name] = ModelRoutes(name, targets, labels, policy)
             self.table = RoutingTable(models)  # one reference swap: requests see old or new, whole
+            log.info("routing table at revision %d (was %d)", snapshot.revision, self.revision)
             self.revision = snapshot.revision
+            _export_mappings(self.table)
             return self.table
 
     def forget_signature(self, model: str, version: int) -> None:
         """Drop a cached signature (a version re-deployed with other content)."""
         for key in [k for k in self._signatures if k[:2] == (model, version)]:
             del self._signatures[key]
+
+
+def _export_mappings(table: RoutingTable) -> None:
+    """Set ``gateway_model_version_info`` to exactly the current label -> version mappings."""
+    metrics.MODEL_VERSION_INFO.clear()
+    for name, routes in table.models.items():
+        for label, version in routes.labels.items():
+            target = routes.versions[version]
+            metrics.MODEL_VERSION_INFO.labels(name, label, str(version), target.backend.kind).set(1)
+        stable = routes.stable().target
+        metrics.MODEL_VERSION_INFO.labels(name, "default", str(stable.version), stable.backend.kind).set(1)

@@ -42,6 +42,7 @@ class RoutePolicy:
     sticky_header: str | None = None
     shadow_version: int | None = None
     shadow_percent: float = 0.0
+    guard: Mapping[str, float] | None = None
 
 
 def _bucket(value: str) -> float:

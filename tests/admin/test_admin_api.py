@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from gateway.app import create_app
 
@@ -129,3 +130,17 @@ def test_shadow_compares_and_never_changes_the_answer(client, percent):
     assert results[0]["compared"] == 10
     assert results[0]["max_abs_diff"] == 1.0  # version 2 doubles, version 1 does not
     assert results[0]["shadow_version"] == 2
+
+
+def test_inference_is_open_unless_keys_are_configured(settings, fake_backends, client):
+    from fastapi.testclient import TestClient
+
+    assert client.post("/v1/models/toy:predict", json=ROW).status_code == 200
+    keyed = settings.model_copy(update={"inference_keys": SecretStr("key-one-0123456789,key-two-0123456789")})
+    with TestClient(create_app(keyed, backends=fake_backends)) as c:
+        r = c.post("/v1/models/toy:predict", json=ROW)
+        assert r.status_code == 401 and "API key" in r.json()["error"]
+        assert c.post("/v1/models/toy:predict", json=ROW, headers={"X-API-Key": "key-two-0123456789"}).status_code == 200
+        r = c.post("/v2/models/toy/infer", json={}, headers={"Authorization": "Bearer nope"})
+        assert (r.status_code, r.json()["error"]) == (401, "the API key is not valid")
+        assert c.get("/v2/health/ready").status_code == 200  # probes carry no key

@@ -241,7 +241,7 @@ def test_shadow_across_stacks_records_agreement_and_disagreement(rollout_stack, 
         r = gw.post("/v1/models/mlp:predict", json=body())
         assert r.status_code == 200 and r.headers["X-Model-Version"] == "1"
     v2 = _shadow_results(gw, 2, 30)
-    assert (v2["compared"], v2["agreements"], v2["disagreements"]) == (30, 30, 0), v2
+    assert (v2["compared"], v2["agreements"], v2["disagreements"]) == (30, 30, 0), json.dumps(v2)
     assert v2["max_abs_diff"] < 1e-5
 
     assert cli(rollout_stack, "shadow", "mlp", "3", "--percent", "100").returncode == 0
