@@ -17,6 +17,7 @@ from gateway.admin import routes as admin_routes
 from gateway.admin.auth import Authenticator, InferenceKeys, load_tokens
 from gateway.backends.base import Backend
 from gateway.backends.probe import probe_backends
+from gateway.backends.resilience import BackendGuard
 from gateway.backends.tfserving.client import TFServingBackend
 from gateway.backends.torchserve import TorchServeBackend
 from gateway.errors import GatewayError
@@ -25,6 +26,7 @@ from gateway.protocols.common import json_response
 from gateway.protocols.instrument import InferenceMetrics
 from gateway.registry.store import RegistryStore
 from gateway.registry.watch import Watcher
+from gateway.requestid import RequestIdMiddleware
 from gateway.rollouts.deploy import Deployer
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.shadow import ShadowRunner
@@ -46,6 +48,7 @@ def make_backends(settings: Settings) -> dict[str, Backend]:
             store=settings.model_store,
             workers=settings.torchserve_workers,
             load_timeout=settings.deploy_ready_timeout_seconds,
+            retry_ratio=settings.retry_budget_ratio,
         ),
         "tfserving": TFServingBackend(
             settings.tfserving_target,
@@ -53,6 +56,7 @@ def make_backends(settings: Settings) -> dict[str, Backend]:
             max_message_bytes=settings.tfserving_max_message_bytes,
             base_path=settings.tfserving_model_base_path or str(settings.model_store.resolve()),
             load_timeout=settings.deploy_ready_timeout_seconds,
+            retry_ratio=settings.retry_budget_ratio,
         ),
     }
 
@@ -120,6 +124,15 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
     app.state.deployer = Deployer(rollouts)
     app.state.auth = Authenticator(load_tokens(settings))
     app.state.inference_keys = InferenceKeys(settings)
+    app.state.backend_guards = {
+        kind: BackendGuard(
+            kind,
+            max_inflight=settings.backend_max_inflight,
+            failure_threshold=settings.breaker_failures,
+            cooldown=settings.breaker_cooldown_seconds,
+        )
+        for kind in adapters
+    }
     app.state.ready = False
 
     @app.exception_handler(GatewayError)
@@ -163,4 +176,5 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(InferenceMetrics)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every response and log line has an ID
     return app

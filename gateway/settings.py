@@ -90,6 +90,23 @@ class Settings(BaseSettings):
         16, ge=1, description="Shadow requests in flight at most; more are dropped, never queued."
     )
 
+    backend_max_inflight: int = Field(
+        256, ge=1, description="Calls in flight to one backend at most; more answer 503 with Retry-After."
+    )
+    breaker_failures: int = Field(5, ge=1, description="Consecutive failures to reach a backend that open its circuit.")
+    breaker_cooldown_seconds: float = Field(
+        5.0, gt=0, description="How long an open circuit fails fast before a probe call is let through."
+    )
+    retry_budget_ratio: float = Field(
+        0.1, ge=0, le=1, description="Retries (of calls that never reached the backend) per call, at most."
+    )
+    shutdown_drain_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="On SIGTERM, seconds readiness reports 503 before the listener closes "
+        "(let the load balancer stop sending; 5-10 in Kubernetes).",
+    )
+
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1, description="Largest inference request body; larger answers 413."
     )

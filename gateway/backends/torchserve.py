@@ -25,6 +25,7 @@ from gateway.backends.base import (
     Target,
     VersionStatus,
 )
+from gateway.backends.resilience import RetryBudget
 from gateway.errors import (
     BackendError,
     BackendTimeout,
@@ -93,8 +94,10 @@ class TorchServeBackend:
         store: Path | None = None,
         workers: int = 1,
         load_timeout: float = 300.0,
+        retry_ratio: float = 0.1,
     ) -> None:
         self.store = store
+        self.retries = RetryBudget(retry_ratio)
         self.workers = workers
         self.load_timeout = load_timeout
         self.url = url.rstrip("/")
@@ -131,12 +134,22 @@ class TorchServeBackend:
     async def _post(self, target: Target, body: bytes, content_type: str) -> tuple[int, bytes, str]:
         url = f"{self.url}/predictions/{target.model}/{target.version}"
         what = f"torchserve {target.model} v{target.version}"
-        try:
-            async with self.session.post(url, data=body, headers={"Content-Type": content_type}) as resp:
-                data = await resp.read()
-                return resp.status, data, resp.headers.get("Content-Type", "application/json")
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise error_for_exception(exc, what) from exc
+        self.retries.earn()
+        for attempt in (1, 2):
+            try:
+                async with self.session.post(url, data=body, headers={"Content-Type": content_type}) as resp:
+                    data = await resp.read()
+                    return resp.status, data, resp.headers.get("Content-Type", "application/json")
+            except aiohttp.ClientConnectorError as exc:
+                # The connection was never made, so the request never reached TorchServe: one
+                # retry on a new connection is safe, if the budget allows.
+                if attempt == 1 and self.retries.spend():
+                    log.info("%s: connect failed (%s); retrying once", what, exc.os_error)
+                    continue
+                raise error_for_exception(exc, what) from exc
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise error_for_exception(exc, what) from exc
+        raise AssertionError("unreachable")
 
     async def infer(self, target: Target, request: InferenceRequest) -> InferenceResult:
         if request.body is not None:

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 from fastapi import Request, Response
 
-from gateway import metrics
-from gateway.errors import BackendUnavailable, BadRequest, GatewayError, PayloadTooLarge
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
 from gateway.tensors import Signature
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:
     from gateway.backends.base import InferenceRequest, InferenceResult, Target
+    from gateway.backends.resilience import BackendGuard
     from gateway.rollouts.guard import CanaryGuard
     from gateway.rollouts.shadow import ShadowRunner
     from gateway.routing.table import Resolved, RoutingTable
@@ -97,18 +97,14 @@ def mark_route(request: Request, resolved: Resolved) -> None:
     request.state.route = (target.model, str(target.version), resolved.label or "", target.backend.kind)
 
 
-async def timed(request: Request, backend: str, call: Awaitable[T]) -> T:
-    """Await a backend call, recording its duration and the backend's reachability."""
+async def timed(request: Request, backend: str, call: Callable[[], Awaitable[T]]) -> T:
+    """Run a backend call through that backend's in-flight cap and circuit breaker, timed."""
+    guard: BackendGuard = request.app.state.backend_guards[backend]
     start = time.perf_counter()
     try:
-        result = await call
-    except BackendUnavailable:
-        metrics.BACKEND_UP.labels(backend).set(0)
-        raise
+        return await guard.call(call)
     finally:
         request.state.backend_seconds = time.perf_counter() - start
-    metrics.BACKEND_UP.labels(backend).set(1)
-    return result
 
 
 async def dispatch(request: Request, resolved: Resolved, inference: InferenceRequest) -> InferenceResult:
@@ -121,7 +117,7 @@ async def dispatch(request: Request, resolved: Resolved, inference: InferenceReq
     routes = table_of(request).models.get(target.model)
     guard: CanaryGuard = request.app.state.guard
     try:
-        result = await timed(request, target.backend.kind, target.backend.infer(target, inference))
+        result = await timed(request, target.backend.kind, lambda: target.backend.infer(target, inference))
     except GatewayError as exc:
         if exc.status_code >= 500:
             guard.observe(routes, resolved, request.state.backend_seconds, ok=False)

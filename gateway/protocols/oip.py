@@ -43,9 +43,15 @@ async def live() -> Response:
 
 @router.get("/v2/health/ready")
 async def ready(request: Request) -> Response:
-    """The gateway is ready to route: its routing table is built."""
+    """The gateway is ready to route: its routing table is built and it is not shutting down.
+
+    The body also shows each backend's circuit (``closed``, ``open``, ``half-open``); an open
+    circuit does not make the gateway unready, since its other backend's models still answer.
+    """
     is_ready = bool(getattr(request.app.state, "ready", False))
-    return json_response({"ready": is_ready}, status_code=200 if is_ready else 503)
+    guards = getattr(request.app.state, "backend_guards", {})
+    body = {"ready": is_ready, "backends": {kind: guard.state for kind, guard in sorted(guards.items())}}
+    return json_response(body, status_code=200 if is_ready else 503)
 
 
 def decode_infer_request(payload: Any, signature: Signature) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:

@@ -34,7 +34,7 @@ async def _predictions(request: Request, resolved: Resolved) -> Response:
     headers = routing_headers(resolved)
     if target.backend.raw_passthrough:
         content_type = request.headers.get("content-type", "application/octet-stream")
-        raw = await timed(request, target.backend.kind, target.backend.forward(target, body, content_type))
+        raw = await timed(request, target.backend.kind, lambda: target.backend.forward(target, body, content_type))
         return Response(raw.body, status_code=raw.status, media_type=raw.content_type, headers=headers)
     signature = require_signature(target, await signature_of(target))
     inputs, form = decode_request(parse_json(body), signature)

@@ -241,14 +241,16 @@ def test_shadow_across_stacks_records_agreement_and_disagreement(rollout_stack, 
         r = gw.post("/v1/models/mlp:predict", json=body())
         assert r.status_code == 200 and r.headers["X-Model-Version"] == "1"
     v2 = _shadow_results(gw, 2, 30)
-    assert (v2["compared"], v2["agreements"], v2["disagreements"]) == (30, 30, 0), json.dumps(v2)
+    # A copy that finds the shadow budget spent is dropped, never queued: on a busy machine a few are.
+    assert v2["compared"] + v2["dropped"] == 30 and v2["compared"] >= 10, json.dumps(v2)
+    assert (v2["agreements"], v2["disagreements"], v2["errors"]) == (v2["compared"], 0, 0), json.dumps(v2)
     assert v2["max_abs_diff"] < 1e-5
 
     assert cli(rollout_stack, "shadow", "mlp", "3", "--percent", "100").returncode == 0
     for _ in range(30):
         gw.post("/v1/models/mlp:predict", json=body())
     v3 = _shadow_results(gw, 3, 30)
-    assert v3["compared"] == 30
+    assert v3["compared"] + v3["dropped"] == 30 and v3["compared"] >= 10, json.dumps(v3)
     assert v3["disagreements"] > 0 and v3["max_abs_diff"] > 1e-2
     off = cli(rollout_stack, "shadow", "mlp", "--off")
     assert off.returncode == 0, off.stderr

@@ -20,6 +20,7 @@ from gateway.backends.base import (
     Target,
     VersionStatus,
 )
+from gateway.backends.resilience import RetryBudget
 from gateway.backends.tfserving.codec import TF_TO_DATATYPE, from_tensor_proto, to_tensor_proto
 from gateway.backends.tfserving.protos import serving_pb2 as pb
 from gateway.errors import (
@@ -78,7 +79,9 @@ class TFServingBackend:
         max_message_bytes: int = 64 << 20,
         base_path: str | None = None,
         load_timeout: float = 300.0,
+        retry_ratio: float = 0.1,
     ) -> None:
+        self.retries = RetryBudget(retry_ratio)
         self.base_path = base_path.rstrip("/") if base_path else None
         self.load_timeout = load_timeout
         self.target = target
@@ -122,10 +125,19 @@ class TFServingBackend:
         """Call one RPC by name with a deadline; failures become the gateway's errors."""
         if self._channel is None:
             raise BackendUnavailable("tfserving adapter is not started")
-        try:
-            return await self._calls[method](request, timeout=deadline or self.timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise error_for_rpc(exc, what) from exc
+        self.retries.earn()
+        for attempt in (1, 2):
+            try:
+                return await self._calls[method](request, timeout=deadline or self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                # UNAVAILABLE from a channel that could not connect: the call never started, so
+                # one retry is safe, within the budget (a new connection attempt).
+                never_sent = exc.code() == grpc.StatusCode.UNAVAILABLE and "connect" in (exc.details() or "").lower()
+                if attempt == 1 and never_sent and self.retries.spend():
+                    log.info("%s: %s; retrying once", what, exc.details())
+                    continue
+                raise error_for_rpc(exc, what) from exc
+        raise AssertionError("unreachable")
 
     async def infer(self, target: Target, request: InferenceRequest) -> InferenceResult:
         req = pb.PredictRequest()
