@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 MODELS_STAMP := model_store/.built-stamp
 
-.PHONY: setup models run test lint typecheck protos bench clean
+.PHONY: setup models run test test-docker lint typecheck protos bench clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,14 @@ run: setup models
 
 test: setup models
 	$(PY) -m pytest
+
+# The same end-to-end suite against the official TorchServe and TF Serving images (needs a Docker
+# engine; without one the e2e tests say they are skipped).
+test-docker: setup models
+	GATEWAY_E2E_BACKENDS=docker $(PY) -m pytest tests/e2e
+
+bench: setup models
+	$(PY) scripts/bench_dataplane.py
 
 lint: setup
 	$(VENV)/bin/ruff check gateway tests deploy

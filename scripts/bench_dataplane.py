@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -49,17 +50,43 @@ async def timed_post(session: aiohttp.ClientSession, url: str, body: bytes) -> f
     return (time.perf_counter() - start) * 1000
 
 
-async def latency(pairs: dict[str, tuple[str, str]], body: bytes, n: int) -> list[dict[str, object]]:
+Direct = str | Callable[[], Awaitable[float]]
+
+
+async def call_direct(session: aiohttp.ClientSession, direct: Direct, body: bytes) -> float:
+    if isinstance(direct, str):
+        return await timed_post(session, direct, body)
+    return await direct()
+
+
+def grpc_direct(target: str, model: str, version: int, x: np.ndarray) -> Callable[[], Awaitable[float]]:
+    """A direct TF Serving gRPC Predict (the gateway's own lean client, no HTTP, no JSON)."""
+    from gateway.backends.base import InferenceRequest, Target
+    from gateway.backends.tfserving.client import TFServingBackend
+
+    backend = TFServingBackend(target)
+    request = InferenceRequest(inputs={"x": x})
+
+    async def call() -> float:
+        await backend.start()
+        start = time.perf_counter()
+        await backend.infer(Target(model, version, backend), request)
+        return (time.perf_counter() - start) * 1000
+
+    return call
+
+
+async def latency(pairs: dict[str, tuple[Direct, str]], body: bytes, n: int) -> list[dict[str, object]]:
     """One request at a time, direct and gateway interleaved, per stack."""
     rows = []
     async with aiohttp.ClientSession() as session:
         for name, (direct, through) in pairs.items():
             for _ in range(200):  # warm up connections, JIT paths and caches
-                await timed_post(session, direct, body)
+                await call_direct(session, direct, body)
                 await timed_post(session, through, body)
             d, g = [], []
             for _ in range(n):
-                d.append(await timed_post(session, direct, body))
+                d.append(await call_direct(session, direct, body))
                 g.append(await timed_post(session, through, body))
             rows.append({
                 "target": name, "direct_p50": pct(d, 50), "gateway_p50": pct(g, 50),
@@ -69,7 +96,7 @@ async def latency(pairs: dict[str, tuple[str, str]], body: bytes, n: int) -> lis
     return rows
 
 
-async def closed_loop(url: str, body: bytes, concurrency: int, seconds: float) -> tuple[float, int]:
+async def closed_loop(url: Direct, body: bytes, concurrency: int, seconds: float) -> tuple[float, int]:
     """Requests per second of ``concurrency`` clients that each send the next request on answer."""
     done = errors = 0
     deadline = time.perf_counter() + seconds
@@ -80,7 +107,7 @@ async def closed_loop(url: str, body: bytes, concurrency: int, seconds: float) -
             nonlocal done, errors
             while time.perf_counter() < deadline:
                 try:
-                    await timed_post(session, url, body)
+                    await call_direct(session, url, body)
                     done += 1
                 except Exception:
                     errors += 1
@@ -91,7 +118,7 @@ async def closed_loop(url: str, body: bytes, concurrency: int, seconds: float) -
     return done / elapsed, errors
 
 
-async def throughput(pairs: dict[str, tuple[str, str]], body: bytes, c: int, s: float) -> list[dict[str, object]]:
+async def throughput(pairs: dict[str, tuple[Direct, str]], body: bytes, c: int, s: float) -> list[dict[str, object]]:
     rows = []
     for name, (direct, through) in pairs.items():
         await closed_loop(direct, body, c, 2)  # warm up
@@ -160,15 +187,18 @@ async def main_async(args: argparse.Namespace, stack: LocalStack) -> None:
     def via(model: str, version: int) -> str:
         return f"{gw}/v1/models/{model}/versions/{version}:predict"
 
+    x_mlp = np.array([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32)
+    x_cnn = np.asarray(json.loads(cnn)["instances"], dtype=np.float32)
     lat = await latency({
-        "mlp v1 (TorchServe)": (f"{ts}/predictions/mlp/1", via("mlp", 1)),
-        "mlp v2 (TF Serving)": (f"{tf}/v1/models/mlp/versions/2:predict", via("mlp", 2)),
+        "mlp v1 (TorchServe REST)": (f"{ts}/predictions/mlp/1", via("mlp", 1)),
+        "mlp v2 (TF Serving gRPC)": (grpc_direct(stack.tfserving_target, "mlp", 2, x_mlp), via("mlp", 2)),
+        "mlp v2 (TF Serving dev REST)": (f"{tf}/v1/models/mlp/versions/2:predict", via("mlp", 2)),
     }, mlp, args.requests)  # fmt: skip
     print("\n### Latency, one request at a time (ms)\n")
     print(table(lat), flush=True)
     thr = await throughput({
-        "cnn v1 (TorchServe)": (f"{ts}/predictions/cnn/1", via("cnn", 1)),
-        "cnn v2 (TF Serving)": (f"{tf}/v1/models/cnn/versions/2:predict", via("cnn", 2)),
+        "cnn v1 (TorchServe REST)": (f"{ts}/predictions/cnn/1", via("cnn", 1)),
+        "cnn v2 (TF Serving gRPC)": (grpc_direct(stack.tfserving_target, "cnn", 2, x_cnn), via("cnn", 2)),
     }, cnn, args.concurrency, args.seconds)  # fmt: skip
     print(f"\n### Throughput at saturation, {args.concurrency} concurrent clients (requests/s)\n")
     print(table(thr), flush=True)

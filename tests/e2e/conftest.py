@@ -11,7 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from localstack import LocalStack, Ports
+from localstack import Ports
+
+from tests.deploy.docker_stack import make_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 STORE = ROOT / "model_store"
@@ -50,7 +52,7 @@ def copy_store(into: Path, skip: tuple[str, ...] = ()) -> Path:
 def stack(tmp_path_factory):
     store = copy_store(tmp_path_factory.mktemp("store"))
     workdir = tmp_path_factory.mktemp("stack")
-    with LocalStack(store, workdir, Ports.free()) as running:
+    with make_stack(store, workdir, Ports.free()) as running:
         yield running
 
 

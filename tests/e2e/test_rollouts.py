@@ -22,10 +22,11 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from localstack import LocalStack, Ports, free_port
+from localstack import Ports, free_port
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from tests.deploy.docker_stack import make_stack
 from tests.e2e.conftest import STORE, copy_store
 from tests.pgfixtures import postgres_url  # noqa: F401  (fixture)
 
@@ -44,7 +45,7 @@ def rollout_stack(tmp_path_factory, postgres_url):  # noqa: F811
         "GATEWAY_READ_TOKEN": READ_TOKEN,
         "GATEWAY_LOG_LEVEL": "info",
     }
-    with LocalStack(store, workdir, Ports.free(), gateway_env=env) as running:
+    with make_stack(store, workdir, Ports.free(), gateway_env=env) as running:
         running.postgres_url = postgres_url
         yield running
 

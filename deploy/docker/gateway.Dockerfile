@@ -1,0 +1,50 @@
+# syntax=docker/dockerfile:1
+# The gateway image: the `gateway` package and its runtime dependencies only (no torch, no
+# tensorflow), run by a non-root user. Build from the repository root:
+#   docker build -f deploy/docker/gateway.Dockerfile -t twin-stack-gateway:0.1.0 .
+# Settings come from GATEWAY_* variables (gateway/settings.py); docs/deployment.md has the rest.
+
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Only what `pip install .` reads; .dockerignore keeps everything else out of the context.
+COPY pyproject.toml README.md ./
+COPY gateway ./gateway
+# No extras: `local` (torch, tensorflow, torchserve) and `dev` stay out of the image.
+RUN pip install --no-cache-dir . \
+    && python -c "import gateway.app, sys; assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules"
+
+FROM ${PYTHON_IMAGE} AS runtime
+# uid/gid 1000: the same as the official TorchServe image's model-server user, so that both can
+# write the shared model store (the gateway writes versions, TorchServe its archive links).
+ARG APP_UID=1000
+RUN groupadd --system --gid "${APP_UID}" gateway \
+    && useradd --system --uid "${APP_UID}" --gid gateway --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin gateway \
+    && mkdir -p /models /data /opt/gateway \
+    && chown gateway:gateway /models /data
+COPY --from=builder /opt/venv /opt/venv
+# The store helper of compose's model-init service and the TF Serving pod's init container.
+COPY deploy/docker/stack_init.py /opt/gateway/stack_init.py
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    GATEWAY_HOST=0.0.0.0 \
+    GATEWAY_PORT=8000 \
+    GATEWAY_MODEL_STORE=/models \
+    GATEWAY_DATABASE_URL=sqlite:////data/registry.db
+WORKDIR /opt/gateway
+VOLUME ["/models", "/data"]
+# Numeric, so that Kubernetes can check runAsNonRoot against the image.
+USER ${APP_UID}:${APP_UID}
+EXPOSE 8000
+# Ready means: registry migrated, routes loaded (503 before). No curl in the slim image.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request as u; port = os.environ.get('GATEWAY_PORT', '8000'); sys.exit(0 if u.urlopen(f'http://127.0.0.1:{port}/v2/health/ready', timeout=2).status == 200 else 1)"]
+ENTRYPOINT ["gateway"]
+CMD ["serve"]

@@ -1,0 +1,356 @@
+"""The deployments agree with the gateway's code and with each other: settings, routes, ports,
+paths, the backends' configuration files and the Prometheus scrape targets. Each fact is read from
+its source (Settings, the app's routes, config.properties, monitoring.config, prometheus.yml),
+never written twice in a test."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import text_format
+
+from gateway.backends.tfserving.client import TFServingBackend
+from gateway.backends.tfserving.protos import serving_pb2 as pb
+from gateway.backends.torchserve import link_archive
+from gateway.routing.discovery import scan_store
+from gateway.settings import Settings
+from tests.deploy.conftest import (
+    DOCKERFILE,
+    OVERLAYS,
+    ROOT,
+    TF_MONITORING,
+    TS_CONFIG,
+    container,
+    env_of,
+    flags,
+    objects,
+    pod_spec,
+    properties,
+    scrape_targets,
+)
+from tests.deploy.docker_stack import load_stack_init
+from tests.fakes import make_version
+
+TS = properties(TS_CONFIG)
+MONITORING_PATH = re.search(r'path:\s*"([^"]+)"', TF_MONITORING.read_text()).group(1)  # type: ignore[union-attr]
+
+
+def address_port(address: str) -> int:
+    return urllib.parse.urlsplit(address).port or 0
+
+
+# Where each component's metrics are, from the component's own configuration.
+TS_PORTS = {name: address_port(TS[f"{name}_address"]) for name in ("inference", "management", "metrics")}
+
+
+def host_port(value: str) -> tuple[str, int]:
+    """``http://host:port`` or ``host:port`` -> (host, port)."""
+    parts = urllib.parse.urlsplit(value if "//" in value else f"//{value}")
+    assert parts.hostname and parts.port, value
+    return parts.hostname, parts.port
+
+
+def compose_env(compose, name: str) -> dict[str, str]:
+    return {k: str(v) for k, v in (compose["services"][name].get("environment") or {}).items()}
+
+
+def compose_mounts(compose, name: str) -> dict[str, dict]:
+    return {v["target"]: v for v in compose["services"][name].get("volumes", [])}
+
+
+def k8s_mount_dir(deployment: dict, container_name: str, path: str) -> tuple[str, dict]:
+    """The (mount path, volume) under which ``path`` lies in a container of a Deployment."""
+    spec = pod_spec(deployment)
+    c = next(c for c in spec["containers"] + spec.get("initContainers", []) if c["name"] == container_name)
+    best = max((m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")),
+               key=lambda m: len(m["mountPath"]))  # fmt: skip
+    volume = next(v for v in spec["volumes"] if v["name"] == best["name"])
+    return best["mountPath"], volume
+
+
+# --- settings ---------------------------------------------------------------------------------
+def gateway_variables(compose, k8s) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for name, service in compose["services"].items():
+        for key in service.get("environment") or {}:
+            found.setdefault(key, []).append(f"compose {name}")
+    for overlay, docs in k8s.items():
+        for dname, deployment in objects(docs, "Deployment").items():
+            spec = pod_spec(deployment)
+            for c in spec["containers"] + spec.get("initContainers", []):
+                for key in env_of(c):
+                    found.setdefault(key, []).append(f"k8s/{overlay} {dname}/{c['name']}")
+    for key in re.findall(r"\b(GATEWAY_[A-Z_]+)=", DOCKERFILE.read_text()):
+        found.setdefault(key, []).append("gateway.Dockerfile")
+    return {k: v for k, v in found.items() if k.startswith("GATEWAY_")}
+
+
+def test_every_gateway_variable_is_a_setting(compose, k8s):
+    variables = gateway_variables(compose, k8s)
+    assert len(variables) >= 10
+    for key, where in sorted(variables.items()):
+        assert key.removeprefix("GATEWAY_").lower() in Settings.model_fields, f"{key} ({', '.join(where)})"
+
+
+def test_the_given_values_are_valid_settings(compose, k8s):
+    values = {
+        k.removeprefix("GATEWAY_").lower(): v
+        for k, v in compose_env(compose, "gateway").items()
+        if k.startswith("GATEWAY_")
+    }
+    Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    gateway = objects(k8s["gpu"], "Deployment")["gateway"]
+    plain = {
+        k.removeprefix("GATEWAY_").lower(): v
+        for k, v in env_of(container(gateway, "gateway")).items()
+        if isinstance(v, str)
+    }
+    Settings(_env_file=None, **plain)  # type: ignore[call-arg]
+
+
+# --- the gateway's own port and routes ----------------------------------------------------------
+def test_the_gateway_listens_where_it_is_probed_and_published(compose, k8s, has_route):
+    env = compose_env(compose, "gateway")
+    port = int(env["GATEWAY_PORT"])
+    assert env["GATEWAY_HOST"] == "0.0.0.0"
+    assert [p["target"] for p in compose["services"]["gateway"]["ports"]] == [port]
+    check = " ".join(compose["services"]["gateway"]["healthcheck"]["test"])
+    url = re.search(r"http://127\.0\.0\.1:(\d+)(/[\w/]+)", check)
+    assert url and int(url.group(1)) == port and has_route(url.group(2)) and url.group(2) == "/v2/health/ready"
+
+    for overlay, docs in k8s.items():
+        deployment = objects(docs, "Deployment")["gateway"]
+        c = container(deployment, "gateway")
+        kenv = env_of(c)
+        kport = int(kenv["GATEWAY_PORT"])
+        assert kenv["GATEWAY_HOST"] == "0.0.0.0" and kport == port, overlay
+        named = {p["name"]: p["containerPort"] for p in c["ports"]}
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            assert named[c[probe]["httpGet"]["port"]] == kport, (overlay, probe)
+        (service_port,) = objects(docs, "Service")["gateway"]["spec"]["ports"]
+        assert named[service_port["targetPort"]] == kport and service_port["port"] == port
+
+
+def test_metrics_are_served_where_prometheus_looks(has_route, prometheus):
+    (job,) = [t for t in scrape_targets(prometheus) if t.host == "gateway"]
+    assert has_route(job.path), f"the gateway serves no {job.path}"
+
+
+# --- the backends, as the gateway addresses them ------------------------------------------------
+def test_compose_backend_addresses_agree_with_their_configs(compose):
+    env = compose_env(compose, "gateway")
+    services = compose["services"]
+    tf_flags = flags(services["tfserving"]["command"])
+    expected = {
+        "GATEWAY_TORCHSERVE_URL": ("torchserve", TS_PORTS["inference"]),
+        "GATEWAY_TORCHSERVE_MANAGEMENT_URL": ("torchserve", TS_PORTS["management"]),
+        "GATEWAY_TFSERVING_TARGET": ("tfserving", int(tf_flags["port"])),
+    }
+    for key, (service, port) in expected.items():
+        assert host_port(env[key]) == (service, port), key
+        assert str(port) in services[service]["expose"], f"{service} does not expose {port}"
+    assert {str(p) for p in TS_PORTS.values()} == set(services["torchserve"]["expose"])
+    assert {tf_flags["port"], tf_flags["rest_api_port"]} == set(services["tfserving"]["expose"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_k8s_backend_addresses_agree_with_services_and_containers(k8s, overlay):
+    docs = k8s[overlay]
+    deployments, services = objects(docs, "Deployment"), objects(docs, "Service")
+    env = env_of(container(deployments["gateway"], "gateway"))
+    tf_flags = flags(container(deployments["tfserving"], "tfserving")["args"])
+    expected = {
+        "GATEWAY_TORCHSERVE_URL": ("torchserve", TS_PORTS["inference"]),
+        "GATEWAY_TORCHSERVE_MANAGEMENT_URL": ("torchserve", TS_PORTS["management"]),
+        "GATEWAY_TFSERVING_TARGET": ("tfserving", int(tf_flags["port"])),
+    }
+    for key, (name, port) in expected.items():
+        assert host_port(env[key]) == (name, port), key
+        service_ports = {p["port"]: p["targetPort"] for p in services[name]["spec"]["ports"]}
+        container_ports = {p["name"]: p["containerPort"] for p in container(deployments[name], name)["ports"]}
+        assert container_ports[service_ports[port]] == port, f"{name}:{port} does not reach the container's {port}"
+    ts_ports = {p["name"]: p["containerPort"] for p in container(deployments["torchserve"], "torchserve")["ports"]}
+    assert ts_ports == TS_PORTS
+    tf_ports = {p["name"]: p["containerPort"] for p in container(deployments["tfserving"], "tfserving")["ports"]}
+    assert tf_ports == {"grpc": int(tf_flags["port"]), "rest": int(tf_flags["rest_api_port"])}
+
+
+# --- TorchServe ---------------------------------------------------------------------------------
+def test_the_torchserve_config_is_what_the_issue_asks():
+    assert all(urllib.parse.urlsplit(TS[f"{n}_address"]).hostname == "0.0.0.0" for n in TS_PORTS)
+    assert TS_PORTS == {"inference": 8080, "management": 8081, "metrics": 8082}
+    assert TS["metrics_mode"] == "prometheus"
+    assert TS["enable_model_api"] == "true" and TS["disable_token_authorization"] == "true"
+    for remote in ("https://example.com/m.mar", "http://10.0.0.1/m.mar", "s3://bucket/m.mar", "file:///etc/passwd"):
+        assert not re.search(TS["allowed_urls"], remote), remote
+
+
+def torchserve_runs(compose, k8s):
+    """(where, command line, mount path of the store, done file the health check waits for)."""
+    service = compose["services"]["torchserve"]
+    check = " ".join(service["healthcheck"]["test"])
+    yield "compose", service["entrypoint"] + service["command"], compose_mounts(compose, "torchserve"), check
+    for overlay, docs in k8s.items():
+        deployment = objects(docs, "Deployment")["torchserve"]
+        c = container(deployment, "torchserve")
+        mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+        probe = " ".join(c["readinessProbe"]["exec"]["command"])
+        yield f"k8s/{overlay}", c["command"] + c["args"], mounts, probe
+
+
+def test_torchserve_starts_on_the_config_and_store_of_the_deployment(compose, k8s):
+    workers = {"compose": compose_env(compose, "gateway")["GATEWAY_TORCHSERVE_WORKERS"]}
+    for overlay, docs in k8s.items():
+        gateway = container(objects(docs, "Deployment")["gateway"], "gateway")
+        workers[f"k8s/{overlay}"] = env_of(gateway)["GATEWAY_TORCHSERVE_WORKERS"]
+    for where, argv, mounts, check in torchserve_runs(compose, k8s):
+        split = argv.index("--")
+        init, serve = flags(argv[:split]), flags(argv[split + 1 :])
+        assert argv[split + 1] == "torchserve" and "foreground" in serve, where
+        assert serve["model-store"] == TS["model_store"] == init["store"], where
+        assert TS["model_store"] in mounts, f"{where}: the store is not mounted at {TS['model_store']}"
+        assert "enable-model-api" in serve and "disable-token-auth" in serve, where
+        assert init["workers"] == workers[where], f"{where}: start-up and deploys use other worker counts"
+        assert host_port(init["management-url"])[1] == TS_PORTS["management"], where
+        assert host_port(init["inference-url"])[1] == TS_PORTS["inference"], where
+        assert init["done-file"] in check and f":{TS_PORTS['inference']}/ping" in check, where
+        config = Path(serve["ts-config"])
+        if where == "compose":
+            assert mounts[str(config)]["source"] == str(TS_CONFIG)
+    for overlay, docs in k8s.items():
+        deployment = objects(docs, "Deployment")["torchserve"]
+        c = container(deployment, "torchserve")
+        argv = c["command"] + c["args"]
+        config = flags(argv[argv.index("--") + 1 :])["ts-config"]
+        mount, volume = k8s_mount_dir(deployment, "torchserve", config)
+        data = objects(docs, "ConfigMap")[volume["configMap"]["name"]]["data"]
+        assert data[config[len(mount) + 1 :]] == TS_CONFIG.read_text(), overlay
+        script_mount, script_volume = k8s_mount_dir(deployment, "torchserve", argv[1])
+        script = objects(docs, "ConfigMap")[script_volume["configMap"]["name"]]["data"]
+        assert script[argv[1][len(script_mount) + 1 :]] == (ROOT / "deploy/docker/stack_init.py").read_text()
+
+
+# --- TF Serving ---------------------------------------------------------------------------------
+def test_tfserving_starts_on_the_model_config_the_init_step_writes(compose, k8s):
+    env = compose_env(compose, "gateway")
+    base = env["GATEWAY_TFSERVING_MODEL_BASE_PATH"]
+    tf, init = compose["services"]["tfserving"], compose["services"]["model-init"]
+    tf_flags, init_flags = flags(tf["command"]), flags(init["command"])
+    assert tf["entrypoint"] == ["tensorflow_model_server"]
+    assert tf_flags["model_config_file"] == init_flags["tf-config"]
+    assert init_flags["tf-base-path"] == base and base in compose_mounts(compose, "tfserving")
+    assert compose_mounts(compose, "tfserving")[base]["source"] == "model-store"
+    assert env["GATEWAY_MODEL_STORE"] == init_flags["store"]
+    assert init_flags["store"] in compose_mounts(compose, "gateway")
+    monitoring = compose_mounts(compose, "tfserving")[tf_flags["monitoring_config_file"]]
+    assert monitoring["source"] == str(TF_MONITORING)
+    check = " ".join(tf["healthcheck"]["test"])
+    assert f"/dev/tcp/127.0.0.1/{tf_flags['rest_api_port']}" in check and MONITORING_PATH in check
+
+    for overlay, docs in k8s.items():
+        deployment = objects(docs, "Deployment")["tfserving"]
+        c = container(deployment, "tfserving")
+        (init_c,) = pod_spec(deployment)["initContainers"]
+        kflags, kinit = flags(c["args"]), flags(init_c["args"])
+        gateway_env = env_of(container(objects(docs, "Deployment")["gateway"], "gateway"))
+        kbase = gateway_env["GATEWAY_TFSERVING_MODEL_BASE_PATH"]
+        assert c["command"] == ["tensorflow_model_server"], overlay
+        assert kflags["model_config_file"] == kinit["tf-config"], overlay
+        shared = k8s_mount_dir(deployment, "tfserving", kflags["model_config_file"])[1]
+        assert shared == k8s_mount_dir(deployment, "model-config", kinit["tf-config"])[1]
+        assert "emptyDir" in shared, overlay
+        assert kinit["tf-base-path"] == kbase and kbase in {m["mountPath"] for m in c["volumeMounts"]}
+        mount, volume = k8s_mount_dir(deployment, "tfserving", kflags["monitoring_config_file"])
+        data = objects(docs, "ConfigMap")[volume["configMap"]["name"]]["data"]
+        assert data[kflags["monitoring_config_file"][len(mount) + 1 :]] == TF_MONITORING.read_text()
+        assert c["readinessProbe"]["httpGet"]["path"] == MONITORING_PATH
+        named = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert named[c["readinessProbe"]["httpGet"]["port"]] == int(kflags["rest_api_port"])
+
+
+# --- Prometheus ---------------------------------------------------------------------------------
+def expected_metrics(compose) -> dict[str, tuple[int, str]]:
+    """Each compose service's metrics endpoint, from that service's own configuration."""
+    tf_flags = flags(compose["services"]["tfserving"]["command"])
+    dcgm = compose["services"]["dcgm-exporter"]["environment"]["DCGM_EXPORTER_LISTEN"]
+    return {
+        "gateway": (int(compose_env(compose, "gateway")["GATEWAY_PORT"]), "/metrics"),
+        "torchserve": (TS_PORTS["metrics"], "/metrics"),
+        "tfserving": (int(tf_flags["rest_api_port"]), MONITORING_PATH),
+        "dcgm-exporter": (int(dcgm.rsplit(":", 1)[1]), "/metrics"),
+    }
+
+
+def test_prometheus_scrapes_every_compose_service_where_it_serves_metrics(compose, prometheus):
+    targets = scrape_targets(prometheus)
+    found = {t.host: (t.port, t.path) for t in targets}
+    assert found == expected_metrics(compose) | {h: found[h] for h in found if h in ("localhost", "127.0.0.1")}
+    for t in targets:
+        if t.host not in ("localhost", "127.0.0.1"):
+            assert t.host in compose["services"], f"job {t.job}: no compose service {t.host}"
+
+
+def test_prometheus_rule_files_are_in_the_mounted_directory(compose, prometheus):
+    mounts = compose_mounts(compose, "prometheus")
+    assert mounts["/etc/prometheus"]["source"] == str(ROOT / "deploy" / "prometheus")
+    for rule_file in prometheus.get("rule_files") or []:
+        assert list((ROOT / "deploy" / "prometheus").glob(rule_file)), rule_file
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_service_monitors_scrape_what_compose_scrapes(k8s, compose, prometheus, overlay):
+    """Same names, ports and paths as prometheus.yml: the Operator names each job after its
+    Service, so the dashboards' job="gateway|torchserve|tfserving" selectors hold in both."""
+    docs = k8s[overlay]
+    services, monitors = objects(docs, "Service"), objects(docs, "ServiceMonitor")
+    by_host = {t.host: t for t in scrape_targets(prometheus)}
+    for name, monitor in monitors.items():
+        target = by_host[name]
+        assert target.job == name, f"compose job {target.job} vs k8s job {name} (the Service's name)"
+        (endpoint,) = monitor["spec"]["endpoints"]
+        (port,) = [p for p in services[name]["spec"]["ports"] if p["name"] == endpoint["port"]]
+        assert (port["port"], endpoint["path"]) == (target.port, target.path), name
+        deployment = objects(docs, "Deployment")[name]
+        named = {p["name"]: p["containerPort"] for p in container(deployment, name)["ports"]}
+        assert named[port["targetPort"]] == target.port, name
+    missing = set(by_host) - set(monitors) - {"dcgm-exporter", "localhost", "127.0.0.1"}
+    assert not missing, f"no ServiceMonitor for {missing}"
+
+
+def test_grafana_reads_the_compose_prometheus(compose):
+    datasources = ROOT / "deploy" / "grafana" / "provisioning" / "datasources"
+    files = sorted(datasources.glob("*.y*ml"))
+    if not files:
+        pytest.skip("deploy/grafana/provisioning/datasources/ does not exist yet (another change adds it)")
+    urls = [d["url"] for f in files for d in yaml.safe_load(f.read_text()).get("datasources", [])]
+    prometheus_port = compose["services"]["prometheus"]["ports"][0]["target"]
+    assert f"http://prometheus:{prometheus_port}" in urls
+
+
+# --- the store helper and the gateway follow the same rules --------------------------------------
+def test_stack_init_reads_the_store_as_the_gateway_does(tmp_path):
+    stack_init = load_stack_init()
+    store = tmp_path / "store"
+    for model, version, kind in (("mlp", 1, "torchserve"), ("mlp", 2, "tfserving"), ("cnn", 3, "torchserve"),
+                                 ("cnn", 10, "tfserving"), ("cnn", 11, "tfserving")):  # fmt: skip
+        make_version(store, model, version, kind, {})
+    (store / "mlp" / "0").mkdir()  # not a version
+    (store / "mlp" / "7").mkdir()  # no artifact yet
+    (store / ".tfserving").mkdir()
+    (store / "_bad name").mkdir()
+    gateway_view = [(v.model, v.version, v.backend) for v in scan_store(store)]
+    assert stack_init.scan(store) == gateway_view
+
+    for model, version, backend in gateway_view:
+        if backend == "torchserve":
+            assert stack_init.link(store, model, version) == link_archive(store, model, version)
+
+    text = stack_init.tfserving_config(gateway_view, "/models")
+    parsed = text_format.Parse(text, pb.ModelServerConfig())
+    keep = {m: {v for mm, v, b in gateway_view if mm == m and b == "tfserving"} for m, _, _ in gateway_view}
+    expected = TFServingBackend("tfserving:8500", base_path="/models").model_server_config(keep).config
+    assert parsed == expected
