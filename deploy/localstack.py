@@ -329,18 +329,20 @@ class LocalStack:
             **self.gateway_env,
         }
 
-    def _gateway(self, port: int | None = None, name: str = "gateway") -> Service:
-        env = self.gateway_environment()
+    def _gateway(self, port: int | None = None, name: str = "gateway", env: dict[str, str] | None = None) -> Service:
+        env = {**self.gateway_environment(), **(env or {})}
         if port is not None:
             env["GATEWAY_PORT"] = str(port)
         return Service(name, [self.python, "-m", "gateway.cli", "serve"], self.workdir / name / "gateway.log", env=env)
 
-    def start_gateway_process(self, port: int | None = None, name: str = "gateway") -> Service:
+    def start_gateway_process(
+        self, port: int | None = None, name: str = "gateway", env: dict[str, str] | None = None
+    ) -> Service:
         """Start (another) gateway process on ``port`` and wait until it is ready.
 
         Tests use it to restart the gateway, or to run a second replica on the same registry.
         """
-        service = self._gateway(port, name)
+        service = self._gateway(port, name, env)
         url = f"http://127.0.0.1:{port or self.ports.gateway}/v2/health/ready"
         service.start()
         self.services[name] = service
@@ -392,6 +394,17 @@ class LocalStack:
         except BaseException:
             self.stop()
             raise
+
+    def restart_torchserve(self, timeout: float = 240.0) -> None:
+        """Start TorchServe again (after a crash or a kill) and register its versions again."""
+        old = self.services.get("torchserve")
+        if old is not None:
+            old.stop()
+        ts = self._torchserve()
+        self.services["torchserve"] = ts
+        ts.start()
+        ts.wait_until(lambda: _http("GET", f"{self.torchserve_url}/ping")[0] == 200, timeout, "answering /ping")
+        self._register_torchserve_versions(ts)
 
     def stop(self) -> None:
         """Stop every service this stack started, gateway first; leaves no process behind."""

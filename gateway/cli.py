@@ -111,18 +111,39 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.requestid import RequestIdFilter
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings(**overrides)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=10,
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+    app = create_app(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=30,
+        )
     )
+    stop = server.handle_exit
+
+    def drain_then_stop(sig: int, frame: Any) -> None:
+        # Readiness turns false first; the listener closes only after the drain delay, so a load
+        # balancer stops sending before connections are refused. In-flight requests then finish.
+        app.state.ready = False
+        if settings.shutdown_drain_seconds > 0 and not server.should_exit:
+            threading.Timer(settings.shutdown_drain_seconds, stop, args=(sig, frame)).start()
+        else:
+            stop(sig, frame)
+
+    server.handle_exit = drain_then_stop  # type: ignore[method-assign]
+    server.run()
     return 0
 
 
@@ -189,6 +210,7 @@ def _compare(args: argparse.Namespace) -> int:
             batch=args.batch,
             seed=args.seed,
             progress=not args.no_progress,
+            api_key=args.api_key,
         )
         compare(options)
     except CompareError as exc:
@@ -300,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="batch size of generated inputs (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of generated inputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--api-key", default=os.environ.get("GATEWAY_API_KEY"),
+                   help="inference API key, sent as X-API-Key (default $GATEWAY_API_KEY)")  # fmt: skip
     p.add_argument("--url", default=argparse.SUPPRESS, help="gateway base URL (as gateway --url)")
     return parser
 

@@ -143,8 +143,13 @@ class RolloutService:
                 tx.ensure_model(v.model)
                 tx.upsert_version(v.model, v.version, v.backend, f"{v.model}/{v.version}")
                 highest[v.model] = max(highest.get(v.model, 0), v.version)
+            present = {(v.model, v.version) for v in stored}
             for model, top in highest.items():
                 labels = {str(k): int(n) for k, n in ((wanted.get(model) or {}).get("labels") or {}).items()}
+                for label, version in list(labels.items()):
+                    if (model, version) not in present:  # the state file may name versions not here
+                        log.warning("state file: %s label %s -> version %d not in the store", model, label, version)
+                        del labels[label]
                 labels.setdefault("stable", top)
                 for label, version in labels.items():
                     tx.set_label(model, label, version)
