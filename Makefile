@@ -6,14 +6,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 MODELS_STAMP := model_store/.built-stamp
 
-.PHONY: setup models run test test-docker lint typecheck protos bench clean
+.PHONY: setup models run test test-docker lint typecheck protos bench prometheus clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[local,dev]'
+	$(PY) -m pip install --quiet -e '.[local,dev,compare]'
 	@touch $@
 
 # Example models are built from code with fixed seeds; a second run skips what exists.
@@ -26,7 +26,11 @@ $(MODELS_STAMP): $(STAMP) $(wildcard deploy/examples/*.py)
 run: setup models
 	$(PY) deploy/localstack.py run
 
-test: setup models
+# Prometheus (Debian's package) for the tests that run a real Prometheus server and promtool.
+prometheus:
+	@bash deploy/prometheus/install.sh
+
+test: setup models prometheus
 	$(PY) -m pytest
 
 # The same end-to-end suite against the official TorchServe and TF Serving images (needs a Docker

@@ -103,6 +103,7 @@ class Options:
     batch: int = 1
     seed: int = 0
     progress: bool = True
+    api_key: str | None = None
 
     def check(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -230,7 +231,9 @@ async def _metadata(session: aiohttp.ClientSession, url: str, target: Target) ->
         async with session.get(where) as resp:
             text = await resp.text()
             if resp.status != 200:
-                raise CompareError(f"{target.name}: metadata answered {resp.status}: {_error_text(text)}")
+                raise CompareError(
+                    f"{target.name}: metadata answered {resp.status}: {_error_text(text)}{_hint(resp.status)}"
+                )
             inputs = json.loads(text).get("inputs")
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise CompareError(f"cannot reach the gateway at {url}: {exc or type(exc).__name__}") from None
@@ -254,6 +257,10 @@ async def build_body(session: aiohttp.ClientSession, options: Options, target: T
     inputs = await _metadata(session, options.url, target)
     rng = np.random.default_rng(options.seed)
     return encode(options.protocol, random_arrays(inputs, options.batch, rng), inputs)
+
+
+def _hint(status: int | None) -> str:
+    return " (give the key with --api-key or $GATEWAY_API_KEY)" if status == 401 else ""
 
 
 def _error_text(text: str) -> str:
@@ -580,9 +587,10 @@ async def _compare(options: Options) -> tuple[dict[str, Any], list[Run]]:
     targets = [options.a, options.b]
     timeout = aiohttp.ClientTimeout(total=options.timeout)
     base = options.url.rstrip("/")
+    headers = {"X-API-Key": options.api_key} if options.api_key else {}
     sessions = [
         aiohttp.ClientSession(
-            timeout=timeout, connector=aiohttp.TCPConnector(limit=options.max_inflight, force_close=False)
+            timeout=timeout, headers=headers, connector=aiohttp.TCPConnector(limit=options.max_inflight)
         )
         for _ in targets
     ]
@@ -600,7 +608,9 @@ async def _compare(options: Options) -> tuple[dict[str, Any], list[Run]]:
                     reason = f"no answer within --timeout {options.timeout:g} s"
                 elif sample.status is None and probe.last_error:
                     raise CompareError(f"cannot reach the gateway at {base}: {probe.last_error}")
-                raise CompareError(f"{target.name} ({options.protocol}) failed its first request: {reason}")
+                raise CompareError(
+                    f"{target.name} ({options.protocol}) failed its first request: {reason}{_hint(sample.status)}"
+                )
         if options.warmup > 0:
             await _drive(sessions, urls, bodies, None, options.rate, options.warmup)
         before = await _scrape(sessions[0], base)
