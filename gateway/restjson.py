@@ -19,6 +19,55 @@ from gateway.tensors import Signature, TensorSpec, check_shape, to_array, to_jso
 
 _ORJSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 
+# JSON Schemas of these forms, for the OpenAPI description of the routes that read them (the routes
+# read raw bodies; nothing validates against these). A tensor value is a scalar or nested lists;
+# the schema spells out three levels and leaves deeper ones open.
+_B64_VALUE: dict[str, Any] = {
+    "type": "object",
+    "required": ["b64"],
+    "additionalProperties": False,
+    "properties": {"b64": {"type": "string", "description": "a binary value, base64-encoded"}},
+}
+_SCALAR: dict[str, Any] = {"anyOf": [{"type": "number"}, {"type": "boolean"}, {"type": "string"}, _B64_VALUE]}
+
+
+def _nested_lists(levels: int) -> dict[str, Any]:
+    inner: dict[str, Any] = {}
+    for _ in range(levels):
+        inner = {"anyOf": [_SCALAR, {"type": "array", "items": inner}]}
+    return inner
+
+
+#: A tensor as JSON: numbers, booleans, strings or ``{"b64": ...}``, or nested lists of them (row-major).
+TENSOR_VALUE_SCHEMA = _nested_lists(3)
+_NAMED_VALUES: dict[str, Any] = {"type": "object", "additionalProperties": TENSOR_VALUE_SCHEMA}
+#: A TF Serving REST predict body, row form or column form.
+PREDICT_BODY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "signature_name": {"type": "string", "default": "serving_default"},
+        "instances": {
+            "type": "array",
+            "minItems": 1,
+            "description": "row form: one entry per example, a value (one-input models) or an object of named inputs",
+            "items": {"anyOf": [TENSOR_VALUE_SCHEMA, _NAMED_VALUES]},
+        },
+        "inputs": {
+            "description": "column form: a value (one-input models) or an object of named inputs",
+            "anyOf": [TENSOR_VALUE_SCHEMA, _NAMED_VALUES],
+        },
+    },
+    "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
+}
+#: Example bodies for a model with one input ``x``, float32 ``[batch, 4]`` (the example ``mlp``).
+PREDICT_BODY_EXAMPLES: dict[str, Any] = {
+    "row": {"summary": "row form", "value": {"instances": [[0.1, 0.2, 0.3, 0.4]]}},
+    "column": {
+        "summary": "column form, named inputs",
+        "value": {"signature_name": "serving_default", "inputs": {"x": [[0.1, 0.2, 0.3, 0.4]]}},
+    },
+}
+
 
 def parse_json(body: bytes) -> Any:
     """Parse a request body; a 400 that says where the JSON is broken."""
@@ -104,8 +153,14 @@ def encode_outputs(outputs: dict[str, np.ndarray], form: Form) -> bytes:
     if len(outputs) == 1:
         (only,) = outputs.values()
         return orjson.dumps({"predictions": _jsonable(only)}, option=_ORJSON_OPTS)
+    for name, array in outputs.items():
+        if array.ndim == 0:
+            raise BadRequest(
+                f"output '{name}' has no batch dimension, which the row form ('instances') needs; "
+                "use the column form ('inputs')"
+            )
     batch = min(a.shape[0] for a in outputs.values()) if outputs else 0
-    rows = [{n: _jsonable(a[i]) for n, a in outputs.items()} for i in range(batch)]
+    rows = [{n: _jsonable(a[i, ...]) for n, a in outputs.items()} for i in range(batch)]
     return orjson.dumps({"predictions": rows}, option=_ORJSON_OPTS)
 
 
@@ -122,23 +177,48 @@ def decode_outputs(body: bytes, form: Form, signature: Signature | None) -> dict
     specs = signature.outputs if signature else ()
     names = [s.name for s in specs] or ["output_0"]
     types = {s.name: s.datatype for s in specs}
-    if form == "row" and value and isinstance(value[0], dict):
-        value = {n: [row[n] for row in value] for n in value[0]}
-    if not isinstance(value, dict):
+    if form == "row" and isinstance(value, list) and value and _named(value[0]):
+        value = _row_columns(value, key)
+    if not _named(value):
         value = {names[0]: value}
     out: dict[str, np.ndarray] = {}
     for name, v in value.items():
         datatype = types.get(name)
         try:
-            out[name] = to_array(name, v, datatype) if datatype else np.asarray(v)
+            out[name] = to_array(name, v, datatype, role="output") if datatype else _untyped(name, v)
         except BadRequest as exc:
-            raise BackendError(f"backend output {exc.message}") from None
+            raise BackendError(f"backend {exc.message}") from None
     return out
 
 
+def _named(value: Any) -> bool:
+    """An object of named tensors (as opposed to a ``{"b64": ...}`` value)."""
+    return isinstance(value, dict) and "b64" not in value
+
+
+def _row_columns(rows: list[Any], key: str) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {name: [] for name in rows[0]}
+    for i, row in enumerate(rows):
+        if not _named(row):
+            raise BackendError(f"backend answer: '{key}'[{i}] is not an object of named outputs")
+        for name, column in columns.items():
+            if name not in row:
+                raise BackendError(f"backend answer: '{key}'[{i}] has no output '{name}'")
+            column.append(row[name])
+    return columns
+
+
+def _untyped(name: str, value: Any) -> np.ndarray:
+    try:
+        return np.asarray(value)
+    except ValueError:
+        raise BadRequest(f"output '{name}': values are not a rectangular tensor") from None
+
+
 def _jsonable(array: np.ndarray) -> Any:
-    # orjson writes numeric arrays natively (fast); BYTES need strings or {"b64"}.
-    if array.dtype.kind in "OSU":
+    # orjson writes numeric arrays natively (fast); BYTES need strings or {"b64"}, and a 0-d array
+    # (which orjson refuses, and ascontiguousarray would make 1-d) is a plain JSON value.
+    if array.dtype.kind in "OSU" or array.ndim == 0:
         return to_json_value(array)
     if array.dtype == np.float16:
         return array.astype(np.float32)

@@ -103,7 +103,11 @@ def check_shape(spec: TensorSpec, array: np.ndarray) -> None:
         )
 
 
-def _b64_to_bytes(value: Any) -> Any:
+#: numpy's limit on the number of dimensions; deeper JSON nesting is refused before recursing.
+_MAX_DIMS = 64
+
+
+def _b64_to_bytes(where: str, value: Any, depth: int = 0) -> Any:
     import base64
 
     if isinstance(value, dict):
@@ -111,54 +115,91 @@ def _b64_to_bytes(value: Any) -> Any:
             try:
                 return base64.b64decode(value["b64"], validate=True)
             except ValueError:
-                raise BadRequest("'b64' value is not valid base64") from None
-        raise BadRequest('a tensor value object must be {"b64": "<base64 string>"}')
+                raise BadRequest(f"{where}: 'b64' value is not valid base64") from None
+        raise BadRequest(f'{where}: a tensor value object must be {{"b64": "<base64 string>"}}')
     if isinstance(value, list):
-        return [_b64_to_bytes(v) for v in value]
+        if depth >= _MAX_DIMS:
+            raise BadRequest(f"{where}: values are nested deeper than {_MAX_DIMS} dimensions")
+        return [_b64_to_bytes(where, v, depth + 1) for v in value]
     if isinstance(value, str):
         return value.encode()
     return value
 
 
-def to_array(name: str, value: Any, datatype: str) -> np.ndarray:
+def to_array(name: str, value: Any, datatype: str, *, role: str = "input") -> np.ndarray:
     """Convert a JSON value (nested lists) into an array of ``datatype``, exactly.
 
-    Numbers are never silently truncated or wrapped: a float for an integer input, an integer out
-    of the type's range, or a string for a number is a BadRequest naming the input.
+    Numbers are never silently truncated or wrapped: a float for an integer input, a number out of
+    the type's range, or a string for a number is a BadRequest naming the input (or, with
+    ``role="output"``, the output).
     """
+    where = f"{role} '{name}'"
     dtype = DATATYPES[datatype]
     if datatype == "BYTES":
-        raw = _b64_to_bytes(value)
-        try:
-            array = np.array(raw, dtype=object)
-        except ValueError as exc:
-            raise BadRequest(f"input '{name}': {_ragged(exc)}") from None
-        if array.size and not all(isinstance(v, bytes) for v in array.flat):
-            raise BadRequest(f"input '{name}': expected BYTES values (strings or b64), got numbers")
-        return array
+        return _bytes_array(where, value)
     try:
         array = np.asarray(value)
     except ValueError as exc:
-        raise BadRequest(f"input '{name}': {_ragged(exc)}") from None
+        raise BadRequest(f"{where}: {_ragged(exc)}") from None
     kind = array.dtype.kind
     if array.size == 0:
         return array.astype(dtype)
     if dtype.kind == "f":
         ok = kind in "fiu"
     elif dtype.kind in "iu":
-        ok = kind in "iu"
-        if ok:
+        # numpy makes float64 (or objects) of integers beyond int64, alone or mixed with negative ones
+        ints = array if kind in "iu" else _exact_ints(value)
+        ok = ints is not None
+        if ints is not None:
             info = np.iinfo(dtype)
-            if int(array.min()) < info.min or int(array.max()) > info.max:
-                raise BadRequest(f"input '{name}': value out of range for {datatype} [{info.min}, {info.max}]")
+            if int(ints.min()) < info.min or int(ints.max()) > info.max:
+                raise BadRequest(f"{where}: value out of range for {datatype} [{info.min}, {info.max}]")
+            array = ints
     else:  # bool
         ok = kind == "b"
     if not ok:
-        raise BadRequest(f"input '{name}': expected {datatype} values, got {_kind_text(array)}")
-    return array.astype(dtype, copy=False)
+        raise BadRequest(f"{where}: expected {datatype} values, got {_kind_text(array)}")
+    if dtype.kind != "f" or array.dtype == dtype:
+        return array.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):
+        narrowed = array.astype(dtype)
+    if not np.isfinite(narrowed).all() and (np.isinf(narrowed) & np.isfinite(array)).any():
+        finfo = np.finfo(dtype)
+        raise BadRequest(f"{where}: value out of range for {datatype} [{float(finfo.min)}, {float(finfo.max)}]")
+    return narrowed
+
+
+def _exact_ints(value: Any) -> np.ndarray | None:
+    """``value`` as an array of Python ints when it holds integers only (no booleans), else None."""
+    exact = np.array(value, dtype=object)
+    return exact if all(type(v) is int for v in exact.ravel()) else None
+
+
+def _bytes_array(where: str, value: Any) -> np.ndarray:
+    raw = _b64_to_bytes(where, value)
+    try:
+        array = np.array(raw, dtype=object)
+    except ValueError as exc:
+        raise BadRequest(f"{where}: {_ragged(exc)}") from None
+    for v in array.ravel():  # not .flat, which stops at 32 dimensions
+        if not isinstance(v, bytes):
+            if isinstance(v, list):  # numpy keeps the rows of a ragged object array as lists
+                raise BadRequest(f"{where}: values are not a rectangular tensor")
+            raise BadRequest(f"{where}: expected BYTES values (strings or b64), got {_json_kind(v)}")
+    return array
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "booleans"
+    return "numbers"
 
 
 def _kind_text(array: np.ndarray) -> str:
+    if array.dtype.kind == "O" and any(v is None for v in array.ravel()):
+        return "null (JSON has no NaN or infinity, which some writers put as null)"
     return {
         "f": "floating-point numbers",
         "i": "integers",

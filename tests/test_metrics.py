@@ -47,12 +47,16 @@ def test_errors_by_class_and_unknown_models_are_not_labels(client):
     client.post("/v1/models/toy:predict", json={"instances": [[1, 2]]})
     client.post("/v1/models/no-such-model-xyz:predict", json=ROW)
     after = scrape(client)
-    assert value(after, "gateway_errors_total", model="toy", error="BadRequest") - value(
-        before, "gateway_errors_total", model="toy", error="BadRequest"
-    ) == 1
-    assert value(after, "gateway_errors_total", model="_unrouted", error="NotFound") - value(
-        before, "gateway_errors_total", model="_unrouted", error="NotFound"
-    ) == 1
+    assert (
+        value(after, "gateway_errors_total", model="toy", error="BadRequest")
+        - value(before, "gateway_errors_total", model="toy", error="BadRequest")
+        == 1
+    )
+    assert (
+        value(after, "gateway_errors_total", model="_unrouted", error="NotFound")
+        - value(before, "gateway_errors_total", model="_unrouted", error="NotFound")
+        == 1
+    )
     assert not any("no-such-model-xyz" in str(labels) for (_, labels) in after)
 
 

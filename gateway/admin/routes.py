@@ -166,7 +166,13 @@ async def retire(model: str, version: int, request: Request) -> Response:
     return json_response(await _service(request).retire(model, version, _actor(request, "write")))
 
 
-@router.get("/state")
+@router.get(
+    "/state",
+    response_class=Response,
+    responses={
+        200: {"description": "The state document", "content": {"application/yaml": {"schema": {"type": "object"}}}}
+    },
+)
 async def export(request: Request) -> Response:
     """The desired state (labels, traffic, shadow) as YAML."""
     _actor(request, "read")

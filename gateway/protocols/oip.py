@@ -6,6 +6,7 @@ row-major, and a datatype or shape that does not fit the version's signature is 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from gateway.protocols.common import (
     signature_of,
     table_of,
 )
-from gateway.restjson import parse_json, result_outputs
+from gateway.restjson import TENSOR_VALUE_SCHEMA, parse_json, result_outputs
 from gateway.routing.table import Resolved, parse_version
 from gateway.tensors import DATATYPES, Signature, check_shape, datatype_of, to_array, to_json_value
 
@@ -33,6 +34,53 @@ router = APIRouter(tags=["Open Inference Protocol (v2)"])
 models = APIRouter(dependencies=[Depends(require_inference_key)], tags=["Open Inference Protocol (v2)"])
 
 _PLATFORMS = {"torchserve": "pytorch_torchserve", "tfserving": "tensorflow_savedmodel"}
+
+#: The infer body, for the OpenAPI description (the routes read the raw body themselves).
+_INFER_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string", "description": "echoed in the answer"},
+                        "parameters": {"type": "object"},
+                        "inputs": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "shape", "datatype", "data"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                                    "datatype": {"type": "string", "enum": list(DATATYPES)},
+                                    "data": {**TENSOR_VALUE_SCHEMA, "description": "the values, row-major (flat)"},
+                                    "parameters": {"type": "object"},
+                                },
+                            },
+                        },
+                        "outputs": {
+                            "type": "array",
+                            "description": "the outputs to return (default: all)",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+                            },
+                        },
+                    },
+                },
+                "example": {
+                    "id": "42",
+                    "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.1, 0.2, 0.3, 0.4]}],
+                },
+            }
+        },
+    }
+}
 
 
 @router.get("/v2/health/live")
@@ -72,7 +120,7 @@ def decode_infer_request(payload: Any, signature: Signature) -> tuple[dict[str, 
         where = f"input '{name}'"
         spec = signature.input(name)
         datatype = item.get("datatype")
-        if datatype not in DATATYPES:
+        if not isinstance(datatype, str) or datatype not in DATATYPES:
             raise BadRequest(f"{where}: datatype must be one of {', '.join(DATATYPES)}, got {datatype!r}")
         if datatype != spec.datatype:
             raise BadRequest(f"{where}: expected datatype {spec.datatype}, got {datatype}")
@@ -84,10 +132,13 @@ def decode_infer_request(payload: Any, signature: Signature) -> tuple[dict[str, 
         if "data" not in item:
             raise BadRequest(f"{where}: missing 'data'")
         array = to_array(name, item["data"], datatype)
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
         if array.size != count:
             raise BadRequest(f"{where}: shape {shape} needs {count} values, got {array.size}")
-        array = array.reshape(shape)
+        try:
+            array = array.reshape(shape)
+        except ValueError as exc:  # more dimensions than numpy allows, or a size beyond its index type
+            raise BadRequest(f"{where}: shape {shape} is not a valid tensor shape ({exc})") from None
         check_shape(spec, array)
         inputs[name] = array
     for spec in signature.inputs:
@@ -137,13 +188,13 @@ async def _infer(request: Request, resolved: Resolved) -> Response:
     return json_response(answer, headers=routing_headers(resolved))
 
 
-@models.post("/v2/models/{model}/infer")
+@models.post("/v2/models/{model}/infer", openapi_extra=_INFER_DOC)
 async def infer(model: str, request: Request) -> Response:
     """Infer with the model's default version."""
     return await _infer(request, table_of(request).resolve(model, headers=request.headers))
 
 
-@models.post("/v2/models/{model}/versions/{version}/infer")
+@models.post("/v2/models/{model}/versions/{version}/infer", openapi_extra=_INFER_DOC)
 async def infer_version(model: str, version: str, request: Request) -> Response:
     """Infer with an explicit version."""
     return await _infer(request, table_of(request).resolve(model, parse_version(version)))

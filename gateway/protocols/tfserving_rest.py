@@ -22,7 +22,7 @@ from gateway.protocols.common import (
     signature_of,
     table_of,
 )
-from gateway.restjson import decode_request, parse_json, result_body
+from gateway.restjson import PREDICT_BODY_EXAMPLES, PREDICT_BODY_SCHEMA, decode_request, parse_json, result_body
 from gateway.routing.table import Resolved, parse_version
 from gateway.tensors import Signature
 
@@ -34,6 +34,14 @@ _TF_DTYPES = {
     "UINT16": "DT_UINT16", "UINT32": "DT_UINT32", "UINT64": "DT_UINT64", "BOOL": "DT_BOOL",
     "BYTES": "DT_STRING",
 }  # fmt: skip
+
+#: The predict body, for the OpenAPI description (the routes read the raw body themselves).
+_PREDICT_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PREDICT_BODY_SCHEMA, "examples": PREDICT_BODY_EXAMPLES}},
+    }
+}
 
 
 async def _predict(request: Request, resolved: Resolved) -> Response:
@@ -48,19 +56,19 @@ async def _predict(request: Request, resolved: Resolved) -> Response:
     return Response(content, media_type="application/json", headers=routing_headers(resolved))
 
 
-@router.post("/v1/models/{model}:predict")
+@router.post("/v1/models/{model}:predict", openapi_extra=_PREDICT_DOC)
 async def predict(model: str, request: Request) -> Response:
     """Predict with the model's default version (its ``stable`` label, else the highest)."""
     return await _predict(request, table_of(request).resolve(model, headers=request.headers))
 
 
-@router.post("/v1/models/{model}/versions/{version}:predict")
+@router.post("/v1/models/{model}/versions/{version}:predict", openapi_extra=_PREDICT_DOC)
 async def predict_version(model: str, version: str, request: Request) -> Response:
     """Predict with an explicit version."""
     return await _predict(request, table_of(request).resolve(model, parse_version(version)))
 
 
-@router.post("/v1/models/{model}/labels/{label}:predict")
+@router.post("/v1/models/{model}/labels/{label}:predict", openapi_extra=_PREDICT_DOC)
 async def predict_label(model: str, label: str, request: Request) -> Response:
     """Predict with the version a label points at."""
     return await _predict(request, table_of(request).resolve(model, label=label))

@@ -7,6 +7,8 @@ JSON (the example models' contract), and the answer is in the same form.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request, Response
 
 from gateway.admin.auth import require_inference_key
@@ -21,10 +23,24 @@ from gateway.protocols.common import (
     table_of,
     timed,
 )
-from gateway.restjson import decode_request, parse_json, result_body
+from gateway.restjson import PREDICT_BODY_EXAMPLES, PREDICT_BODY_SCHEMA, decode_request, parse_json, result_body
 from gateway.routing.table import Resolved, parse_version
 
 router = APIRouter(dependencies=[Depends(require_inference_key)], tags=["TorchServe inference API"])
+
+#: The body and answer, for the OpenAPI description (the routes read the raw body themselves).
+_PREDICTIONS_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "TorchServe versions get the body unchanged, whatever its content type; "
+        "TF Serving versions take a TF Serving REST predict body",
+        "content": {
+            "application/json": {"schema": PREDICT_BODY_SCHEMA, "examples": PREDICT_BODY_EXAMPLES},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    "responses": {"200": {"description": "the backend's answer, in its content type", "content": {"*/*": {}}}},
+}
 
 
 async def _predictions(request: Request, resolved: Resolved) -> Response:
@@ -43,13 +59,13 @@ async def _predictions(request: Request, resolved: Resolved) -> Response:
     return Response(content, media_type="application/json", headers=headers)
 
 
-@router.post("/predictions/{model}")
+@router.post("/predictions/{model}", openapi_extra=_PREDICTIONS_DOC)
 async def predictions(model: str, request: Request) -> Response:
     """Predict with the model's default version."""
     return await _predictions(request, table_of(request).resolve(model, headers=request.headers))
 
 
-@router.post("/predictions/{model}/{version}")
+@router.post("/predictions/{model}/{version}", openapi_extra=_PREDICTIONS_DOC)
 async def predictions_version(model: str, version: str, request: Request) -> Response:
     """Predict with an explicit version."""
     return await _predictions(request, table_of(request).resolve(model, parse_version(version)))

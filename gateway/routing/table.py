@@ -20,7 +20,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 def parse_version(text: str) -> int:
     """A version from a URL segment: a positive integer, else a 400 that says so."""
-    if not text.isdigit() or int(text) < 1 or len(text) > 18:
+    if not (text.isascii() and text.isdecimal()) or len(text) > 18 or int(text) < 1:
         raise BadRequest(f"version must be a positive integer, got '{text[:40]}'")
     return int(text)
 

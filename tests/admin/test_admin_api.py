@@ -140,7 +140,9 @@ def test_inference_is_open_unless_keys_are_configured(settings, fake_backends, c
     with TestClient(create_app(keyed, backends=fake_backends)) as c:
         r = c.post("/v1/models/toy:predict", json=ROW)
         assert r.status_code == 401 and "API key" in r.json()["error"]
-        assert c.post("/v1/models/toy:predict", json=ROW, headers={"X-API-Key": "key-two-0123456789"}).status_code == 200
+        assert (
+            c.post("/v1/models/toy:predict", json=ROW, headers={"X-API-Key": "key-two-0123456789"}).status_code == 200
+        )
         r = c.post("/v2/models/toy/infer", json={}, headers={"Authorization": "Bearer nope"})
         assert (r.status_code, r.json()["error"]) == (401, "the API key is not valid")
         assert c.get("/v2/health/ready").status_code == 200  # probes carry no key

@@ -15,7 +15,10 @@ def infer_body(name="x", datatype="FP32", shape=(1, 4), data=(1, 2, 3, 4), **ext
 def test_health(client):
     assert client.get("/v2/health/live").json() == {"live": True}
     r = client.get("/v2/health/ready")
-    assert (r.status_code, r.json()) == (200, {"ready": True, "backends": {"tfserving": "closed", "torchserve": "closed"}})
+    assert (r.status_code, r.json()) == (
+        200,
+        {"ready": True, "backends": {"tfserving": "closed", "torchserve": "closed"}},
+    )
 
 
 def test_infer_on_both_stacks(client):

@@ -81,9 +81,17 @@ def to_tensor_proto(array: np.ndarray, proto: tf_pb2.TensorProto | None = None) 
 
 
 def from_tensor_proto(proto: tf_pb2.TensorProto) -> np.ndarray:
-    """An array from a TensorProto, from ``tensor_content`` or the typed value fields."""
+    """An array from a TensorProto, from ``tensor_content`` or the typed value fields.
+
+    A malformed tensor (negative dimensions, content that does not fill the shape, typed values out
+    of the dtype's range) is the backend's fault: it becomes a BackendError (502), never a 500.
+    """
     shape = tuple(d.size for d in proto.tensor_shape.dim)
+    if any(size < 0 for size in shape):
+        raise BackendError(f"TF Serving tensor has an unknown or negative dimension in shape {list(shape)}")
     count = int(np.prod(shape, dtype=np.int64))
+    if count > _MAX_ELEMENTS:
+        raise BackendError(f"TF Serving tensor of shape {list(shape)} has more than {_MAX_ELEMENTS} elements")
     if proto.dtype == tf_pb2.DT_STRING:
         values = np.empty(len(proto.string_val), dtype=object)
         values[:] = list(proto.string_val)
@@ -92,15 +100,30 @@ def from_tensor_proto(proto: tf_pb2.TensorProto) -> np.ndarray:
     if dtype is None:
         raise BackendError(f"TF Serving answered with unsupported dtype {proto.dtype}")
     if proto.tensor_content:
-        return (
-            np.frombuffer(proto.tensor_content, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
-        )
+        content = proto.tensor_content
+        if len(content) != count * dtype.itemsize:
+            raise BackendError(
+                f"TF Serving tensor_content has {len(content)} bytes; shape {list(shape)} of "
+                f"{dtype.name} needs {count * dtype.itemsize}"
+            )
+        return np.frombuffer(content, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
     raw = getattr(proto, _VAL_FIELD[proto.dtype])
     if proto.dtype == tf_pb2.DT_HALF:
         values = np.asarray(raw, dtype=np.uint16).view(np.float16)
+    elif dtype.kind in "iu" and raw:
+        wide = np.asarray(raw, dtype=np.uint64 if dtype.kind == "u" and proto.dtype == tf_pb2.DT_UINT64 else np.int64)
+        info = np.iinfo(dtype)
+        if wide.min() < info.min or wide.max() > info.max:
+            raise BackendError(f"TF Serving tensor of {dtype.name} holds values outside [{info.min}, {info.max}]")
+        values = wide.astype(dtype)
     else:
         values = np.asarray(raw, dtype=dtype)
     return _fill(values, shape, count)
+
+
+#: A bound on the elements of one decoded tensor (a backend's shorthand of one repeated value could
+#: otherwise ask for any amount of memory).
+_MAX_ELEMENTS = 1 << 28
 
 
 def _fill(values: np.ndarray, shape: tuple[int, ...], count: int) -> np.ndarray:
