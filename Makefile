@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 MODELS_STAMP := model_store/.built-stamp
 
-.PHONY: setup models run test test-docker lint typecheck protos bench prometheus clean
+.PHONY: setup models run test test-docker lint typecheck protos bench loadtest prometheus clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,11 @@ test-docker: setup models
 
 bench: setup models
 	$(PY) scripts/bench_dataplane.py
+
+# Holds the gateway at 0.9x its measured capacity for 60 s; fails on any error, a missed tick or
+# memory growth (see docs/benchmarks.md).
+loadtest: setup models
+	$(PY) scripts/load_test.py
 
 lint: setup
 	$(VENV)/bin/ruff check gateway tests deploy

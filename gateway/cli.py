@@ -149,17 +149,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _deploy(args: argparse.Namespace) -> int:
     params = {k: v for k, v in (("version", args.version), ("canary", args.canary)) if v is not None}
-    path = Path(args.path)
-    _print(
-        _call(
-            args,
-            "POST",
-            f"/admin/models/{args.model}/deploy",
-            params=params,
-            content=tar_stream(path),
-            headers={"Content-Type": "application/x-tar"},
-        )
-    )
+    url = f"/admin/models/{args.model}/deploy"
+    if args.path.startswith(("http://", "https://", "file://")):  # the gateway fetches it (allow-listed)
+        _print(_call(args, "POST", url, params={**params, "source": args.path}))
+        return 0
+    headers = {"Content-Type": "application/x-tar"}
+    _print(_call(args, "POST", url, params=params, content=tar_stream(Path(args.path)), headers=headers))
     return 0
 
 
@@ -235,7 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("deploy", "deploy a version: load, wait ready, smoke test, then route", _deploy)
     p.add_argument("model")
-    p.add_argument("path", help="version directory (.mar or SavedModel, with its sample JSON files) or .mar")
+    p.add_argument(
+        "path",
+        help="version directory (.mar or SavedModel, with its sample JSON files) or .mar, uploaded; or a URL "
+        "the gateway fetches a tar of the version directory from: http(s):// under GATEWAY_ARTIFACT_URL_PREFIXES, "
+        "file:// inside GATEWAY_ARTIFACT_DIRS",
+    )
     p.add_argument("--version", type=int, help="version number (default: the archive's, or the next)")
     p.add_argument("--canary", type=float, help="route this percentage of traffic to it")
 

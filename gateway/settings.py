@@ -80,6 +80,19 @@ class Settings(BaseSettings):
         1e-4, ge=0, description="Largest absolute difference a deploy's smoke output may have."
     )
     max_artifact_bytes: int = Field(2 * 1024**3, ge=1, description="Largest artifact a deploy accepts.")
+    artifact_url_prefixes: str = Field(
+        "",
+        description="Comma-separated URL prefixes (e.g. https://models.example.com/releases/) a deploy may "
+        "fetch artifacts from; empty: deploy from a URL is refused (403).",
+    )
+    artifact_dirs: str = Field(
+        "",
+        description="Comma-separated directories on the gateway (e.g. a mounted volume) a deploy may take "
+        "file:// artifacts from, symlinks resolved; empty: refused (403).",
+    )
+    artifact_fetch_timeout_seconds: float = Field(
+        600.0, gt=0, description="Deadline to download one artifact from an allow-listed URL."
+    )
     torchserve_workers: int = Field(1, ge=1, description="Workers TorchServe starts per deployed version.")
     tfserving_model_base_path: str | None = Field(
         None,

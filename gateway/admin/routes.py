@@ -94,8 +94,16 @@ async def deploy(
     request: Request,
     version: Annotated[int | None, Query(ge=1)] = None,
     canary: Annotated[float | None, Query(ge=0, le=100)] = None,
+    source: Annotated[
+        str | None,
+        Query(
+            max_length=4096,
+            description="instead of a body: an http(s):// URL under an allow-listed prefix, or a "
+            "file:// path inside an allowed directory, of a tar of the version directory",
+        ),
+    ] = None,
 ) -> Response:
-    """Deploy the version in the request body, a tar stream of its directory."""
+    """Deploy the version in the request body (a tar stream of its directory), or from ``source``."""
     actor = _actor(request, "write")
     limit = request.app.state.settings.max_artifact_bytes
     fd, name = tempfile.mkstemp(prefix=".upload-", dir=_upload_dir(request))
@@ -108,13 +116,15 @@ async def deploy(
                 if size > limit:
                     raise PayloadTooLarge(f"artifact is over the limit of {limit} bytes")
                 out.write(chunk)
-        if size == 0:
-            raise BadRequest("the request body must be a tar stream of the version directory")
+        if source is not None and size:
+            raise BadRequest("give the artifact either as the request body or as source, not both")
+        if source is None and size == 0:
+            raise BadRequest("the request body must be a tar stream of the version directory (or give source)")
     except BaseException:
         path.unlink(missing_ok=True)  # noqa: ASYNC240 - a local temp file, instant
         raise
     deployer: Deployer = request.app.state.deployer
-    return json_response(await deployer.deploy(model, path, version, canary, actor))
+    return json_response(await deployer.deploy(model, path, version, canary, actor, source=source))
 
 
 def _upload_dir(request: Request) -> Path:

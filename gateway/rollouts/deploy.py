@@ -23,6 +23,7 @@ from gateway.registry.store import Tx
 from gateway.restjson import decode_outputs, decode_request, result_outputs
 from gateway.rollouts.artifacts import digest, mar_version, remove_tree, scratch_dir, unpack
 from gateway.rollouts.service import RolloutService
+from gateway.rollouts.sources import materialise, redact
 from gateway.routing.discovery import backend_of
 from gateway.routing.table import NAME_RE
 from gateway.tensors import Signature
@@ -39,9 +40,17 @@ class Deployer:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def deploy(
-        self, model: str, upload: Path, version: int | None, canary: float | None, actor: str
+        self,
+        model: str,
+        upload: Path,
+        version: int | None,
+        canary: float | None,
+        actor: str,
+        *,
+        source: str | None = None,
     ) -> dict[str, Any]:
-        """Deploy the version packed in the tar file ``upload`` (which this call deletes)."""
+        """Deploy the version packed in the tar file ``upload`` (which this call deletes), or
+        written into it from ``source``, a URL checked against its allow-list."""
         if not NAME_RE.match(model):
             raise BadRequest(f"model name '{model[:64]}' must be letters, digits, '_', '.', '-'")
         if canary is not None and not 0 <= canary <= 100:
@@ -50,6 +59,12 @@ class Deployer:
         async with lock:
             detail: dict[str, Any] = {"requested_version": version, "canary": canary}
             try:
+                if source is not None:
+                    detail["source"] = redact(source)
+                    try:
+                        await materialise(source, upload, self.settings)
+                    except GatewayError as exc:
+                        raise exc if isinstance(exc, DeployFailed) else _at_step("fetch", exc) from None
                 return await self._deploy(model, upload, version, canary, actor, detail)
             except DeployFailed as exc:
                 detail.update(step=exc.step)
@@ -109,7 +124,7 @@ class Deployer:
             await self._wait_ready(model, number, kind)
             self.service.router.forget_signature(model, number)
             await self._smoke(model, number, kind, final)
-            await self._route(model, number, kind, canary, actor)
+            await self._route(model, number, kind, canary, actor, detail.get("source"))
         except BaseException:
             if loaded:
                 try:
@@ -184,7 +199,9 @@ class Deployer:
                     422,
                 )
 
-    async def _route(self, model: str, version: int, kind: str, canary: float | None, actor: str) -> None:
+    async def _route(
+        self, model: str, version: int, kind: str, canary: float | None, actor: str, source: str | None
+    ) -> None:
         def change(tx: Tx) -> None:
             tx.ensure_model(model)
             tx.upsert_version(model, version, kind, f"{model}/{version}")
@@ -206,7 +223,12 @@ class Deployer:
                 action="deploy",
                 model=model,
                 change=change,
-                detail={"version": version, "backend": kind, "canary": canary},
+                detail={"version": version, "backend": kind, "canary": canary} | ({"source": source} if source else {}),
             )
         except GatewayError as exc:
             raise DeployFailed("route", exc.message, exc.status_code) from None
+
+
+def _at_step(step: str, exc: GatewayError) -> DeployFailed:
+    """A refusal (403, 413, 400) of a deploy step, named and recorded like any failed step."""
+    return DeployFailed(step, exc.message, exc.status_code)

@@ -8,13 +8,18 @@ deploy it. Tests run in file order and build on each other's state, as an operat
 from __future__ import annotations
 
 import asyncio
+import functools
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -36,7 +41,29 @@ ROW = {"instances": [[0.5, -1.0, 0.25, 2.0]]}
 
 
 @pytest.fixture(scope="module")
-def rollout_stack(tmp_path_factory, postgres_url):  # noqa: F811
+def releases(tmp_path_factory) -> Iterator[str]:
+    """A plain HTTP server of release tarballs (``mlp-2.tar.gz``: mlp version 2's directory); its URL."""
+    root = tmp_path_factory.mktemp("releases")
+    with tarfile.open(root / "mlp-2.tar.gz", "w:gz") as tar:
+        tar.add(STORE / "mlp" / "2", arcname="mlp-2")
+    handler = functools.partial(QuietFiles, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/releases/"
+    server.shutdown()
+    server.server_close()
+
+
+class QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def translate_path(self, path: str) -> str:
+        return super().translate_path(path.removeprefix("/releases"))
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def rollout_stack(tmp_path_factory, postgres_url, releases):  # noqa: F811
     store = copy_store(tmp_path_factory.mktemp("rollout-store"), skip=("mlp/3",))
     workdir = tmp_path_factory.mktemp("rollout-stack")
     env = {
@@ -44,6 +71,7 @@ def rollout_stack(tmp_path_factory, postgres_url):  # noqa: F811
         "GATEWAY_ADMIN_TOKEN": TOKEN,
         "GATEWAY_READ_TOKEN": READ_TOKEN,
         "GATEWAY_LOG_LEVEL": "info",
+        "GATEWAY_ARTIFACT_URL_PREFIXES": releases,
     }
     with make_stack(store, workdir, Ports.free(), gateway_env=env) as running:
         running.postgres_url = postgres_url
@@ -371,3 +399,19 @@ def test_read_only_token_cannot_write_and_no_token_is_401(rollout_stack, gw):
     assert done.returncode == 1
     assert "403: token 'reader' is read-only" in done.stderr
     assert cli(rollout_stack, "status", "mlp", token=READ_TOKEN).returncode == 0
+
+
+def test_deploy_from_an_allow_listed_url_and_not_from_elsewhere(rollout_stack, gw, releases):
+    done = cli(rollout_stack, "deploy", "mlp", releases + "mlp-2.tar.gz?token=signed-s3cr3t", "--version", "4")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "deployed"
+    r = gw.post("/v1/models/mlp/versions/4:predict", json=sample())
+    assert r.status_code == 200 and r.headers["X-Backend"] == "tfserving"
+    np.testing.assert_allclose(r.json()["predictions"], expected(2), atol=1e-5)
+    assert history(gw)[0]["detail"]["source"] == releases + "mlp-2.tar.gz"
+    elsewhere = releases.replace("/releases/", "/private/") + "mlp-2.tar.gz"
+    done = cli(rollout_stack, "deploy", "mlp", elsewhere, "--version", "5")
+    assert done.returncode == 1
+    assert "403: deploy failed at step 'fetch'" in done.stderr and "not under an allow-listed prefix" in done.stderr
+    assert admin(gw, "GET", "/admin/models/mlp").json()["models"][0]["labels"].get("canary") != 5
+    assert "s3cr3t" not in json.dumps(history(gw))
