@@ -406,6 +406,16 @@ class LocalStack:
         ts.wait_until(lambda: _http("GET", f"{self.torchserve_url}/ping")[0] == 200, timeout, "answering /ping")
         self._register_torchserve_versions(ts)
 
+    def restart_tfserving(self, timeout: float = 240.0) -> None:
+        """Start the TF Serving-compatible server again, with its start-up model config only."""
+        old = self.services.get("tfserving")
+        if old is not None:
+            old.stop()
+        tf = self._tfserving()
+        self.services["tfserving"] = tf
+        tf.start()
+        tf.wait_until(self._tf_available, timeout, "serving every SavedModel version")
+
     def stop(self) -> None:
         """Stop every service this stack started, gateway first; leaves no process behind."""
         backends = ("tfserving", "torchserve")

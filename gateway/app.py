@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
     registry = RegistryStore(settings.database_url)
     shadow = ShadowRunner(settings.shadow_max_inflight, settings.smoke_tolerance)
     rollouts = RolloutService(settings, registry, router, adapters, shadow)
+    deployer = Deployer(rollouts)
 
     async def follow(revision: int) -> None:
         if revision <= router.revision:
@@ -96,7 +97,7 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
 
         watcher = Watcher(registry, on_change, poll_interval=settings.registry_poll_seconds)
         watcher.start()
-        probe = asyncio.create_task(probe_backends(router))
+        probe = asyncio.create_task(probe_backends(router, deployer.restore, settings.backend_probe_seconds))
         app.state.ready = True
         try:
             yield
@@ -121,7 +122,7 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
     app.state.shadow = shadow
     app.state.rollouts = rollouts
     app.state.guard = rollouts.guard
-    app.state.deployer = Deployer(rollouts)
+    app.state.deployer = deployer
     app.state.auth = Authenticator(load_tokens(settings))
     app.state.inference_keys = InferenceKeys(settings)
     app.state.backend_guards = {

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     retry_budget_ratio: float = Field(
         0.1, ge=0, le=1, description="Retries (of calls that never reached the backend) per call, at most."
     )
+    backend_probe_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How often each backend is probed (gateway_backend_up), and a backend that restarted "
+        "gets the versions it lost loaded again.",
+    )
     shutdown_drain_seconds: float = Field(
         0.0,
         ge=0,

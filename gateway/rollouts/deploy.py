@@ -75,6 +75,32 @@ class Deployer:
             finally:
                 await asyncio.to_thread(upload.unlink, missing_ok=True)
 
+    async def restore(self, kind: str) -> list[tuple[str, int]]:
+        """Load again the versions the registry has available on ``kind`` that the backend lost.
+
+        A backend that restarts comes back with only its start-up configuration (TF Serving's
+        model config file, TorchServe's registered models), so versions deployed through the
+        gateway are gone. Called by the backend probe; returns what it loaded again. Skipped while
+        a deploy changes what is loaded, and when the registry or the backend cannot be asked.
+        """
+        if any(lock.locked() for lock in self._locks.values()):
+            return []
+        snapshot = await self.service.snapshot()
+        keep = self.service.loaded(snapshot, kind)
+        backend = self.service.backends[kind]
+        missing: list[tuple[str, int]] = []
+        for model, versions in sorted(keep.items()):
+            for version in sorted(versions):
+                status = await backend.status(model, version)
+                if status.state == "UNKNOWN":  # the backend cannot be asked: nothing to conclude
+                    return []
+                if status.state == "END":
+                    missing.append((model, version))
+        for model, version in missing:
+            log.warning("%s lost %s v%d (restarted?); loading it again", kind, model, version)
+            await backend.load(model, version, keep)
+        return missing
+
     async def _deploy(
         self,
         model: str,

@@ -72,6 +72,7 @@ def rollout_stack(tmp_path_factory, postgres_url, releases):  # noqa: F811
         "GATEWAY_READ_TOKEN": READ_TOKEN,
         "GATEWAY_LOG_LEVEL": "info",
         "GATEWAY_ARTIFACT_URL_PREFIXES": releases,
+        "GATEWAY_BACKEND_PROBE_SECONDS": "1",
     }
     with make_stack(store, workdir, Ports.free(), gateway_env=env) as running:
         running.postgres_url = postgres_url
@@ -415,3 +416,19 @@ def test_deploy_from_an_allow_listed_url_and_not_from_elsewhere(rollout_stack, g
     assert "403: deploy failed at step 'fetch'" in done.stderr and "not under an allow-listed prefix" in done.stderr
     assert admin(gw, "GET", "/admin/models/mlp").json()["models"][0]["labels"].get("canary") != 5
     assert "s3cr3t" not in json.dumps(history(gw))
+
+
+def test_backends_that_restart_get_the_deployed_versions_back(rollout_stack, gw):
+    if not hasattr(rollout_stack, "restart_tfserving") or os.environ.get("GATEWAY_E2E_BACKENDS") == "docker":
+        pytest.skip("restarts the local backends' processes")
+    # Versions 3 (TorchServe) and 4 (TF Serving) came through the gateway: neither backend's
+    # start-up configuration knows them.
+    rollout_stack.restart_tfserving()
+    rollout_stack.restart_torchserve()
+    deadline = time.monotonic() + 60
+    for version, backend in ((4, "tfserving"), (3, "torchserve")):
+        while (r := gw.post(f"/v1/models/mlp/versions/{version}:predict", json=sample())).status_code != 200:
+            assert time.monotonic() < deadline, f"version {version} not back on {backend}: {r.status_code} {r.text}"
+            time.sleep(0.5)
+        assert r.headers["X-Backend"] == backend
+    np.testing.assert_allclose(r.json()["predictions"], expected(3), atol=1e-5)
