@@ -395,26 +395,26 @@ class LocalStack:
             self.stop()
             raise
 
-    def restart_torchserve(self, timeout: float = 240.0) -> None:
-        """Start TorchServe again (after a crash or a kill) and register its versions again."""
-        old = self.services.get("torchserve")
+    def _replace(self, name: str, service: Service) -> Service:
+        """Stop the running ``name`` service, if any, and start ``service`` in its place."""
+        old = self.services.get(name)
         if old is not None:
             old.stop()
-        ts = self._torchserve()
-        self.services["torchserve"] = ts
-        ts.start()
+        self.services[name] = service
+        service.start()
+        return service
+
+    def restart_torchserve(self, timeout: float = 240.0) -> None:
+        """Start TorchServe again (after a crash or a kill) and register its start-up versions again."""
+        ts = self._replace("torchserve", self._torchserve())
         ts.wait_until(lambda: _http("GET", f"{self.torchserve_url}/ping")[0] == 200, timeout, "answering /ping")
         self._register_torchserve_versions(ts)
 
     def restart_tfserving(self, timeout: float = 240.0) -> None:
         """Start the TF Serving-compatible server again, with its start-up model config only."""
-        old = self.services.get("tfserving")
-        if old is not None:
-            old.stop()
-        tf = self._tfserving()
-        self.services["tfserving"] = tf
-        tf.start()
-        tf.wait_until(self._tf_available, timeout, "serving every SavedModel version")
+        self._replace("tfserving", self._tfserving()).wait_until(
+            self._tf_available, timeout, "serving every SavedModel version"
+        )
 
     def stop(self) -> None:
         """Stop every service this stack started, gateway first; leaves no process behind."""
