@@ -154,6 +154,11 @@ async def memory_after(url: str, body: bytes, pid: int, n: int = 10_000) -> tupl
     return before, rss_mb(pid)
 
 
+def answers_ready(port: int) -> Callable[[], bool]:
+    """A check that the gateway listening on ``port`` reports ready."""
+    return lambda: _http("GET", f"http://127.0.0.1:{port}/v2/health/ready")[0] == 200
+
+
 def start_to_ready(stack: LocalStack, runs: int = 3) -> list[float]:
     times = []
     for _ in range(runs):
@@ -164,8 +169,7 @@ def start_to_ready(stack: LocalStack, runs: int = 3) -> list[float]:
                           Path(tmp) / "log", env=env)  # fmt: skip
             start = time.perf_counter()
             svc.start()
-            svc.wait_until(lambda p=port: _http("GET", f"http://127.0.0.1:{p}/v2/health/ready")[0] == 200,
-                           30, "ready")  # fmt: skip
+            svc.wait_until(answers_ready(port), 30, "ready")
             times.append(time.perf_counter() - start)
             svc.stop()
     return times
