@@ -22,7 +22,8 @@ from gateway.backends.tfserving.client import TFServingBackend
 from gateway.backends.torchserve import TorchServeBackend
 from gateway.errors import GatewayError
 from gateway.protocols import oip, tfserving_rest, torchserve
-from gateway.protocols.common import json_response
+from gateway.protocols.common import error_response, json_response
+from gateway.protocols.fastpath import InferenceRoutes
 from gateway.protocols.instrument import InferenceMetrics
 from gateway.registry.store import RegistryStore
 from gateway.registry.watch import Watcher
@@ -138,10 +139,7 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
 
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError) -> Response:
-        request.state.error = type(exc).__name__
-        if exc.status_code >= 500:
-            log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc)
-        return json_response({"error": exc.message}, exc.status_code, exc.headers)
+        return error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -176,6 +174,7 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
         """Prometheus metrics of this gateway process."""
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(InferenceRoutes)  # innermost: inference without FastAPI's per-request work
     app.add_middleware(InferenceMetrics)
     app.add_middleware(RequestIdMiddleware)  # outermost: every response and log line has an ID
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -13,6 +14,7 @@ from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
 from gateway.tensors import Signature
 
 T = TypeVar("T")
+log = logging.getLogger("gateway")
 
 if TYPE_CHECKING:
     from gateway.backends.base import InferenceRequest, InferenceResult, Target
@@ -129,3 +131,11 @@ async def dispatch(request: Request, resolved: Resolved, inference: InferenceReq
             runner: ShadowRunner = request.app.state.shadow
             runner.submit(target, shadow, inference, result)
     return result
+
+
+def error_response(request: Request, exc: GatewayError) -> Response:
+    """The answer to a GatewayError: ``{"error": message}`` with its status and headers."""
+    request.state.error = type(exc).__name__
+    if exc.status_code >= 500:
+        log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc)
+    return json_response({"error": exc.message}, exc.status_code, exc.headers)

@@ -55,18 +55,45 @@ class InferenceMetrics:
             _observe(scope.setdefault("state", {}), protocol, str(status), elapsed)
 
 
+class _Children:
+    """The labelled metric children of one (route, protocol, code): looked up once, then reused.
+
+    ``labels()`` costs a lock and a dict lookup per metric; label values are bounded (unknown
+    models are not labels), so this cache is too.
+    """
+
+    __slots__ = ("backend", "duration", "errors", "overhead", "requests")
+
+    def __init__(self, model: str, version: str, label: str, backend: str, protocol: str, code: str) -> None:
+        self.requests = metrics.REQUESTS.labels(model, version, backend, protocol, code)
+        self.duration = metrics.REQUEST_DURATION.labels(model, version, label, backend, protocol, code)
+        self.backend = metrics.BACKEND_DURATION.labels(backend, model, version) if backend else None
+        self.overhead = metrics.OVERHEAD.labels(backend, model, version) if backend else None
+        self.errors: dict[str, Any] = {}
+
+
+_CHILDREN: dict[tuple[str, ...], _Children] = {}
+
+
 def _observe(state: dict[str, Any], protocol: str, code: str, elapsed: float) -> None:
     route = state.get("route")
     if route is None:
         model, version, label, backend = metrics.UNROUTED, "", "", ""
     else:
         model, version, label, backend = route
-    metrics.REQUESTS.labels(model, version, backend, protocol, code).inc()
-    metrics.REQUEST_DURATION.labels(model, version, label, backend, protocol, code).observe(elapsed)
+    key = (model, version, label, backend, protocol, code)
+    children = _CHILDREN.get(key)
+    if children is None:
+        children = _CHILDREN[key] = _Children(*key)
+    children.requests.inc()
+    children.duration.observe(elapsed)
     error = state.get("error")
     if error is not None:
-        metrics.ERRORS.labels(model, backend, protocol, error).inc()
+        counter = children.errors.get(error)
+        if counter is None:
+            counter = children.errors[error] = metrics.ERRORS.labels(model, backend, protocol, error)
+        counter.inc()
     backend_seconds = state.get("backend_seconds")
-    if backend_seconds is not None and route is not None:
-        metrics.BACKEND_DURATION.labels(backend, model, version).observe(backend_seconds)
-        metrics.OVERHEAD.labels(backend, model, version).observe(max(elapsed - backend_seconds, 0.0))
+    if backend_seconds is not None and children.backend is not None and children.overhead is not None:
+        children.backend.observe(backend_seconds)
+        children.overhead.observe(max(elapsed - backend_seconds, 0.0))
