@@ -118,6 +118,8 @@ def decode_infer_request(payload: Any, signature: Signature) -> tuple[dict[str, 
         if not isinstance(name, str):
             raise BadRequest(f"{where}.name must be a string")
         where = f"input '{name}'"
+        if name in inputs:
+            raise BadRequest(f"{where} is given more than once in 'inputs'")
         spec = signature.input(name)
         datatype = item.get("datatype")
         if not isinstance(datatype, str) or datatype not in DATATYPES:

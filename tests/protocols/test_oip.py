@@ -83,6 +83,10 @@ def test_default_version_and_metadata(client):
         ),
         (infer_body(outputs=[{"name": "nope"}]), "unknown output 'nope' (outputs: y)"),
         ([1, 2], "body must be a JSON object with an 'inputs' list"),
+        (
+            {"inputs": infer_body()["inputs"] * 2},
+            "input 'x' is given more than once in 'inputs'",
+        ),
     ],
 )
 def test_bad_infer_requests(client, body, message):
