@@ -4,7 +4,11 @@ Prometheus Operator objects checked for the shape the operator reads."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+import yaml
 from kubernetes_validate import validate
 
 from tests.deploy.conftest import (
@@ -19,7 +23,11 @@ from tests.deploy.conftest import (
 )
 
 BACKENDS = ("torchserve", "tfserving")
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PodMonitor")}
+CRD_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
 
 
 def all_pod_specs(docs):
@@ -171,3 +179,28 @@ def test_the_grafana_dashboard_is_a_configmap_for_the_sidecar(k8s):
         pytest.skip(
             f"{DASHBOARD.relative_to(ROOT)} does not exist yet (another change adds it): built with a placeholder"
         )
+
+
+def test_the_prometheus_rules_file_is_generated_from_the_rule_files():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "prometheus" / "k8s_rules.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_both_deployments_run_the_same_alert_and_recording_rules(k8s, overlay):
+    rules = objects(k8s[overlay], "PrometheusRule")
+    assert set(rules) == {"twin-stack"}
+    rule = rules["twin-stack"]
+    assert set(rule) <= {"apiVersion", "kind", "metadata", "spec"} and set(rule["spec"]) == {"groups"}
+    compose = [
+        g
+        for f in sorted((ROOT / "deploy/prometheus/rules").glob("*.yml"))
+        for g in yaml.safe_load(f.read_text())["groups"]
+    ]
+    assert rule["spec"]["groups"] == compose
+    # The alerts name scrape jobs; under the operator a ServiceMonitor's job is its Service's name.
+    assert {"gateway", "torchserve", "tfserving"} <= set(objects(k8s[overlay], "Service"))

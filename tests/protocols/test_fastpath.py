@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import SecretStr
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from gateway.app import create_app
 from gateway.protocols import fastpath
