@@ -80,13 +80,16 @@ class Deployer:
 
         A backend that restarts comes back with only its start-up configuration (TF Serving's
         model config file, TorchServe's registered models), so versions deployed through the
-        gateway are gone. Called by the backend probe; returns what it loaded again. Skipped while
-        a deploy changes what is loaded, and when the registry or the backend cannot be asked.
+        gateway are gone. Called by the backend probe; returns what it loaded again. Reads the
+        routing table, not the registry, so it works while the registry is down too. Skipped while
+        a deploy changes what is loaded, and when the backend cannot be asked.
         """
         if any(lock.locked() for lock in self._locks.values()):
             return []
-        snapshot = await self.service.snapshot()
-        keep = self.service.loaded(snapshot, kind)
+        keep: dict[str, set[int]] = {}  # the routing table holds exactly the available versions
+        for target in self.service.router.table.targets():
+            if target.backend.kind == kind:
+                keep.setdefault(target.model, set()).add(target.version)
         backend = self.service.backends[kind]
         missing: list[tuple[str, int]] = []
         for model, versions in sorted(keep.items()):
