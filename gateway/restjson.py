@@ -69,6 +69,11 @@ PREDICT_BODY_EXAMPLES: dict[str, Any] = {
 }
 
 
+def may_hold_bools(body: bytes) -> bool:
+    """Whether a JSON body may hold a boolean: a fast byte search that spares the exact scan."""
+    return b"true" in body or b"false" in body
+
+
 def parse_json(body: bytes) -> Any:
     """Parse a request body; a 400 that says where the JSON is broken."""
     if not body:
@@ -79,8 +84,12 @@ def parse_json(body: bytes) -> Any:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
 
 
-def decode_request(payload: Any, signature: Signature) -> tuple[dict[str, np.ndarray], Form]:
-    """Decode a TF Serving REST predict body into arrays checked against ``signature``."""
+def decode_request(payload: Any, signature: Signature, *, bools: bool = True) -> tuple[dict[str, np.ndarray], Form]:
+    """Decode a TF Serving REST predict body into arrays checked against ``signature``.
+
+    ``bools=False`` says the body has no JSON ``true``/``false`` (``may_hold_bools``), which spares
+    numeric inputs the scan for booleans that numpy would otherwise take for 0 and 1.
+    """
     if not isinstance(payload, dict) or ("instances" in payload) == ("inputs" in payload):
         raise BadRequest(
             "body must be a JSON object with exactly one of 'instances' (row form) or 'inputs' (column form)"
@@ -89,17 +98,17 @@ def decode_request(payload: Any, signature: Signature) -> tuple[dict[str, np.nda
     if not isinstance(sig_name, str):
         raise BadRequest("'signature_name' must be a string")
     if "instances" in payload:
-        return _decode_rows(payload["instances"], signature), "row"
-    return _decode_columns(payload["inputs"], signature), "column"
+        return _decode_rows(payload["instances"], signature, bools), "row"
+    return _decode_columns(payload["inputs"], signature, bools), "column"
 
 
-def _decode_rows(rows: Any, signature: Signature) -> dict[str, np.ndarray]:
+def _decode_rows(rows: Any, signature: Signature, bools: bool) -> dict[str, np.ndarray]:
     if not isinstance(rows, list) or not rows:
         raise BadRequest("'instances' must be a non-empty list of rows")
     specs = signature.inputs
     named = all(isinstance(r, dict) and "b64" not in r for r in rows)
     if len(specs) == 1 and not named:
-        return {specs[0].name: _convert(specs[0], rows)}
+        return {specs[0].name: _convert(specs[0], rows, bools)}
     if not named:
         raise BadRequest(
             "'instances': with several inputs each row must be an object of named inputs "
@@ -113,10 +122,10 @@ def _decode_rows(rows: Any, signature: Signature) -> dict[str, np.ndarray]:
             if spec.name not in row:
                 raise BadRequest(f"'instances'[{i}]: missing input '{spec.name}'")
             columns.setdefault(spec.name, []).append(row[spec.name])
-    return {spec.name: _convert(spec, columns[spec.name]) for spec in specs}
+    return {spec.name: _convert(spec, columns[spec.name], bools) for spec in specs}
 
 
-def _decode_columns(value: Any, signature: Signature) -> dict[str, np.ndarray]:
+def _decode_columns(value: Any, signature: Signature, bools: bool) -> dict[str, np.ndarray]:
     specs = signature.inputs
     if isinstance(value, dict) and "b64" not in value:
         for name in value:
@@ -124,16 +133,16 @@ def _decode_columns(value: Any, signature: Signature) -> dict[str, np.ndarray]:
         missing = [s.name for s in specs if s.name not in value]
         if missing:
             raise BadRequest(f"missing input '{missing[0]}' in 'inputs'")
-        return {spec.name: _convert(spec, value[spec.name]) for spec in specs}
+        return {spec.name: _convert(spec, value[spec.name], bools) for spec in specs}
     if len(specs) != 1:
         raise BadRequest(
             f"'inputs' must be an object of named inputs ({', '.join(s.name for s in specs)}) for this model"
         )
-    return {specs[0].name: _convert(specs[0], value)}
+    return {specs[0].name: _convert(specs[0], value, bools)}
 
 
-def _convert(spec: TensorSpec, value: Any) -> np.ndarray:
-    array = to_array(spec.name, value, spec.datatype)
+def _convert(spec: TensorSpec, value: Any, bools: bool) -> np.ndarray:
+    array = to_array(spec.name, value, spec.datatype, bools=bools)
     check_shape(spec, array)
     return array
 

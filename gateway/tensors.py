@@ -126,12 +126,13 @@ def _b64_to_bytes(where: str, value: Any, depth: int = 0) -> Any:
     return value
 
 
-def to_array(name: str, value: Any, datatype: str, *, role: str = "input") -> np.ndarray:
+def to_array(name: str, value: Any, datatype: str, *, role: str = "input", bools: bool = True) -> np.ndarray:
     """Convert a JSON value (nested lists) into an array of ``datatype``, exactly.
 
     Numbers are never silently truncated or wrapped: a float for an integer input, a number out of
-    the type's range, or a string for a number is a BadRequest naming the input (or, with
-    ``role="output"``, the output).
+    the type's range, a string or a boolean for a number is a BadRequest naming the input (or, with
+    ``role="output"``, the output). ``bools=False`` promises that ``value`` holds no boolean (the
+    body had no ``true``/``false``), which skips the scan for them.
     """
     where = f"{role} '{name}'"
     dtype = DATATYPES[datatype]
@@ -144,6 +145,8 @@ def to_array(name: str, value: Any, datatype: str, *, role: str = "input") -> np
     kind = array.dtype.kind
     if array.size == 0:
         return array.astype(dtype)
+    if kind in "fiu" and dtype.kind != "b" and bools and _holds_bool(value):
+        raise BadRequest(f"{where}: expected {datatype} values, got booleans among the numbers")
     if dtype.kind == "f":
         ok = kind in "fiu"
     elif dtype.kind in "iu":
@@ -167,6 +170,18 @@ def to_array(name: str, value: Any, datatype: str, *, role: str = "input") -> np
         finfo = np.finfo(dtype)
         raise BadRequest(f"{where}: value out of range for {datatype} [{float(finfo.min)}, {float(finfo.max)}]")
     return narrowed
+
+
+def _holds_bool(value: Any) -> bool:
+    """Whether nested lists hold a boolean (numpy would take it for 0 or 1 among numbers)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) is bool:
+            return True
+        if type(item) is list:
+            pending.extend(item)
+    return False
 
 
 def _exact_ints(value: Any) -> np.ndarray | None:

@@ -25,7 +25,7 @@ from gateway.protocols.common import (
     signature_of,
     table_of,
 )
-from gateway.restjson import TENSOR_VALUE_SCHEMA, parse_json, result_outputs
+from gateway.restjson import TENSOR_VALUE_SCHEMA, may_hold_bools, parse_json, result_outputs
 from gateway.routing.table import Resolved, parse_version
 from gateway.tensors import DATATYPES, Signature, check_shape, datatype_of, to_array, to_json_value
 
@@ -102,8 +102,11 @@ async def ready(request: Request) -> Response:
     return json_response(body, status_code=200 if is_ready else 503)
 
 
-def decode_infer_request(payload: Any, signature: Signature) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
-    """Decode an OIP infer body into arrays checked against ``signature``, and the output names."""
+def decode_infer_request(
+    payload: Any, signature: Signature, *, bools: bool = True
+) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """Decode an OIP infer body into arrays checked against ``signature``, and the output names
+    (``bools``: as for ``restjson.decode_request``)."""
     if not isinstance(payload, dict):
         raise BadRequest("body must be a JSON object with an 'inputs' list")
     items = payload.get("inputs")
@@ -133,7 +136,7 @@ def decode_infer_request(payload: Any, signature: Signature) -> tuple[dict[str, 
             raise BadRequest(f"{where}: shape must be a list of non-negative integers")
         if "data" not in item:
             raise BadRequest(f"{where}: missing 'data'")
-        array = to_array(name, item["data"], datatype)
+        array = to_array(name, item["data"], datatype, bools=bools)
         count = math.prod(shape)
         if array.size != count:
             raise BadRequest(f"{where}: shape {shape} needs {count} values, got {array.size}")
@@ -175,9 +178,10 @@ def encode_outputs(outputs: dict[str, np.ndarray], names: tuple[str, ...]) -> li
 async def _infer(request: Request, resolved: Resolved) -> Response:
     mark_route(request, resolved)
     target = resolved.target
-    payload = parse_json(await read_body(request))
+    body = await read_body(request)
+    payload = parse_json(body)
     signature = require_signature(target, await signature_of(target))
-    inputs, names = decode_infer_request(payload, signature)
+    inputs, names = decode_infer_request(payload, signature, bools=may_hold_bools(body))
     result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form="column", output_filter=names))
     outputs = result_outputs(result, signature)
     answer: dict[str, Any] = {

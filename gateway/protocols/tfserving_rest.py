@@ -22,7 +22,14 @@ from gateway.protocols.common import (
     signature_of,
     table_of,
 )
-from gateway.restjson import PREDICT_BODY_EXAMPLES, PREDICT_BODY_SCHEMA, decode_request, parse_json, result_body
+from gateway.restjson import (
+    PREDICT_BODY_EXAMPLES,
+    PREDICT_BODY_SCHEMA,
+    decode_request,
+    may_hold_bools,
+    parse_json,
+    result_body,
+)
 from gateway.routing.table import Resolved, parse_version
 from gateway.tensors import Signature
 
@@ -50,7 +57,7 @@ async def _predict(request: Request, resolved: Resolved) -> Response:
     body = await read_body(request)
     payload = parse_json(body)
     signature = require_signature(target, await signature_of(target))
-    inputs, form = decode_request(payload, signature)
+    inputs, form = decode_request(payload, signature, bools=may_hold_bools(body))
     result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form=form, body=body))
     content = result_body(result, form, signature)
     return Response(content, media_type="application/json", headers=routing_headers(resolved))

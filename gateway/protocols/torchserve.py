@@ -23,7 +23,14 @@ from gateway.protocols.common import (
     table_of,
     timed,
 )
-from gateway.restjson import PREDICT_BODY_EXAMPLES, PREDICT_BODY_SCHEMA, decode_request, parse_json, result_body
+from gateway.restjson import (
+    PREDICT_BODY_EXAMPLES,
+    PREDICT_BODY_SCHEMA,
+    decode_request,
+    may_hold_bools,
+    parse_json,
+    result_body,
+)
 from gateway.routing.table import Resolved, parse_version
 
 router = APIRouter(dependencies=[Depends(require_inference_key)], tags=["TorchServe inference API"])
@@ -53,7 +60,7 @@ async def _predictions(request: Request, resolved: Resolved) -> Response:
         raw = await timed(request, target.backend.kind, lambda: target.backend.forward(target, body, content_type))
         return Response(raw.body, status_code=raw.status, media_type=raw.content_type, headers=headers)
     signature = require_signature(target, await signature_of(target))
-    inputs, form = decode_request(parse_json(body), signature)
+    inputs, form = decode_request(parse_json(body), signature, bools=may_hold_bools(body))
     result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form=form))
     content = result_body(result, form, signature)
     return Response(content, media_type="application/json", headers=headers)

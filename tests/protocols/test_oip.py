@@ -83,6 +83,7 @@ def test_default_version_and_metadata(client):
         ),
         (infer_body(outputs=[{"name": "nope"}]), "unknown output 'nope' (outputs: y)"),
         ([1, 2], "body must be a JSON object with an 'inputs' list"),
+        (infer_body(data=(True, 2.5, 3, 4)), "input 'x': expected FP32 values, got booleans among the numbers"),
         (
             {"inputs": infer_body()["inputs"] * 2},
             "input 'x' is given more than once in 'inputs'",

@@ -88,6 +88,12 @@ def test_b64_values(client):
          "input 'n': expected INT64 values, got floating-point numbers"),
         ("/v1/models/ints:predict", {"instances": [2**63]}, 400, "input 'n': value out of range for INT64"),
         ("/v1/models/words:predict", {"instances": [{"b64": "%%%"}]}, 400, "'b64' value is not valid base64"),
+        ("/v1/models/toy:predict", {"instances": [[True, 2.5, 3, 4]]}, 400,
+         "input 'x': expected FP32 values, got booleans among the numbers"),
+        ("/v1/models/ints:predict", {"inputs": [1, False]}, 400,
+         "input 'n': expected INT64 values, got booleans among the numbers"),
+        ("/predictions/ints", {"instances": [False, 3]}, 400,
+         "input 'n': expected INT64 values, got booleans among the numbers"),
     ],
 )  # fmt: skip
 def test_bad_requests_name_the_problem(client, path, body, status, message):
