@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from gateway import metrics
 from gateway.admin import routes as admin_routes
@@ -31,6 +32,7 @@ from gateway.requestid import RequestIdMiddleware
 from gateway.rollouts.deploy import Deployer
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.shadow import ShadowRunner
+from gateway.rollouts.sources import split_list
 from gateway.routing.router import Router
 from gateway.settings import Settings
 
@@ -176,5 +178,15 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
 
     app.add_middleware(InferenceRoutes)  # innermost: inference without FastAPI's per-request work
     app.add_middleware(InferenceMetrics)
-    app.add_middleware(RequestIdMiddleware)  # outermost: every response and log line has an ID
+    app.add_middleware(RequestIdMiddleware)  # every response and log line has an ID
+    origins = split_list(settings.cors_origins)
+    if origins:  # off unless configured; outermost, so preflights never reach a route
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Model-Name", "X-Model-Version", "X-Model-Label", "X-Backend", "X-Request-ID"],
+            max_age=600,
+        )
     return app

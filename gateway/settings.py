@@ -126,6 +126,11 @@ class Settings(BaseSettings):
         "(let the load balancer stop sending; 5-10 in Kubernetes).",
     )
 
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins (e.g. https://app.example.com) browsers may call the gateway "
+        "from; empty: CORS off, no cross-origin browser call is allowed.",
+    )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1, description="Largest inference request body; larger answers 413."
     )

@@ -1,0 +1,33 @@
+"""CORS is off unless origins are configured; then only those origins, and the routing headers are readable."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from gateway.app import create_app
+
+ROW = {"instances": [[0.5, -1.0, 0.25, 2.0]]}
+ORIGIN = "https://app.example.com"
+PREFLIGHT = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+
+
+def test_cors_is_off_by_default(client):
+    r = client.post("/v1/models/toy:predict", json=ROW, headers={"Origin": ORIGIN})
+    assert r.status_code == 200
+    assert "access-control-allow-origin" not in r.headers
+    r = client.options("/v1/models/toy:predict", headers=PREFLIGHT)
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_configured_origins_and_only_those(settings, fake_backends):
+    settings = settings.model_copy(update={"cors_origins": f"{ORIGIN}, https://other.example.com"})
+    with TestClient(create_app(settings, backends=fake_backends)) as client:
+        r = client.options("/v1/models/toy:predict", headers=PREFLIGHT)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == ORIGIN
+        r = client.post("/v1/models/toy:predict", json=ROW, headers={"Origin": ORIGIN})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == ORIGIN
+        assert "x-model-version" in r.headers["access-control-expose-headers"].lower()
+        r = client.options("/v1/models/toy:predict", headers={**PREFLIGHT, "Origin": "https://evil.example.com"})
+        assert r.status_code == 400 and "access-control-allow-origin" not in r.headers
+        r = client.post("/v1/models/toy:predict", json=ROW, headers={"Origin": "https://evil.example.com"})
+        assert "access-control-allow-origin" not in r.headers
