@@ -8,7 +8,11 @@ from gateway.app import create_app
 
 ROW = {"instances": [[0.5, -1.0, 0.25, 2.0]]}
 ORIGIN = "https://app.example.com"
-PREFLIGHT = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+PREFLIGHT = {
+    "Origin": ORIGIN,
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "content-type",
+}
 
 
 def test_cors_is_off_by_default(client):

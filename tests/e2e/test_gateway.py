@@ -7,6 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -115,6 +116,35 @@ def test_body_over_the_limit_is_413(gateway):
     r = gateway.post("/v1/models/mlp:predict", content=big)
     assert r.status_code == 413
     assert "over the limit" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/models"),  # TorchServe management: list
+        ("POST", "/models?url=https://example.com/evil.mar&model_name=evil"),  # register
+        ("PUT", "/models/mlp?min_worker=0"),  # scale
+        ("DELETE", "/models/mlp/1"),  # unregister
+        ("GET", "/models/mlp/all"),  # describe
+        ("POST", "/v1/models/mlp/versions/1:reload"),
+        ("POST", "/predictions/mlp/..%2F..%2Fmodels"),
+        ("POST", "/predictions/mlp/1/../../../models"),
+        ("GET", "/monitoring/prometheus/metrics"),  # TF Serving's metrics
+        ("GET", "/api/v1/status"),
+    ],
+)
+def test_backend_management_and_metrics_are_never_reachable_through_the_gateway(stack, gateway, method, path):
+    r = gateway.request(method, path, content=b"{}")
+    assert r.status_code in (400, 404, 405), (r.status_code, r.text)
+    assert set(r.json()) == {"error"}
+    # The backend still has what a reachable management API would have let a caller change.
+    assert httpx.get(f"{stack.torchserve_management_url}/models/mlp/1").status_code == 200
+
+
+def test_metrics_are_the_gateways_own(gateway):
+    text = gateway.get("/metrics").text
+    assert "gateway_requests_total" in text
+    assert "ts_inference_latency_microseconds" not in text and ":tensorflow:serving:" not in text
 
 
 @pytest.fixture
