@@ -97,6 +97,8 @@ def check_path(source: str, directories: list[str]) -> Path:
     if not directories:
         raise Forbidden("deploying from a server path is off; an operator enables it with GATEWAY_ARTIFACT_DIRS")
     path = Path(unquote(parts.path))
+    if not path.is_absolute():
+        raise BadRequest("a server-side source must be file:///absolute/path")
     real = path.resolve()  # every symlink followed: a link out of the directory is seen for what it is
     for directory in directories:
         if real.is_relative_to(Path(directory).resolve()):

@@ -84,6 +84,8 @@ def test_server_paths_are_confined_to_allowed_directories(tmp_path: Path):
         check_path(f"file://{allowed}/../secret", dirs)
     with pytest.raises(BadRequest):
         check_path(f"file://otherhost{allowed}/mlp/4", dirs)
+    with pytest.raises(BadRequest, match="absolute"):
+        check_path("file:mlp/4", dirs)
     with pytest.raises(Forbidden, match="GATEWAY_ARTIFACT_DIRS"):
         check_path(f"file://{allowed}/mlp/4", [])
 
