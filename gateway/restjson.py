@@ -8,6 +8,7 @@ The same forms are the contract of the example TorchServe handler, so one body f
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -74,12 +75,48 @@ def may_hold_bools(body: bytes) -> bool:
     return b"true" in body or b"false" in body
 
 
+def loads(body: bytes) -> Any:
+    """Parse JSON with orjson; TF Serving's ``NaN``, ``Infinity`` and ``-Infinity`` tokens (its
+    documented JSON conformance, which orjson refuses) fall back to the standard library."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        if b"NaN" not in body and b"Infinity" not in body:
+            raise
+        try:
+            return json.loads(body)
+        except ValueError:
+            pass
+        raise
+
+
+def dumps(payload: Any, *, finite: bool = True) -> bytes:
+    """JSON by orjson (numpy arrays included); with non-finite floats, the ``NaN``/``Infinity``
+    tokens TF Serving writes (orjson would write ``null`` and lose what the model answered)."""
+    if finite:
+        return orjson.dumps(payload, option=_ORJSON_OPTS)
+    return json.dumps(payload, allow_nan=True, separators=(",", ":"), default=_plain).encode()
+
+
+def all_finite(arrays: Any) -> bool:
+    """Whether every floating-point array among ``arrays`` holds finite numbers only."""
+    return all(bool(np.isfinite(a).all()) for a in arrays if a.dtype.kind == "f")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return to_json_value(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def parse_json(body: bytes) -> Any:
     """Parse a request body; a 400 that says where the JSON is broken."""
     if not body:
         raise BadRequest("request body is empty; expected a JSON object")
     try:
-        return orjson.loads(body)
+        return loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
 
@@ -154,14 +191,15 @@ def encode_inputs_column(inputs: dict[str, np.ndarray]) -> bytes:
 
 def encode_outputs(outputs: dict[str, np.ndarray], form: Form) -> bytes:
     """Output arrays as a TF Serving REST predict answer in ``form``."""
+    finite = all_finite(outputs.values())
     if form == "column":
         if len(outputs) == 1:
             (only,) = outputs.values()
-            return orjson.dumps({"outputs": _jsonable(only)}, option=_ORJSON_OPTS)
-        return orjson.dumps({"outputs": {n: _jsonable(a) for n, a in outputs.items()}}, option=_ORJSON_OPTS)
+            return dumps({"outputs": _jsonable(only)}, finite=finite)
+        return dumps({"outputs": {n: _jsonable(a) for n, a in outputs.items()}}, finite=finite)
     if len(outputs) == 1:
         (only,) = outputs.values()
-        return orjson.dumps({"predictions": _jsonable(only)}, option=_ORJSON_OPTS)
+        return dumps({"predictions": _jsonable(only)}, finite=finite)
     for name, array in outputs.items():
         if array.ndim == 0:
             raise BadRequest(
@@ -170,13 +208,13 @@ def encode_outputs(outputs: dict[str, np.ndarray], form: Form) -> bytes:
             )
     batch = min(a.shape[0] for a in outputs.values()) if outputs else 0
     rows = [{n: _jsonable(a[i, ...]) for n, a in outputs.items()} for i in range(batch)]
-    return orjson.dumps({"predictions": rows}, option=_ORJSON_OPTS)
+    return dumps({"predictions": rows}, finite=finite)
 
 
 def decode_outputs(body: bytes, form: Form, signature: Signature | None) -> dict[str, np.ndarray]:
     """Parse a backend's TF Serving REST answer back into output arrays."""
     try:
-        payload = orjson.loads(body)
+        payload = loads(body)
     except orjson.JSONDecodeError as exc:
         raise BackendError(f"backend answered with invalid JSON: {exc}") from None
     key = "predictions" if form == "row" else "outputs"

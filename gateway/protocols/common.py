@@ -7,10 +7,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-import orjson
 from fastapi import Request, Response
 
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.restjson import dumps
 from gateway.tensors import Signature
 
 T = TypeVar("T")
@@ -83,13 +83,13 @@ def routing_headers(resolved: Resolved) -> dict[str, str]:
     return headers
 
 
-def json_response(payload: object, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A JSON answer written by orjson (numpy arrays included)."""
+def json_response(
+    payload: object, status_code: int = 200, headers: dict[str, str] | None = None, *, finite: bool = True
+) -> Response:
+    """A JSON answer written by orjson (numpy arrays included); ``finite=False`` when it holds NaN or
+    infinities, written as TF Serving writes them (``restjson.dumps``)."""
     return Response(
-        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
-        status_code=status_code,
-        media_type="application/json",
-        headers=headers,
+        dumps(payload, finite=finite), status_code=status_code, media_type="application/json", headers=headers
     )
 
 

@@ -25,7 +25,7 @@ from gateway.protocols.common import (
     signature_of,
     table_of,
 )
-from gateway.restjson import TENSOR_VALUE_SCHEMA, may_hold_bools, parse_json, result_outputs
+from gateway.restjson import TENSOR_VALUE_SCHEMA, all_finite, may_hold_bools, parse_json, result_outputs
 from gateway.routing.table import Resolved, parse_version
 from gateway.tensors import DATATYPES, Signature, check_shape, datatype_of, to_array, to_json_value
 
@@ -191,7 +191,7 @@ async def _infer(request: Request, resolved: Resolved) -> Response:
     }
     if isinstance(payload.get("id"), str):
         answer["id"] = payload["id"]
-    return json_response(answer, headers=routing_headers(resolved))
+    return json_response(answer, headers=routing_headers(resolved), finite=all_finite(outputs.values()))
 
 
 @models.post("/v2/models/{model}/infer", openapi_extra=_INFER_DOC)

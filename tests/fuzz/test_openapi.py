@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from tests.fuzz.strategies import FUZZ, JSON_VALUES, SCALARS, non_finite_output
+from tests.fuzz.strategies import FUZZ, JSON_VALUES, SCALARS
 
 ADMIN = {"Authorization": "Bearer unit-admin-token-0123456789"}
 # What the fake store of tests/conftest.py holds, plus names it does not.
@@ -88,8 +88,6 @@ def test_no_server_error_and_answers_match_the_schema(case, app):
     ]
     headers = ADMIN if case.path.startswith("/admin") else None
     response = case.call(app=app, headers=headers)
-    if non_finite_output(response.status_code, response.content):
-        return
     case.validate_response(response, checks=checks, headers=headers, transport_kwargs={"app": app})
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
+import math
 
+import numpy as np
 import pytest
 
 from gateway.errors import BackendError, BackendTimeout, BackendUnavailable
@@ -146,3 +149,23 @@ def test_unknown_route_is_json_404(client):
     r = client.get("/v1/nothing")
     assert r.status_code == 404
     assert r.json() == {"error": "no route GET /v1/nothing"}
+
+
+@pytest.mark.parametrize(
+    ("version", "want"),
+    [
+        (1, [math.nan, -math.inf, 1.0, float(np.float32(3e38))]),  # TorchServe double: x * 1
+        (2, [math.nan, -math.inf, 2.0, math.inf]),  # TF Serving double: x * 2, 6e38 overflows float32
+    ],
+)
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_nan_and_infinity_travel_as_tf_serving_writes_them(client, version, want):
+    # TF Serving's REST API reads and writes NaN, Infinity and -Infinity tokens (its JSON conformance).
+    r = client.post(f"/v1/models/toy/versions/{version}:predict", content=b'{"instances": [[NaN, -Infinity, 1, 3e38]]}')
+    assert r.status_code == 200, r.text
+    assert b"NaN" in r.content and b"-Infinity" in r.content and b"null" not in r.content
+    np.testing.assert_array_equal(json.loads(r.content)["predictions"][0], want)
+    body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [NaN, -Infinity, 1, 3e38]}]}'
+    r = client.post(f"/v2/models/toy/versions/{version}/infer", content=body)
+    assert r.status_code == 200, r.text
+    np.testing.assert_array_equal(json.loads(r.content)["outputs"][0]["data"], want)
