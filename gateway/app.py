@@ -32,9 +32,8 @@ from gateway.requestid import RequestIdMiddleware
 from gateway.rollouts.deploy import Deployer
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.shadow import ShadowRunner
-from gateway.rollouts.sources import split_list
 from gateway.routing.router import Router
-from gateway.settings import Settings
+from gateway.settings import Settings, split_list
 
 log = logging.getLogger("gateway")
 

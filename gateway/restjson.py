@@ -121,6 +121,11 @@ def parse_json(body: bytes) -> Any:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
 
 
+def decode_predict_body(body: bytes, signature: Signature) -> tuple[dict[str, np.ndarray], Form]:
+    """Parse and decode a TF Serving REST predict request body (400s name what is wrong)."""
+    return decode_request(parse_json(body), signature, bools=may_hold_bools(body))
+
+
 def decode_request(payload: Any, signature: Signature, *, bools: bool = True) -> tuple[dict[str, np.ndarray], Form]:
     """Decode a TF Serving REST predict body into arrays checked against ``signature``.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import Request
 
 from gateway.errors import Forbidden, Unauthorized
-from gateway.settings import Settings
+from gateway.settings import Settings, split_list
 
 ROLES = ("read", "write")
 
@@ -94,7 +94,7 @@ class InferenceKeys:
 
     def __init__(self, settings: Settings) -> None:
         raw = settings.inference_keys.get_secret_value() if settings.inference_keys else ""
-        self.keys = [k.strip().encode() for k in raw.split(",") if k.strip()]
+        self.keys = [k.encode() for k in split_list(raw)]
 
     def check(self, request: Request) -> None:
         if not self.keys:

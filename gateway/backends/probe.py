@@ -34,7 +34,7 @@ async def probe_backends(router: Router, restore: Restore | None = None, interva
                 metrics.BACKEND_UP.labels(kind).set(1 if up else 0)
                 if up and restore is not None:
                     await restore(kind)
-            except GatewayError as exc:  # e.g. the registry is down: the next round tries again
+            except GatewayError as exc:  # e.g. a reload the backend refused: the next round tries again
                 log.warning("probing %s: %s", kind, exc.message)
             except Exception:  # a probe must never die; the next round tries again
                 log.exception("probing %s failed", kind)

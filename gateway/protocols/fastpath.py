@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.admin.auth import InferenceKeys
+from gateway.admin.auth import require_inference_key
 from gateway.errors import GatewayError
 from gateway.protocols import oip, tfserving_rest, torchserve
 from gateway.protocols.common import error_response
@@ -62,8 +62,7 @@ class InferenceRoutes:
         endpoint, params = found
         request = Request(scope, receive)
         try:
-            keys: InferenceKeys = request.app.state.inference_keys
-            keys.check(request)
+            await require_inference_key(request)
             response = await endpoint(request=request, **params)
         except GatewayError as exc:
             response = error_response(request, exc)

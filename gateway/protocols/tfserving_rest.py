@@ -25,9 +25,7 @@ from gateway.protocols.common import (
 from gateway.restjson import (
     PREDICT_BODY_EXAMPLES,
     PREDICT_BODY_SCHEMA,
-    decode_request,
-    may_hold_bools,
-    parse_json,
+    decode_predict_body,
     result_body,
 )
 from gateway.routing.table import Resolved, parse_version
@@ -55,9 +53,8 @@ async def _predict(request: Request, resolved: Resolved) -> Response:
     mark_route(request, resolved)
     target = resolved.target
     body = await read_body(request)
-    payload = parse_json(body)
     signature = require_signature(target, await signature_of(target))
-    inputs, form = decode_request(payload, signature, bools=may_hold_bools(body))
+    inputs, form = decode_predict_body(body, signature)
     result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form=form, body=body))
     content = result_body(result, form, signature)
     return Response(content, media_type="application/json", headers=routing_headers(resolved))

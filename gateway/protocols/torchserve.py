@@ -26,9 +26,7 @@ from gateway.protocols.common import (
 from gateway.restjson import (
     PREDICT_BODY_EXAMPLES,
     PREDICT_BODY_SCHEMA,
-    decode_request,
-    may_hold_bools,
-    parse_json,
+    decode_predict_body,
     result_body,
 )
 from gateway.routing.table import Resolved, parse_version
@@ -60,7 +58,7 @@ async def _predictions(request: Request, resolved: Resolved) -> Response:
         raw = await timed(request, target.backend.kind, lambda: target.backend.forward(target, body, content_type))
         return Response(raw.body, status_code=raw.status, media_type=raw.content_type, headers=headers)
     signature = require_signature(target, await signature_of(target))
-    inputs, form = decode_request(parse_json(body), signature, bools=may_hold_bools(body))
+    inputs, form = decode_predict_body(body, signature)
     result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form=form))
     content = result_body(result, form, signature)
     return Response(content, media_type="application/json", headers=headers)

@@ -23,15 +23,10 @@ from urllib.parse import SplitResult, unquote, urlsplit
 import aiohttp
 
 from gateway.errors import BadRequest, DeployFailed, Forbidden, PayloadTooLarge
-from gateway.settings import Settings
+from gateway.settings import Settings, split_list
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CHUNK = 1 << 20
-
-
-def split_list(text: str) -> list[str]:
-    """A comma-separated setting as a list, blanks dropped."""
-    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def redact(source: str) -> str:

@@ -111,7 +111,7 @@ def from_tensor_proto(proto: tf_pb2.TensorProto) -> np.ndarray:
     if proto.dtype == tf_pb2.DT_HALF:
         values = np.asarray(raw, dtype=np.uint16).view(np.float16)
     elif dtype.kind in "iu" and raw:
-        wide = np.asarray(raw, dtype=np.uint64 if dtype.kind == "u" and proto.dtype == tf_pb2.DT_UINT64 else np.int64)
+        wide = np.asarray(raw, dtype=np.uint64 if proto.dtype == tf_pb2.DT_UINT64 else np.int64)
         info = np.iinfo(dtype)
         if wide.min() < info.min or wide.max() > info.max:
             raise BackendError(f"TF Serving tensor of {dtype.name} holds values outside [{info.min}, {info.max}]")
