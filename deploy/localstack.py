@@ -9,6 +9,7 @@ process it started. The test suite starts the same stack on free ports through `
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import secrets
@@ -23,6 +24,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -62,34 +64,28 @@ class StoredVersion:
     path: Path
 
 
+def _load_stack_init() -> Any:
+    """deploy/docker/stack_init.py, the containers' store helper: one set of store rules for both."""
+    spec = importlib.util.spec_from_file_location("stack_init", DEPLOY / "docker" / "stack_init.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+stack_init = _load_stack_init()
+
+
 def scan_store(store: Path) -> list[StoredVersion]:
     """The versions in the model store, by artifact: ``*.mar`` -> torchserve, SavedModel -> tfserving."""
-    found = []
-    for model_dir in sorted(p for p in store.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for vdir in sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()):
-            if any(vdir.glob("*.mar")):
-                found.append(StoredVersion(model_dir.name, int(vdir.name), "torchserve", vdir))
-            elif (vdir / "saved_model.pb").is_file():
-                found.append(StoredVersion(model_dir.name, int(vdir.name), "tfserving", vdir))
-    return found
+    return [StoredVersion(m, v, b, store / m / str(v)) for m, v, b in stack_init.scan(store)]
 
 
 def torchserve_link(store: Path, model: str, version: int) -> str:
-    """Link ``<store>/<model>.<version>.mar`` to the version's archive and return the link's name.
-
-    TorchServe 0.12 looks an archive up by file name at the top of its model store only
-    (``url=mlp/1/mlp.mar`` answers 404), so each version gets a uniquely named relative link there.
-    """
-    mar = next((store / model / str(version)).glob("*.mar"))
-    link = store / f"{model}.{version}.mar"
-    target = mar.relative_to(store)
-    if link.is_symlink() and Path(os.readlink(link)) == target:
-        return link.name
-    tmp = store / f".{link.name}.tmp"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(target)
-    tmp.replace(link)
-    return link.name
+    """Link ``<store>/<model>.<version>.mar`` to the version's archive and return the link's name
+    (TorchServe 0.12 looks archives up by file name at the top of its store only)."""
+    name: str = stack_init.link(store, model, version)
+    return name
 
 
 class StartError(RuntimeError):
@@ -250,28 +246,40 @@ class LocalStack:
         path.write_text(text)
         return path
 
-    def tfserving_model_config(self) -> str:
-        """TF Serving's model config: each model's SavedModel versions, named explicitly.
+    @property
+    def tfserving_config_file(self) -> Path:
+        """TF Serving's start-up model config: the gateway keeps it equal to its registry."""
+        return self.store / ".tfserving" / "models.config"
 
-        The ``specific`` policy matters: a model's directory also holds TorchServe versions, which
-        TF Serving must not try to load.
-        """
-        models: dict[str, list[int]] = {}
-        for v in self.versions:
-            if v.backend == "tfserving":
-                models.setdefault(v.model, []).append(v.version)
-        blocks = []
-        for model, versions in sorted(models.items()):
-            specific = " ".join(f"versions: {n}" for n in versions)
-            blocks.append(
-                "  config {\n"
-                f'    name: "{model}"\n'
-                f'    base_path: "{self.store / model}"\n'
-                '    model_platform: "tensorflow"\n'
-                f"    model_version_policy {{ specific {{ {specific} }} }}\n"
-                "  }\n"
+    @property
+    def torchserve_startup_file(self) -> Path:
+        """TorchServe's start-up registrations: the gateway keeps them equal to its registry."""
+        return self.store / ".torchserve" / "models.json"
+
+    def write_startup_files(self) -> None:
+        """Write both start-up files from the store's directories if they do not exist yet, as the
+        containers' ``model-init`` does; once the gateway runs, it owns them."""
+        versions = [(v.model, v.version, v.backend) for v in self.versions]
+        if not self.tfserving_config_file.exists():
+            stack_init.write_atomically(
+                self.tfserving_config_file, stack_init.tfserving_config(versions, str(self.store))
             )
-        return "model_config_list {\n" + "".join(blocks) + "}\n"
+        if not self.torchserve_startup_file.exists():
+            stack_init.write_atomically(self.torchserve_startup_file, stack_init.torchserve_startup(versions))
+
+    def tfserving_startup_versions(self) -> list[tuple[str, int]]:
+        """``(model, version)`` that TF Serving's start-up config names."""
+        from google.protobuf import text_format
+
+        from gateway.backends.tfserving.protos import serving_pb2 as pb
+
+        config = pb.ReloadConfigRequest().config
+        text_format.Parse(self.tfserving_config_file.read_text(), config)
+        return [
+            (entry.name, version)
+            for entry in config.model_config_list.config
+            for version in entry.model_version_policy.specific.versions
+        ]
 
     # --- services --------------------------------------------------------------------------
     def _torchserve(self) -> Service:
@@ -302,12 +310,12 @@ class LocalStack:
     def _tfserving(self) -> Service:
         conf = self.workdir / "tfserving"
         conf.mkdir(parents=True, exist_ok=True)
-        (conf / "models.config").write_text(self.tfserving_model_config())
+        self.write_startup_files()
         return Service(
             "tfserving",
             [self.python, str(DEPLOY / "tfserving_dev" / "server.py"),
              f"--port={self.ports.tf_grpc}", f"--rest_api_port={self.ports.tf_rest}",
-             f"--model_config_file={conf / 'models.config'}",
+             f"--model_config_file={self.tfserving_config_file}",
              f"--monitoring_config_file={DEPLOY / 'tfserving' / 'monitoring.config'}",
              "--file_system_poll_wait_seconds=1"],
             conf / "tfserving.log",
@@ -351,26 +359,14 @@ class LocalStack:
 
     # --- readiness -------------------------------------------------------------------------
     def _register_torchserve_versions(self, ts: Service) -> None:
-        for v in self.versions:
-            if v.backend != "torchserve":
-                continue
-            query = urllib.parse.urlencode({
-                "url": torchserve_link(self.store, v.model, v.version), "model_name": v.model,
-                "initial_workers": 1, "synchronous": "true",
-            })  # fmt: skip
-            status, body = _http("POST", f"{self.torchserve_management_url}/models?{query}", 180)
-            already = status == 409 or b"already registered" in body
-            if status != 200 and not already:
-                raise StartError(
-                    f"torchserve: registering {v.model} v{v.version} answered {status}: "
-                    f"{body.decode(errors='replace')}\n{ts.log_tail()}"
-                )
+        self.write_startup_files()
+        failed = stack_init.register(self.store, self.torchserve_management_url, 1, 180.0, self.torchserve_startup_file)
+        if failed:
+            raise StartError(f"torchserve: registering {', '.join(failed)} failed\n{ts.log_tail()}")
 
     def _tf_available(self) -> bool:
-        for v in self.versions:
-            if v.backend != "tfserving":
-                continue
-            status, body = _http("GET", f"{self.tfserving_rest_url}/v1/models/{v.model}/versions/{v.version}")
+        for model, version in self.tfserving_startup_versions():
+            status, body = _http("GET", f"{self.tfserving_rest_url}/v1/models/{model}/versions/{version}")
             if status != 200:
                 return False
             states = json.loads(body).get("model_version_status", [])

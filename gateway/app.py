@@ -51,6 +51,7 @@ def make_backends(settings: Settings) -> dict[str, Backend]:
             workers=settings.torchserve_workers,
             load_timeout=settings.deploy_ready_timeout_seconds,
             retry_ratio=settings.retry_budget_ratio,
+            startup_file=settings.torchserve_startup_path,
         ),
         "tfserving": TFServingBackend(
             settings.tfserving_target,
@@ -59,6 +60,7 @@ def make_backends(settings: Settings) -> dict[str, Backend]:
             base_path=settings.tfserving_model_base_path or str(settings.model_store.resolve()),
             load_timeout=settings.deploy_ready_timeout_seconds,
             retry_ratio=settings.retry_budget_ratio,
+            config_file=settings.tfserving_config_path,
         ),
     }
 
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
         if await rollouts.adopt_if_empty(settings.state_file):
             log.info("adopted the model store into an empty registry")
         await rollouts.refresh()
+        await rollouts.sync_startup_files()
         for name, routes in sorted(router.table.models.items()):
             stable = routes.stable()
             log.info("model %s: versions %s, stable %d", name, sorted(routes.versions), stable.target.version)

@@ -104,6 +104,24 @@ class Settings(BaseSettings):
         description="The model store's path as TF Serving sees it (e.g. /models in a container); "
         "default: the gateway's own model_store path.",
     )
+    tfserving_config_file: Path | None = Field(
+        None,
+        description="TF Serving's --model_config_file, which the gateway rewrites on every change so that a "
+        "restarted TF Serving loads exactly the registry's versions; default: "
+        "<model_store>/.tfserving/models.config.",
+    )
+    torchserve_startup_file: Path | None = Field(
+        None,
+        description="The versions TorchServe registers at start (read by deploy/docker/stack_init.py), "
+        "rewritten on every change with the stable version as default; default: "
+        "<model_store>/.torchserve/models.json.",
+    )
+    backend_lock_timeout_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="How long a deploy or retire waits for another one changing the same backend (on any "
+        "replica sharing the registry) before answering 409.",
+    )
     shadow_max_inflight: int = Field(
         16, ge=1, description="Shadow requests in flight at most; more are dropped, never queued."
     )
@@ -140,3 +158,13 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, ge=1, description="Largest inference request body; larger answers 413."
     )
     log_level: str = Field("info", description="Log level of the gateway and uvicorn.")
+
+    @property
+    def tfserving_config_path(self) -> Path:
+        """Where TF Serving's start-up model config is kept."""
+        return self.tfserving_config_file or self.model_store / ".tfserving" / "models.config"
+
+    @property
+    def torchserve_startup_path(self) -> Path:
+        """Where TorchServe's start-up registrations are kept."""
+        return self.torchserve_startup_file or self.model_store / ".torchserve" / "models.json"

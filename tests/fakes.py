@@ -7,6 +7,7 @@ answered; it can also be told to fail with a given gateway error.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ class FakeBackend:
         self.requests: list[tuple[Target, InferenceRequest]] = []
         self.started = self.closed = False
         self.unloaded: set[tuple[str, int]] = set()
+        self.startup: tuple[dict, dict] | None = None  # what the last write_startup was given
 
     async def start(self) -> None:
         self.started = True
@@ -73,6 +75,11 @@ class FakeBackend:
 
     async def unload(self, model: str, version: int, keep: object) -> None:
         self.unloaded.add((model, version))
+
+    def write_startup(self, keep: Mapping[str, Collection[int]], defaults: Mapping[str, int]) -> bool:
+        new = ({m: sorted(v) for m, v in keep.items()}, dict(defaults))
+        changed, self.startup = new != self.startup, new
+        return changed
 
 
 def make_version(store: Path, model: str, version: int, kind: str, signature: dict) -> Path:

@@ -21,6 +21,7 @@ from gateway.protocols.common import json_response
 from gateway.rollouts.deploy import Deployer
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.state import apply_state, export_state
+from gateway.rollouts.views import history_view, status_view
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -69,14 +70,14 @@ def _actor(request: Request, role: str) -> str:
 async def status_all(request: Request) -> Response:
     """Every model: versions (and their backend state), labels, traffic, shadow and its results."""
     _actor(request, "read")
-    return json_response(await _service(request).status())
+    return json_response(await status_view(_service(request)))
 
 
 @router.get("/models/{model}")
 async def status_one(model: str, request: Request) -> Response:
     """One model's status."""
     _actor(request, "read")
-    return json_response(await _service(request).status(model))
+    return json_response(await status_view(_service(request), model))
 
 
 @router.get("/history")
@@ -85,7 +86,7 @@ async def history(
 ) -> Response:
     """The audit history, newest first."""
     _actor(request, "read")
-    return json_response({"history": await _service(request).history(model, limit)})
+    return json_response({"history": await history_view(_service(request), model, limit)})
 
 
 @router.post("/models/{model}/deploy")

@@ -114,6 +114,13 @@ class Backend(Protocol):
         """Ask the backend to unload a version; unloading one that is not loaded is harmless."""
         ...
 
+    def write_startup(self, keep: Mapping[str, Collection[int]], defaults: Mapping[str, int]) -> bool:
+        """Persist what the backend must load when it starts again: ``keep``, every version of
+        this backend the registry has available, and ``defaults``, each model's stable version
+        where it is one of them. A no-op without a start-up file; True if the file changed.
+        Blocking file I/O: call it in a worker thread."""
+        ...
+
     async def start(self) -> None:
         """Open connections; called once inside the running event loop."""
         ...

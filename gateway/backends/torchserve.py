@@ -26,6 +26,7 @@ from gateway.backends.base import (
     VersionStatus,
 )
 from gateway.backends.resilience import RetryBudget
+from gateway.backends.startup import write_if_changed
 from gateway.errors import (
     BackendError,
     BackendTimeout,
@@ -95,8 +96,10 @@ class TorchServeBackend:
         workers: int = 1,
         load_timeout: float = 300.0,
         retry_ratio: float = 0.1,
+        startup_file: Path | None = None,
     ) -> None:
         self.store = store
+        self.startup_file = startup_file
         self.retries = RetryBudget(retry_ratio)
         self.workers = workers
         self.load_timeout = load_timeout
@@ -208,6 +211,23 @@ class TorchServeBackend:
             raise error_for_status(status, body, f"torchserve unregister {model} v{version}")
         if self.store is not None:
             (self.store / f"{model}.{version}.mar").unlink(missing_ok=True)
+
+    def write_startup(self, keep: Mapping[str, Collection[int]], defaults: Mapping[str, int]) -> bool:
+        """Write the versions TorchServe registers when it starts (``deploy/docker/stack_init.py``
+        reads the file): ``{"models": {model: {"versions": [...], "default": ...}}}``, versions as
+        TorchServe's exact version strings, the default registered first: the stable version, or
+        the highest when the stable one is on the other stack."""
+        if self.startup_file is None:
+            return False
+        models = {}
+        for model, versions in sorted(keep.items()):
+            if not versions:
+                continue
+            default = defaults.get(model)
+            chosen = default if default in versions else max(versions)  # as unload() picks one
+            models[model] = {"default": str(chosen), "versions": [str(v) for v in sorted(versions)]}
+        text = orjson.dumps({"models": models}, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+        return write_if_changed(self.startup_file, text)
 
 
 def _status_from_description(version: int, payload: Any) -> VersionStatus:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import URL, Connection, select
 
+from gateway.registry import locks
 from gateway.registry import queries as q
 from gateway.registry import schema as t
 from gateway.registry import validate as check
@@ -28,6 +29,7 @@ from gateway.registry.engine import (
     translate_unavailable,
     unavailable_error,
 )
+from gateway.registry.locks import Release
 from gateway.registry.records import HistoryRecord, Snapshot
 from gateway.registry.tx import Tx
 
@@ -80,6 +82,11 @@ class RegistryStore:
                 raise unavailable_error(self._url, f"cannot create {directory}: {exc}") from exc
         with translate_unavailable(self._url):
             run_migrations(self._engine)
+
+    def lock(self, name: str, *, timeout: float, wait: bool = True) -> Release | None:
+        """Take the cross-replica lock ``name`` (see ``gateway.registry.locks``); return its release
+        function, or None when ``wait`` is False and another holder has it. Blocking."""
+        return locks.acquire(self._engine, name, timeout=timeout, wait=wait)
 
     def close(self) -> None:
         """Close every pooled connection. The store can still be used: it would reconnect."""

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from gateway.backends.base import InferenceRequest, Target
-from gateway.errors import BadRequest, DeployFailed, GatewayError
+from gateway.errors import BadRequest, DeployFailed, GatewayError, RegistryDown
 from gateway.registry.store import Tx
 from gateway.restjson import decode_outputs, decode_request, result_outputs
 from gateway.rollouts.artifacts import digest, mar_version, remove_tree, scratch_dir, unpack
@@ -76,33 +76,43 @@ class Deployer:
                 await asyncio.to_thread(upload.unlink, missing_ok=True)
 
     async def restore(self, kind: str) -> list[tuple[str, int]]:
-        """Load again the versions the registry has available on ``kind`` that the backend lost.
+        """Load again the versions the registry has available on ``kind`` that the backend lost,
+        and bring its start-up file in line with the registry.
 
-        A backend that restarts comes back with only its start-up configuration (TF Serving's
-        model config file, TorchServe's registered models), so versions deployed through the
-        gateway are gone. Called by the backend probe; returns what it loaded again. Reads the
-        routing table, not the registry, so it works while the registry is down too. Skipped while
-        a deploy changes what is loaded, and when the backend cannot be asked.
+        A backend that restarts comes back with its start-up file only; this repairs what it lacks
+        if the file was stale or the backend started without it. Called by the backend probe;
+        returns what it loaded again. Skipped while another change to the backend runs, on any
+        replica (its lock), and when the backend cannot be asked. Reads the registry under the
+        lock, so a replica whose routing table lags never loads a version just retired elsewhere;
+        while the registry is down it falls back to this replica's routing table.
         """
-        if any(lock.locked() for lock in self._locks.values()):
-            return []
-        keep: dict[str, set[int]] = {}  # the routing table holds exactly the available versions
-        for target in self.service.router.table.targets():
-            if target.backend.kind == kind:
-                keep.setdefault(target.model, set()).add(target.version)
-        backend = self.service.backends[kind]
-        missing: list[tuple[str, int]] = []
-        for model, versions in sorted(keep.items()):
-            for version in sorted(versions):
-                status = await backend.status(model, version)
-                if status.state == "UNKNOWN":  # the backend cannot be asked: nothing to conclude
-                    return []
-                if status.state == "END":
-                    missing.append((model, version))
-        for model, version in missing:
-            log.warning("%s lost %s v%d (restarted?); loading it again", kind, model, version)
-            await backend.load(model, version, keep)
-        return missing
+        async with self.service.locks.try_hold(kind) as held:
+            if not held:
+                return []
+            snapshot = None
+            try:
+                snapshot = await self.service.snapshot()
+                keep = self.service.loaded(snapshot, kind)
+            except RegistryDown:
+                keep = {}  # the routing table holds exactly the available versions
+                for target in self.service.router.table.targets():
+                    if target.backend.kind == kind:
+                        keep.setdefault(target.model, set()).add(target.version)
+            backend = self.service.backends[kind]
+            missing: list[tuple[str, int]] = []
+            for model, versions in sorted(keep.items()):
+                for version in sorted(versions):
+                    status = await backend.status(model, version)
+                    if status.state == "UNKNOWN":  # the backend cannot be asked: nothing to conclude
+                        return []
+                    if status.state == "END":
+                        missing.append((model, version))
+            for model, version in missing:
+                log.warning("%s lost %s v%d (restarted?); loading it again", kind, model, version)
+                await backend.load(model, version, keep)
+            if snapshot is not None:
+                await self.service.write_startup(kind, snapshot)
+            return missing
 
     async def _deploy(
         self,
@@ -141,8 +151,24 @@ class Deployer:
         finally:
             await asyncio.to_thread(remove_tree, work)
 
+        async with self.service.locks.hold(kind):
+            return await self._load_and_route(model, number, kind, canary, actor, final, created, detail)
+
+    async def _load_and_route(
+        self,
+        model: str,
+        number: int,
+        kind: str,
+        canary: float | None,
+        actor: str,
+        final: Path,
+        created: bool,
+        detail: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Load, wait, smoke, route, holding the backend's lock (``BackendLocks``): what must stay
+        loaded is read from the registry now, so no other replica's change is lost."""
         backend = self.service.backends[kind]
-        keep = self.service.loaded(snapshot, kind)
+        keep = self.service.loaded(await self.service.snapshot(), kind)
         loaded = False
         try:
             try:
@@ -154,6 +180,7 @@ class Deployer:
             self.service.router.forget_signature(model, number)
             await self._smoke(model, number, kind, final)
             await self._route(model, number, kind, canary, actor, detail.get("source"))
+            await self.service.write_startup(kind, await self.service.snapshot())
         except BaseException:
             if loaded:
                 try:

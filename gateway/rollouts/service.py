@@ -20,8 +20,10 @@ from gateway.backends.base import Backend
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, RegistryDown
 from gateway.registry.records import ModelRecord, RegistryUnavailable, Snapshot
 from gateway.registry.store import RegistryStore, Tx
+from gateway.rollouts.exclusive import BackendLocks
 from gateway.rollouts.guard import CanaryGuard, validate_guard
 from gateway.rollouts.shadow import ShadowRunner
+from gateway.rollouts.startup import loaded_versions, write_startup
 from gateway.routing.discovery import read_state, scan_store
 from gateway.routing.router import Router
 from gateway.settings import Settings
@@ -48,16 +50,18 @@ class RolloutService:
         self.backends = dict(backends)
         self.shadow = shadow
         self.store = settings.model_store
+        self.locks = BackendLocks(registry, settings.backend_lock_timeout_seconds)
 
     # --- registry access -------------------------------------------------------------------
-    async def _db(self, fn: Callable[[], T]) -> T:
+    async def read(self, fn: Callable[[], T]) -> T:
+        """Run a blocking registry call in a thread; an unreachable registry is a 503."""
         try:
             return await asyncio.to_thread(fn)
         except RegistryUnavailable as exc:
             raise RegistryDown(f"registry unavailable, nothing was changed: {exc}") from None
 
     async def snapshot(self) -> Snapshot:
-        return await self._db(self.registry.snapshot)
+        return await self.read(self.registry.snapshot)
 
     async def refresh(self) -> None:
         """Rebuild this replica's routing table from the registry."""
@@ -82,18 +86,19 @@ class RolloutService:
                 change(tx)
 
         try:
-            await self._db(run)
+            await self.read(run)
         except ValueError as exc:  # the registry's own validation: a clear 400
             raise BadRequest(str(exc)) from None
         metrics.ROLLOUT_EVENTS.labels(model or "*", action).inc()
         await self.refresh()
+        await self.sync_startup_files()
 
     async def record_failure(
         self, *, actor: str, action: str, model: str | None, message: str, detail: dict[str, Any]
     ) -> None:
         """Put a failed attempt in the history; routing is unchanged."""
         try:
-            await self._db(
+            await self.read(
                 lambda: self.registry.record(
                     actor=actor, action=action, model=model, outcome="failed", message=message, detail=detail
                 )
@@ -116,12 +121,19 @@ class RolloutService:
 
     def loaded(self, snapshot: Snapshot, backend: str) -> dict[str, set[int]]:
         """Every version of ``backend`` that must stay loaded: the registry's available ones."""
-        keep: dict[str, set[int]] = {}
-        for name, record in snapshot.models.items():
-            for version, stored in record.versions.items():
-                if stored.backend == backend and stored.state == "available":
-                    keep.setdefault(name, set()).add(version)
-        return keep
+        return loaded_versions(snapshot, backend)
+
+    async def write_startup(self, kind: str, snapshot: Snapshot) -> None:
+        """Make ``kind``'s start-up file say what ``snapshot`` has available (hold its lock)."""
+        await write_startup(kind, self.backends[kind], snapshot)
+
+    async def sync_startup_files(self) -> None:
+        """Bring every backend's start-up file in line with the registry, skipping a backend whose
+        lock is held: its holder writes the file when it is done (and the probe catches up)."""
+        for kind in sorted(self.backends):
+            async with self.locks.try_hold(kind) as held:
+                if held:
+                    await self.write_startup(kind, await self.snapshot())
 
     # --- start-up ---------------------------------------------------------------------------
     async def adopt_if_empty(self, state_file: Path | None) -> bool:
@@ -130,7 +142,7 @@ class RolloutService:
         Each model's highest version becomes ``stable`` unless the desired-state file says
         otherwise. The adoption is one history entry.
         """
-        if not await self._db(self.registry.is_empty):
+        if not await self.read(self.registry.is_empty):
             return False
         stored = scan_store(self.store)
         wanted = read_state(state_file)
@@ -324,7 +336,15 @@ class RolloutService:
     # --- backend operations -----------------------------------------------------------------
     async def retire(self, model: str, version: int, actor: str) -> dict[str, Any]:
         """Unload a version; refused while a label, the traffic or shadow policy, or rollback needs it."""
-        snapshot = await self.snapshot()
+        record = (await self.snapshot()).models.get(model)
+        if record is None:
+            raise NotFound(f"model '{model}' not found")
+        self._available(record, version)
+        async with self.locks.hold(record.versions[version].backend):
+            return await self._retire(model, version, actor)
+
+    async def _retire(self, model: str, version: int, actor: str) -> dict[str, Any]:
+        snapshot = await self.snapshot()  # read under the backend's lock: nobody changes it now
         record = snapshot.models.get(model)
         if record is None:
             raise NotFound(f"model '{model}' not found")
@@ -349,6 +369,7 @@ class RolloutService:
 
         # Stop routing first, then unload: no request is sent to a version being unloaded.
         await self.write(actor=actor, action="retire", model=model, change=change, message=f"version {version} retired")
+        await self.write_startup(stored.backend, await self.snapshot())
         try:
             await backend.unload(model, version, keep)
         except GatewayError as exc:
@@ -361,55 +382,3 @@ class RolloutService:
                 "error": exc.message,
             }
         return {"model": model, "version": version, "retired": True, "unloaded": True}
-
-    async def status(self, model: str | None = None) -> dict[str, Any]:
-        """Versions (with what their backend reports), labels, policies and shadow results."""
-        snapshot = await self.snapshot()
-        if model is not None and model not in snapshot.models:
-            raise NotFound(f"model '{model}' not found")
-        names = [model] if model is not None else sorted(snapshot.models)
-        models = []
-        for name in names:
-            record = snapshot.models[name]
-            versions = []
-            for number, stored in sorted(record.versions.items()):
-                entry: dict[str, Any] = {"version": number, "backend": stored.backend, "state": stored.state}
-                if stored.state == "available" and stored.backend in self.backends:
-                    reported = await self.backends[stored.backend].status(name, number)
-                    entry["backend_state"] = reported.state
-                    if reported.error:
-                        entry["backend_error"] = reported.error
-                versions.append(entry)
-            p = record.policy
-            models.append(
-                {
-                    "model": name,
-                    "versions": versions,
-                    "labels": dict(sorted(record.labels.items())),
-                    "traffic": {
-                        "canary": p.canary_version,
-                        "percent": p.canary_percent,
-                        "sticky_header": p.sticky_header,
-                    },
-                    "shadow": {"version": p.shadow_version, "percent": p.shadow_percent},
-                    "shadow_results": self.shadow.for_model(name),
-                    "stable_history": list(p.stable_history),
-                }
-            )
-        return {"revision": snapshot.revision, "models": models}
-
-    async def history(self, model: str | None, limit: int) -> list[dict[str, Any]]:
-        rows = await self._db(lambda: self.registry.history(model, limit))
-        return [
-            {
-                "id": r.id,
-                "at": r.at.isoformat(),
-                "model": r.model,
-                "action": r.action,
-                "actor": r.actor,
-                "outcome": r.outcome,
-                "message": r.message,
-                "detail": r.detail,
-            }
-            for r in rows
-        ]

@@ -165,6 +165,13 @@ class DockerStack(LocalStack):
         config: str = load_stack_init().tfserving_config(versions, CONTAINER_STORE)
         return config
 
+    def write_startup_files(self) -> None:
+        """As the local stack's, with the store's path inside the container in TF Serving's config
+        (the gateway, told ``GATEWAY_TFSERVING_MODEL_BASE_PATH``, rewrites it the same way)."""
+        if not self.tfserving_config_file.exists():
+            load_stack_init().write_atomically(self.tfserving_config_file, self.tfserving_model_config())
+        super().write_startup_files()
+
     def gateway_environment(self) -> dict[str, str]:
         env = super().gateway_environment()
         env.setdefault("GATEWAY_TFSERVING_MODEL_BASE_PATH", CONTAINER_STORE)
@@ -172,7 +179,6 @@ class DockerStack(LocalStack):
 
     def container_specs(self) -> dict[str, dict[str, Any]]:
         """Keyword arguments of ``client.containers.run`` for each backend (no engine needed)."""
-        conf = self.workdir / "tfserving"
         p = self.ports
         common: dict[str, Any] = {
             "detach": True,
@@ -225,13 +231,12 @@ class DockerStack(LocalStack):
                 "command": [
                     f"--port={TF_PORTS['grpc']}",
                     f"--rest_api_port={TF_PORTS['rest']}",
-                    "--model_config_file=/etc/tfserving/models.config",
+                    f"--model_config_file={CONTAINER_STORE}/.tfserving/models.config",
                     "--monitoring_config_file=/etc/tfserving/monitoring.config",
                     "--file_system_poll_wait_seconds=1",
                 ],
                 "volumes": {
                     str(self.store): {"bind": CONTAINER_STORE, "mode": "ro"},
-                    str(conf / "models.config"): {"bind": "/etc/tfserving/models.config", "mode": "ro"},
                     str(TF_MONITORING): {"bind": "/etc/tfserving/monitoring.config", "mode": "ro"},
                 },
                 "ports": {
@@ -257,9 +262,7 @@ class DockerStack(LocalStack):
         """Start both containers and wait as ``LocalStack.start`` does; on failure remove them."""
         if self.client is None:
             self.client = docker_client()
-        conf = self.workdir / "tfserving"
-        conf.mkdir(parents=True, exist_ok=True)
-        (conf / "models.config").write_text(self.tfserving_model_config())
+        self.write_startup_files()
         try:
             specs = self.container_specs()
             self.services = {}

@@ -160,3 +160,38 @@ def test_torchserve_mode_registers_in_the_background_and_execs_the_command(fake_
         threading.Event().wait(0.05)
     assert json.loads(done_file.read_text()) == {"failed": []}
     assert len(calls) == 2
+
+
+def test_prepare_writes_start_up_files_once_and_never_over_the_gateways(tmp_path, seed):
+    """The gateway rewrites both files on every change; a later `compose up` (model-init runs
+    again) must not put back versions the gateway retired."""
+    store = tmp_path / "store"
+    tf_config, ts_startup = store / ".tfserving" / "models.config", store / ".torchserve" / "models.json"
+    args = ("prepare", f"--store={store}", f"--seed-from={seed}", f"--tf-config={tf_config}",
+            f"--ts-startup={ts_startup}")  # fmt: skip
+    assert run_script(*args).returncode == 0
+    assert json.loads(ts_startup.read_text()) == {
+        "models": {"cnn": {"default": "1", "versions": ["1"]}, "mlp": {"default": "1", "versions": ["1"]}}
+    }
+    tf_config.write_text("model_config_list {\n}\n")  # what the gateway writes after retiring mlp v2
+    ts_startup.write_text('{"models": {}}\n')
+    done = run_script(*args)
+    assert done.returncode == 0 and "not rewritten" in done.stderr
+    assert tf_config.read_text() == "model_config_list {\n}\n" and ts_startup.read_text() == '{"models": {}}\n'
+    assert run_script(*args, "--rewrite").returncode == 0
+    assert "versions: 2" in tf_config.read_text() and '"mlp"' in ts_startup.read_text()
+
+
+def test_register_follows_the_start_up_file_default_first(fake_torchserve, tmp_path):
+    """Only what the registry has available is registered, retired versions never, and the
+    stable version first: TorchServe makes the first version registered the default."""
+    store, url, calls = fake_torchserve
+    make_version(store, "mlp", 3, "torchserve", {})
+    make_version(store, "mlp", 4, "torchserve", {})  # retired: still on disk, not in the file
+    startup = store / ".torchserve" / "models.json"
+    startup.parent.mkdir()
+    startup.write_text(json.dumps({"models": {"mlp": {"default": "3", "versions": ["1", "3"]}}}))
+    done = run_script("register", f"--store={store}", f"--inference-url={url}", f"--management-url={url}",
+                      "--wait=10", "--strict")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [(c["model_name"], c["url"]) for c in calls] == [("mlp", "mlp.3.mar"), ("mlp", "mlp.1.mar")]

@@ -432,3 +432,47 @@ def test_backends_that_restart_get_the_deployed_versions_back(rollout_stack, gw)
             time.sleep(0.5)
         assert r.headers["X-Backend"] == backend
     np.testing.assert_allclose(r.json()["predictions"], expected(3), atol=1e-5)
+
+
+def _torchserve_versions(stack, model: str) -> set[str]:
+    r = httpx.get(f"{stack.torchserve_management_url}/models/{model}/all")
+    return {entry["modelVersion"] for entry in r.json()} if r.status_code == 200 else set()
+
+
+def _tfserving_available(stack, model: str) -> set[int]:
+    r = httpx.get(f"{stack.tfserving_rest_url}/v1/models/{model}")
+    if r.status_code != 200:
+        return set()
+    return {int(s["version"]) for s in r.json()["model_version_status"] if s["state"] == "AVAILABLE"}
+
+
+def test_backends_restarted_after_a_retire_load_exactly_the_registry_versions(rollout_stack, gw, tmp_path):
+    """A restart brings back what the registry has available, and nothing it retired: what each
+    backend loads at start is the start-up file the gateway rewrites on every change."""
+    if not hasattr(rollout_stack, "restart_tfserving") or os.environ.get("GATEWAY_E2E_BACKENDS") == "docker":
+        pytest.skip("restarts the local backends' processes")
+    built = _built_version(tmp_path / "built", 6, "torchserve", seed=9)
+    done = cli(rollout_stack, "deploy", "mlp", str(built))
+    assert done.returncode == 0, done.stderr
+    for model, version in (("mlp", 6), ("cnn", 2)):  # one version of each stack
+        done = cli(rollout_stack, "retire", model, str(version))
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["unloaded"] is True
+    registry = {
+        model["model"]: {v["version"]: v["backend"] for v in model["versions"] if v["state"] == "available"}
+        for model in admin(gw, "GET", "/admin/models").json()["models"]
+    }
+
+    rollout_stack.restart_tfserving()
+    rollout_stack.restart_torchserve()
+
+    for model, versions in registry.items():
+        on_ts = {str(v) for v, backend in versions.items() if backend == "torchserve"}
+        on_tf = {v for v, backend in versions.items() if backend == "tfserving"}
+        assert _torchserve_versions(rollout_stack, model) == on_ts, model
+        assert _tfserving_available(rollout_stack, model) == on_tf, model
+    assert 6 not in registry["mlp"] and 2 not in registry["cnn"]
+    stable = admin(gw, "GET", "/admin/models/mlp").json()["models"][0]["labels"]["stable"]
+    if registry["mlp"][stable] == "torchserve":  # TorchServe's default is the stable version
+        default = httpx.get(f"{rollout_stack.torchserve_management_url}/models/mlp").json()[0]["modelVersion"]
+        assert default == str(stable)

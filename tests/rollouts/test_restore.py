@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from fastapi.testclient import TestClient
 
@@ -51,8 +49,30 @@ def test_restore_waits_while_a_deploy_changes_what_is_loaded(client, fake_backen
     deployer = client.app.state.deployer  # type: ignore[union-attr]
 
     async def during_a_deploy() -> list[tuple[str, int]]:
-        async with deployer._locks.setdefault("toy", asyncio.Lock()):
+        async with deployer.service.locks.hold("tfserving"):
             return await deployer.restore("tfserving")
 
     assert client.portal.call(during_a_deploy) == []
     assert restore(client, "tfserving") == [("toy", 2)]
+
+
+def test_restore_waits_while_another_replica_changes_the_backend(client, fake_backends):
+    """The lock is the registry's: a holder elsewhere (here a second holder of the SQLite
+    registry's lock file, as a second gateway process on the same file would be) keeps it out."""
+    fake_backends["tfserving"].unloaded.add(("toy", 2))
+    registry = client.app.state.registry  # type: ignore[union-attr]
+    release = registry.lock("backend:tfserving", timeout=5)
+    try:
+        assert restore(client, "tfserving") == []
+        assert restore(client, "torchserve") == []  # another backend's lock is another lock
+    finally:
+        release()
+    assert restore(client, "tfserving") == [("toy", 2)]
+
+
+def test_retire_rewrites_the_start_up_file_without_the_version(client, fake_backends):
+    tf = fake_backends["tfserving"]
+    assert tf.startup is not None and 2 in tf.startup[0]["toy"]  # written at start-up
+    answer = client.post("/admin/models/toy/versions/2/retire", headers=ADMIN)
+    assert answer.status_code == 200, answer.text
+    assert 2 not in tf.startup[0].get("toy", [])

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import text_format
 from google.protobuf.message import Message
 
 from gateway.backends.base import (
@@ -21,6 +23,7 @@ from gateway.backends.base import (
     VersionStatus,
 )
 from gateway.backends.resilience import RetryBudget
+from gateway.backends.startup import write_if_changed
 from gateway.backends.tfserving.codec import TF_TO_DATATYPE, from_tensor_proto, to_tensor_proto
 from gateway.backends.tfserving.protos import serving_pb2 as pb
 from gateway.errors import (
@@ -80,7 +83,9 @@ class TFServingBackend:
         base_path: str | None = None,
         load_timeout: float = 300.0,
         retry_ratio: float = 0.1,
+        config_file: Path | None = None,
     ) -> None:
+        self.config_file = config_file
         self.retries = RetryBudget(retry_ratio)
         self.base_path = base_path.rstrip("/") if base_path else None
         self.load_timeout = load_timeout
@@ -196,6 +201,16 @@ class TFServingBackend:
             config = configs.add(name=model, base_path=f"{self.base_path}/{model}", model_platform="tensorflow")
             config.model_version_policy.specific.versions.extend(sorted(versions))
         return request
+
+    def write_startup(self, keep: Mapping[str, Collection[int]], defaults: Mapping[str, int]) -> bool:
+        """Write TF Serving's ``--model_config_file`` (text format): the same model list the
+        gateway's reloads send, so a restarted TF Serving loads exactly the registry's versions.
+        With nothing to serve it is an empty ``model_config_list``, which TF Serving accepts."""
+        if self.config_file is None:
+            return False
+        config = self.model_server_config(keep).config
+        config.model_config_list.SetInParent()
+        return write_if_changed(self.config_file, text_format.MessageToString(config))
 
     async def _reload(self, keep: Mapping[str, Collection[int]], what: str) -> None:
         response = await self.call("HandleReloadConfigRequest", self.model_server_config(keep), what, self.load_timeout)
