@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -81,12 +81,37 @@ class RolloutService:
             ) as tx:
                 change(tx)
 
+        before = self._stable_versions()
         try:
             await self._db(run)
         except ValueError as exc:  # the registry's own validation: a clear 400
             raise BadRequest(str(exc)) from None
         metrics.ROLLOUT_EVENTS.labels(model or "*", action).inc()
         await self.refresh()
+        moved = [name for name, version in self._stable_versions().items() if before.get(name) != version]
+        await self.sync_defaults(moved)
+
+    def _stable_versions(self) -> dict[str, int]:
+        return {name: r.labels["stable"] for name, r in self.router.table.models.items() if "stable" in r.labels}
+
+    async def sync_defaults(self, models: Iterable[str] | None = None) -> None:
+        """Make each backend's own default version of ``models`` (all: None) their stable version.
+
+        Best effort: the routing change stands whatever the backend answers (the gateway always
+        addresses explicit versions); a failure is logged. TorchServe needs it so that it never
+        keeps a version it may be asked to unregister as its default.
+        """
+        table = self.router.table.models
+        for name in sorted(table if models is None else models):
+            routes = table.get(name)
+            version = routes.labels.get("stable") if routes else None
+            target = routes.versions.get(version) if routes and version is not None else None
+            if target is None:
+                continue
+            try:
+                await target.backend.set_default(name, target.version)
+            except GatewayError as exc:
+                log.warning("could not make %s v%d %s's default: %s", name, version, target.backend.kind, exc.message)
 
     async def record_failure(
         self, *, actor: str, action: str, model: str | None, message: str, detail: dict[str, Any]
@@ -349,6 +374,7 @@ class RolloutService:
 
         # Stop routing first, then unload: no request is sent to a version being unloaded.
         await self.write(actor=actor, action="retire", model=model, change=change, message=f"version {version} retired")
+        await self.sync_defaults([model])  # the backend's default is the stable version, not this one
         try:
             await backend.unload(model, version, keep)
         except GatewayError as exc:
