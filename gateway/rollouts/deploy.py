@@ -213,7 +213,8 @@ class Deployer:
         last_error = ""
         while True:
             last = await backend.status(model, version)
-            last_error = last.error or last_error
+            if last.error and last.state != "NOT_FOUND":  # "could not find" is no load error
+                last_error = last.error
             now = time.monotonic()
             if last.available:
                 return
@@ -224,7 +225,7 @@ class Deployer:
                     "ready",
                     f"{kind} did not find version {version} within "
                     f"{self.settings.backend_discovery_grace_seconds:g}s of loading it "
-                    f"({last.state}{': ' + last_error if last_error else ''})",
+                    f"({last.state}{': ' + last.error if last.error else ''})",
                     502,
                 )
             if now >= deadline:

@@ -215,18 +215,19 @@ class TFServingBackend:
             config.model_version_policy.specific.versions.extend(sorted(versions))
         return request
 
-    async def _reload(self, keep: Mapping[str, Collection[int]] | None, what: str) -> None:
-        """Send one reload of ``keep`` (None: the deferred model list, if any is left)."""
+    async def _reload(self, keep: Mapping[str, Collection[int]] | None, what: str) -> bool:
+        """Send one reload of ``keep`` (None: the deferred model list, if any is left); True if sent."""
         async with self._sending:
             if keep is None:
                 keep = self._deferred
                 if keep is None:
-                    return
+                    return False
             request = self.model_server_config(keep)
             self._deferred = None  # this list is newer than any deferred one
             response = await self.call("HandleReloadConfigRequest", request, what, self.load_timeout)
         if response.status.error_code != 0:
             raise BackendError(f"{what}: {response.status.error_message}")
+        return True
 
     async def _busy(self) -> str | None:
         """Why no reload should be sent now (an earlier one may still hold the lock), or None."""
@@ -277,8 +278,8 @@ class TFServingBackend:
         while await self._busy():  # noqa: ASYNC110
             await asyncio.sleep(self.busy_poll_seconds)
         try:
-            await self._reload(None, "tfserving deferred unload")
-            log.info("tfserving: deferred model list sent")
+            if await self._reload(None, "tfserving deferred unload"):
+                log.info("tfserving: the deferred model list was sent")
         except GatewayError as exc:
             log.warning("tfserving: the deferred unload failed: %s", exc.message)
 
