@@ -32,6 +32,7 @@ from gateway.requestid import RequestIdMiddleware
 from gateway.rollouts.deploy import Deployer
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.shadow import ShadowRunner
+from gateway.rollouts.startup import sync_defaults
 from gateway.routing.router import Router
 from gateway.settings import Settings, split_list
 
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
             log.info("adopted the model store into an empty registry")
         await rollouts.refresh()
         await rollouts.sync_startup_files()
+        await sync_defaults(router)  # TorchServe's default version is the stable one
         for name, routes in sorted(router.table.models.items()):
             stable = routes.stable()
             log.info("model %s: versions %s, stable %d", name, sorted(routes.versions), stable.target.version)

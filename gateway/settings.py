@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     deploy_ready_timeout_seconds: float = Field(
         180.0, gt=0, description="How long a deploy waits for the backend to report the version ready."
     )
+    backend_discovery_grace_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long a deploy's ready step takes a backend's NOT_FOUND (or a stale END without an "
+        "error) for 'not yet': TF Serving finds a new version of a configured model only at its next "
+        "file-system poll (--file_system_poll_wait_seconds, default 1 s) after the reload returned.",
+    )
     smoke_tolerance: float = Field(
         1e-4, ge=0, description="Largest absolute difference a deploy's smoke output may have."
     )

@@ -7,6 +7,7 @@ answered; it can also be told to fail with a given gateway error.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
@@ -34,6 +35,9 @@ class FakeBackend:
         self.started = self.closed = False
         self.unloaded: set[tuple[str, int]] = set()
         self.startup: tuple[dict, dict] | None = None  # what the last write_startup was given
+        self.defaults: list[tuple[str, int]] = []  # set_default calls, in order
+        #: Scripted answers of status(): each call takes the next one (the last one repeats).
+        self.statuses: list[VersionStatus] = []
 
     async def start(self) -> None:
         self.started = True
@@ -66,9 +70,14 @@ class FakeBackend:
         return None
 
     async def status(self, model: str, version: int) -> VersionStatus:
-        if (model, version) in self.unloaded:
-            return VersionStatus(version, "END")
+        if self.statuses:
+            return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if (model, version) in self.unloaded:  # as both servers answer after a restart
+            return VersionStatus(version, "NOT_FOUND", f"Could not find version {version} of model {model}")
         return VersionStatus(version, "AVAILABLE")
+
+    async def set_default(self, model: str, version: int) -> None:
+        self.defaults.append((model, version))
 
     async def load(self, model: str, version: int, keep: object) -> None:
         self.unloaded.discard((model, version))
@@ -90,4 +99,14 @@ def make_version(store: Path, model: str, version: int, kind: str, signature: di
     else:
         (path / "saved_model.pb").write_bytes(b"")
     (path / "signature.json").write_text(json.dumps(signature))
+    return path
+
+
+def write_mar(version_dir: Path, model: str, manifest_version: str) -> Path:
+    """A minimal model archive in ``version_dir`` whose manifest states ``manifest_version``."""
+    version_dir.mkdir(parents=True, exist_ok=True)
+    path = version_dir / f"{model}.mar"
+    manifest = {"model": {"modelName": model, "modelVersion": manifest_version, "handler": "handler.py"}}
+    with zipfile.ZipFile(path, "w") as mar:
+        mar.writestr("MAR-INF/MANIFEST.json", json.dumps(manifest))
     return path

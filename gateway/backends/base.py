@@ -18,6 +18,18 @@ if TYPE_CHECKING:
 Form = Literal["row", "column"]
 
 
+def version_number(text: str) -> int | None:
+    """The version ``text`` names if it is written exactly as the gateway writes versions, else None.
+
+    Versions are positive integers in their canonical decimal form: ``1``, ``12``. TorchServe keys
+    versions by their exact string (``1.0``, ``01`` and ``1`` are three different versions), so
+    anything else is never read loosely as a number.
+    """
+    if not text.isascii() or not text.isdigit() or text.startswith("0"):
+        return None
+    return int(text)
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """One routable model version on one backend. Backends are always addressed by version."""
@@ -64,16 +76,27 @@ class RawResult:
 
 @dataclass(frozen=True, slots=True)
 class VersionStatus:
-    """A version's state as the backend reports it, in TF Serving's state words."""
+    """A version's state as the backend reports it, in TF Serving's state words.
+
+    ``NOT_FOUND`` (the backend does not know the version: never loaded, forgotten by a restart,
+    or not yet discovered, as TF Serving right after a reload) is not ``END`` (the backend loaded
+    or tried to load it and is done with it; ``error`` then says why, if it failed). ``UNKNOWN``
+    means the backend could not be asked.
+    """
 
     version: int
-    state: str  # UNKNOWN, START, LOADING, AVAILABLE, UNLOADING, END
+    state: str  # UNKNOWN, NOT_FOUND, START, LOADING, AVAILABLE, UNLOADING, END
     error: str = ""
     details: dict[str, object] = field(default_factory=dict)
 
     @property
     def available(self) -> bool:
         return self.state == "AVAILABLE"
+
+    @property
+    def gone(self) -> bool:
+        """Neither loaded nor loading: the backend never had it, forgot it, or ended it."""
+        return self.state in ("NOT_FOUND", "END")
 
 
 @runtime_checkable
@@ -119,6 +142,15 @@ class Backend(Protocol):
         this backend the registry has available, and ``defaults``, each model's stable version
         where it is one of them. A no-op without a start-up file; True if the file changed.
         Blocking file I/O: call it in a worker thread."""
+        ...
+
+    async def set_default(self, model: str, version: int) -> None:
+        """Make ``version`` the backend's own default version of ``model``, where it has one.
+
+        The gateway always addresses explicit versions; this only keeps the backend's notion in
+        step with the gateway's ``stable`` label (TorchServe will not unregister its default
+        version while others are registered). A backend without defaults does nothing.
+        """
         ...
 
     async def start(self) -> None:

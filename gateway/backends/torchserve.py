@@ -24,6 +24,7 @@ from gateway.backends.base import (
     RawResult,
     Target,
     VersionStatus,
+    version_number,
 )
 from gateway.backends.resilience import RetryBudget
 from gateway.backends.startup import write_if_changed
@@ -108,6 +109,8 @@ class TorchServeBackend:
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        #: The version the gateway last made each model's default (its stable version).
+        self._defaults: dict[str, int] = {}
 
     async def start(self) -> None:
         if self._session is None:
@@ -179,13 +182,38 @@ class TorchServeBackend:
         try:
             async with self.session.get(url) as resp:
                 data = await resp.read()
-                if resp.status == 404:
-                    return VersionStatus(version, "END", _message(data))
+                if resp.status == 404:  # "Model not found: m" or "Model version: v does not exist ..."
+                    return VersionStatus(version, "NOT_FOUND", _message(data))
                 if resp.status != 200:
                     return VersionStatus(version, "UNKNOWN", _message(data))
         except (TimeoutError, aiohttp.ClientError) as exc:
             return VersionStatus(version, "UNKNOWN", error_for_exception(exc, "torchserve").message)
         return _status_from_description(version, orjson.loads(data))
+
+    async def registered(self, model: str) -> list[str]:
+        """The version strings TorchServe has registered for ``model``, exactly as it keys them."""
+        url = f"{self.management_url}/models/{model}/all"
+        status, body = await _management(self.session, "GET", url, self.load_timeout)
+        if status == 404:  # "Model not found: m": no version registered
+            return []
+        if status != 200:
+            raise error_for_status(status, body, f"torchserve describe {model}")
+        try:
+            entries = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BackendError(f"torchserve describe {model}: unreadable answer: {exc}") from exc
+        return [str(e["modelVersion"]) for e in entries if isinstance(e, dict) and "modelVersion" in e]
+
+    async def set_default(self, model: str, version: int) -> None:
+        """``PUT /models/{model}/{version}/set-default``: TorchServe's default follows ``stable``."""
+        self._defaults[model] = version
+        await self._put_default(model, str(version))
+
+    async def _put_default(self, model: str, version: str) -> None:
+        url = f"{self.management_url}/models/{model}/{version}/set-default"
+        status, body = await _management(self.session, "PUT", url, self.load_timeout)
+        if status != 200:
+            raise error_for_status(status, body, f"torchserve set-default {model} v{version}")
 
     async def load(self, model: str, version: int, keep: Mapping[str, Collection[int]]) -> None:
         """Register ``model`` version ``version`` with its workers (synchronously)."""
@@ -201,14 +229,33 @@ class TorchServeBackend:
             return  # already registered: loading twice is harmless
         if status != 200:
             raise error_for_status(status, body, f"torchserve register {model} v{version}")
+        if self._defaults.get(model) == version:
+            # Registered again (TorchServe restarted): the first version registered became the
+            # default, so the stable one takes it back.
+            try:
+                await self._put_default(model, str(version))
+            except GatewayError as exc:
+                log.warning("could not make %s v%d torchserve's default again: %s", model, version, exc.message)
 
     async def unload(self, model: str, version: int, keep: Mapping[str, Collection[int]]) -> None:
-        """Unregister a version; one that is not registered is fine."""
-        status, body = await _management(
-            self.session, "DELETE", f"{self.management_url}/models/{model}/{version}", self.load_timeout
-        )
-        if status not in (200, 404):
-            raise error_for_status(status, body, f"torchserve unregister {model} v{version}")
+        """Unregister a version; one that is not registered is fine.
+
+        TorchServe refuses to unregister a model's default version while other versions are
+        registered (``403 Cannot remove default version for model m``), and the default is the
+        first version ever registered unless moved. So while other versions stay, the default
+        moves first: to the stable version (the last ``set_default``) when it is registered,
+        else to the highest other registered version.
+        """
+        what = f"torchserve unregister {model} v{version}"
+        registered = await self.registered(model)
+        if str(version) in registered:
+            others = [v for v in registered if v != str(version)]
+            if others:
+                await self._put_default(model, _new_default(others, self._defaults.get(model)))
+            url = f"{self.management_url}/models/{model}/{version}"
+            status, body = await _management(self.session, "DELETE", url, self.load_timeout)
+            if status not in (200, 404):  # 404: unregistered meanwhile
+                raise error_for_status(status, body, what)
         if self.store is not None:
             (self.store / f"{model}.{version}.mar").unlink(missing_ok=True)
 
@@ -228,6 +275,14 @@ class TorchServeBackend:
             models[model] = {"default": str(chosen), "versions": [str(v) for v in sorted(versions)]}
         text = orjson.dumps({"models": models}, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
         return write_if_changed(self.startup_file, text)
+
+
+def _new_default(others: list[str], stable: int | None) -> str:
+    """The version to make default before unregistering another: stable if registered, else the
+    highest other registered one (versions not written as the gateway writes them rank last)."""
+    if stable is not None and str(stable) in others:
+        return str(stable)
+    return max(others, key=lambda v: (version_number(v) or 0, v))
 
 
 def _status_from_description(version: int, payload: Any) -> VersionStatus:

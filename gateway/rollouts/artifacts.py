@@ -7,15 +7,13 @@ with ``signature.json``, ``sample_input.json`` and ``sample_output.json`` beside
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import tarfile
 import uuid
-import zipfile
 from pathlib import Path
 
 from gateway.errors import DeployFailed
-from gateway.routing.discovery import backend_of
+from gateway.routing.discovery import backend_of, manifest_version
 
 
 def unpack(archive: Path, into: Path) -> Path:
@@ -35,24 +33,16 @@ def unpack(archive: Path, into: Path) -> Path:
     return into
 
 
-def mar_version(directory: Path) -> int | None:
-    """The model version written in a ``.mar``'s manifest, if it is an integer."""
-    archives = sorted(directory.glob("*.mar"))
-    if not archives:
-        return None
+def mar_version(directory: Path) -> str | None:
+    """The model version a ``.mar``'s manifest states, exactly as written ('' when it states none).
+
+    Returned as text, never parsed loosely: TorchServe registers the archive under this exact
+    string, so ``1.0`` must not pass for version 1. None when the directory holds no ``.mar``.
+    """
     try:
-        with zipfile.ZipFile(archives[0]) as mar:
-            manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise DeployFailed("validate", f"{archives[0].name} is not a valid model archive: {exc}") from None
-    text = str(manifest.get("model", {}).get("modelVersion", ""))
-    try:
-        number = float(text)
-    except ValueError:
-        raise DeployFailed("validate", f"the archive's version {text!r} is not a number") from None
-    if number < 1 or number != int(number):
-        raise DeployFailed("validate", f"the archive's version {text!r} is not a positive integer")
-    return int(number)
+        return manifest_version(directory)
+    except ValueError as exc:
+        raise DeployFailed("validate", str(exc)) from None
 
 
 def digest(directory: Path) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.backends.base import InferenceRequest, Target
+from gateway.backends.base import InferenceRequest, Target, version_number
 from gateway.errors import BadRequest, DeployFailed, GatewayError, RegistryDown
 from gateway.registry.store import Tx
 from gateway.restjson import decode_outputs, decode_request, result_outputs
@@ -105,7 +105,7 @@ class Deployer:
                     status = await backend.status(model, version)
                     if status.state == "UNKNOWN":  # the backend cannot be asked: nothing to conclude
                         return []
-                    if status.state == "END":
+                    if status.gone:  # NOT_FOUND after a restart, or END
                         missing.append((model, version))
             for model, version in missing:
                 log.warning("%s lost %s v%d (restarted?); loading it again", kind, model, version)
@@ -169,24 +169,24 @@ class Deployer:
         loaded is read from the registry now, so no other replica's change is lost."""
         backend = self.service.backends[kind]
         keep = self.service.loaded(await self.service.snapshot(), kind)
-        loaded = False
         try:
             try:
                 await backend.load(model, number, keep)
             except GatewayError as exc:
                 raise DeployFailed("load", exc.message, exc.status_code) from None
-            loaded = True
             await self._wait_ready(model, number, kind)
             self.service.router.forget_signature(model, number)
             await self._smoke(model, number, kind, final)
             await self._route(model, number, kind, canary, actor, detail.get("source"))
             await self.service.write_startup(kind, await self.service.snapshot())
         except BaseException:
-            if loaded:
-                try:
-                    await backend.unload(model, number, keep)
-                except GatewayError as exc:
-                    log.warning("could not unload %s v%d after a failed deploy: %s", model, number, exc)
+            # Unload even when the load itself failed: a refused or timed-out load may still have
+            # left the version configured on the backend (a TF Serving reload that adds a model
+            # fails only after the model entered the config, and one past its deadline goes on).
+            try:
+                await backend.unload(model, number, keep)
+            except GatewayError as exc:
+                log.warning("could not unload %s v%d after a failed deploy: %s", model, number, exc.message)
             if created:
                 await asyncio.to_thread(remove_tree, final)
             raise
@@ -195,34 +195,75 @@ class Deployer:
     def _version(self, source: Path, kind: str, asked: int | None, known: dict[int, Any], model_dir: Path) -> int:
         if asked is not None and asked < 1:
             raise DeployFailed("validate", f"version must be a positive integer, got {asked}")
+        names = [p.name for p in model_dir.iterdir()] if model_dir.is_dir() else []
+        on_disk = [n for n in map(version_number, names) if n is not None]
+        following = max([0, *known, *on_disk]) + 1
         if kind == "torchserve":
             inside = mar_version(source)
-            if asked is not None and inside is not None and inside != asked:
+            number = version_number(inside) if inside is not None else None
+            # TorchServe registers the archive under its manifest's exact string, and the gateway
+            # addresses the version as str(number): the two must be the same text.
+            if inside is not None and (number is None or (asked is not None and number != asked)):
+                fix = asked if asked is not None else number or following
+                stated = f"version {inside!r}" if inside else "no version"
                 raise DeployFailed(
                     "validate",
-                    f"the archive says version {inside} but the deploy asks for {asked}; "
-                    f"rebuild it with torch-model-archiver --version {asked}",
+                    f"the archive's manifest states {stated}, but "
+                    + (
+                        f"the deploy asks for version {asked}"
+                        if number is not None
+                        else "TorchServe keys versions by their exact string ('1.0' is not '1') and the "
+                        "gateway addresses versions as plain integers"
+                    )
+                    + f"; rebuild it with torch-model-archiver --version {fix}",
                 )
-            if inside is not None:
-                return inside
-        if asked is not None:
-            return asked
-        on_disk = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()] if model_dir.is_dir() else []
-        return max([0, *known, *on_disk]) + 1
+            if number is not None:
+                return number
+        return asked if asked is not None else following
 
     async def _wait_ready(self, model: str, version: int, kind: str) -> None:
+        """Wait until the backend reports the version AVAILABLE, or fail with its last error.
+
+        NOT_FOUND (or END without an error, a state left from an earlier unload of the same
+        number) right after the load is "not yet" within the discovery grace period: TF Serving
+        finds a new version of a configured model at its next file-system poll. START and LOADING
+        are "not yet" until the deploy's deadline (the real server retries a failed load while it
+        says LOADING); END with an error fails at once. UNKNOWN (the backend cannot be asked) is
+        "not yet" too. At the deadline the deploy fails with the backend's last error message.
+        """
         backend = self.service.backends[kind]
-        deadline = time.monotonic() + self.settings.deploy_ready_timeout_seconds
+        timeout = self.settings.deploy_ready_timeout_seconds
+        start = time.monotonic()
+        deadline = start + timeout
+        grace = start + min(self.settings.backend_discovery_grace_seconds, timeout)
         last = None
-        while time.monotonic() < deadline:
+        last_error = ""
+        while True:
             last = await backend.status(model, version)
+            if last.error and last.state != "NOT_FOUND":  # "could not find" is no load error
+                last_error = last.error
+            now = time.monotonic()
             if last.available:
                 return
             if last.state == "END" and last.error:
                 raise DeployFailed("ready", f"{kind} could not load version {version}: {last.error}", 502)
-            await asyncio.sleep(0.25)
-        state = f"{last.state} {last.error}".strip() if last else "unknown"
-        raise DeployFailed("ready", f"{kind} did not report version {version} ready in time ({state})", 504)
+            if last.gone and now >= grace:
+                raise DeployFailed(
+                    "ready",
+                    f"{kind} did not find version {version} within "
+                    f"{self.settings.backend_discovery_grace_seconds:g}s of loading it "
+                    f"({last.state}{': ' + last.error if last.error else ''})",
+                    502,
+                )
+            if now >= deadline:
+                break
+            await asyncio.sleep(min(0.25, max(0.0, deadline - now)))
+        detail = f"; last error: {last_error}" if last_error else ""
+        raise DeployFailed(
+            "ready",
+            f"{kind} did not report version {version} ready within {timeout:g}s (state {last.state}{detail})",
+            504,
+        )
 
     async def _smoke(self, model: str, version: int, kind: str, path: Path) -> None:
         sample_in, sample_out = path / "sample_input.json", path / "sample_output.json"

@@ -23,7 +23,7 @@ from gateway.registry.store import RegistryStore, Tx
 from gateway.rollouts.exclusive import BackendLocks
 from gateway.rollouts.guard import CanaryGuard, validate_guard
 from gateway.rollouts.shadow import ShadowRunner
-from gateway.rollouts.startup import loaded_versions, write_startup
+from gateway.rollouts.startup import loaded_versions, stable_versions, sync_defaults, write_startup
 from gateway.routing.discovery import read_state, scan_store
 from gateway.routing.router import Router
 from gateway.settings import Settings
@@ -85,12 +85,15 @@ class RolloutService:
             ) as tx:
                 change(tx)
 
+        before = stable_versions(self.router)
         try:
             await self.read(run)
         except ValueError as exc:  # the registry's own validation: a clear 400
             raise BadRequest(str(exc)) from None
         metrics.ROLLOUT_EVENTS.labels(model or "*", action).inc()
         await self.refresh()
+        moved = [name for name, version in stable_versions(self.router).items() if before.get(name) != version]
+        await sync_defaults(self.router, moved)
         await self.sync_startup_files()
 
     async def record_failure(
@@ -370,6 +373,7 @@ class RolloutService:
         # Stop routing first, then unload: no request is sent to a version being unloaded.
         await self.write(actor=actor, action="retire", model=model, change=change, message=f"version {version} retired")
         await self.write_startup(stored.backend, await self.snapshot())
+        await sync_defaults(self.router, [model])  # the backend's default is the stable version, not this one
         try:
             await backend.unload(model, version, keep)
         except GatewayError as exc:

@@ -1,4 +1,5 @@
-"""What each backend must hold, read from a registry snapshot, and its start-up file kept equal to it.
+"""What each backend must hold, read from a registry snapshot, and its start-up file kept equal to
+it; the backends' own default versions kept on the stable ones.
 
 The registry's available versions of a backend are exactly what that backend must have loaded;
 each model's ``stable`` version is TorchServe's default. Deploys, retires and restores send these
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 from gateway.backends.base import Backend
+from gateway.errors import GatewayError
 from gateway.registry.records import Snapshot
+from gateway.routing.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -47,3 +51,28 @@ async def write_startup(kind: str, backend: Backend, snapshot: Snapshot) -> None
             log.info("%s start-up file now holds %s", kind, {m: sorted(v) for m, v in sorted(keep.items())})
     except OSError as exc:
         log.warning("could not write %s's start-up file: %s", kind, exc)
+
+
+def stable_versions(router: Router) -> dict[str, int]:
+    """Each routed model's ``stable`` version, from the routing table."""
+    return {name: r.labels["stable"] for name, r in router.table.models.items() if "stable" in r.labels}
+
+
+async def sync_defaults(router: Router, models: Iterable[str] | None = None) -> None:
+    """Make each backend's own default version of ``models`` (all: None) their stable version.
+
+    Best effort: the routing change stands whatever the backend answers (the gateway always
+    addresses explicit versions); a failure is logged. TorchServe needs it so that it never
+    keeps a version it may be asked to unregister as its default.
+    """
+    table = router.table.models
+    for name in sorted(table if models is None else models):
+        routes = table.get(name)
+        version = routes.labels.get("stable") if routes else None
+        target = routes.versions.get(version) if routes and version is not None else None
+        if target is None:
+            continue
+        try:
+            await target.backend.set_default(name, target.version)
+        except GatewayError as exc:
+            log.warning("could not make %s v%d %s's default: %s", name, version, target.backend.kind, exc.message)

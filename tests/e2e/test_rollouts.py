@@ -476,3 +476,19 @@ def test_backends_restarted_after_a_retire_load_exactly_the_registry_versions(ro
     if registry["mlp"][stable] == "torchserve":  # TorchServe's default is the stable version
         default = httpx.get(f"{rollout_stack.torchserve_management_url}/models/mlp").json()[0]["modelVersion"]
         assert default == str(stable)
+
+
+def test_retire_after_two_promotes_unregisters_the_version_from_torchserve(rollout_stack, gw):
+    # TorchServe made version 1 its default when it registered it first (again after the restart
+    # above) and refuses to unregister its default: the gateway moves the default first.
+    for version in ("3", "2"):
+        done = cli(rollout_stack, "promote", "mlp", version)
+        assert done.returncode == 0, done.stderr
+    retired = cli(rollout_stack, "retire", "mlp", "1")
+    assert retired.returncode == 0, retired.stderr
+    assert json.loads(retired.stdout) == {"model": "mlp", "version": 1, "retired": True, "unloaded": True}
+    listed = httpx.get(f"{rollout_stack.torchserve_management_url}/models/mlp/all").json()
+    assert "1" not in [entry["modelVersion"] for entry in listed] and "3" in [e["modelVersion"] for e in listed]
+    assert httpx.get(f"{rollout_stack.torchserve_management_url}/models/mlp/1").status_code == 404
+    r = gw.post("/v1/models/mlp:predict", json=sample())
+    assert (r.status_code, r.headers["X-Model-Version"]) == (200, "2")

@@ -6,7 +6,9 @@ TensorFlow. gRPC status codes are translated into the gateway's errors in one ta
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,16 @@ class TFServingBackend:
         ]
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[str, Any] = {}
+        #: A load whose reload passed its deadline, (model, version), and until when it counts:
+        #: the server may still be inside that reload, holding its config lock.
+        self._stuck: tuple[str, int] | None = None
+        self._stuck_until = 0.0
+        #: The model list to send once the stuck reload finished (an unload asked meanwhile).
+        self._deferred: dict[str, set[int]] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._sending = asyncio.Lock()  # one reload in flight from this process at a time
+        #: Seconds between checks of a stuck reload's version.
+        self.busy_poll_seconds = 1.0
 
     async def start(self) -> None:
         if self._channel is not None:
@@ -122,6 +134,9 @@ class TFServingBackend:
             )
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
@@ -194,6 +209,9 @@ class TFServingBackend:
         if self.base_path is None:
             raise BackendUnavailable("tfserving adapter has no model base path configured")
         request = pb.ReloadConfigRequest()
+        # Set explicitly, so that an empty list is still a ModelConfigList: with no config at all
+        # (the oneof unset) both servers answer INVALID_ARGUMENT.
+        request.config.model_config_list.SetInParent()
         configs = request.config.model_config_list.config
         for model, versions in sorted(keep.items()):
             if not versions:
@@ -212,22 +230,76 @@ class TFServingBackend:
         config.model_config_list.SetInParent()
         return write_if_changed(self.config_file, text_format.MessageToString(config))
 
-    async def _reload(self, keep: Mapping[str, Collection[int]], what: str) -> None:
-        response = await self.call("HandleReloadConfigRequest", self.model_server_config(keep), what, self.load_timeout)
+    async def _reload(self, keep: Mapping[str, Collection[int]] | None, what: str) -> bool:
+        """Send one reload of ``keep`` (None: the deferred model list, if any is left); True if sent."""
+        async with self._sending:
+            if keep is None:
+                keep = self._deferred
+                if keep is None:
+                    return False
+            request = self.model_server_config(keep)
+            self._deferred = None  # this list is newer than any deferred one
+            response = await self.call("HandleReloadConfigRequest", request, what, self.load_timeout)
         if response.status.error_code != 0:
             raise BackendError(f"{what}: {response.status.error_message}")
+        return True
+
+    async def _busy(self) -> str | None:
+        """Why no reload should be sent now (an earlier one may still hold the lock), or None."""
+        if self._stuck is None:
+            return None
+        model, version = self._stuck
+        status = await self.status(model, version)
+        # Until the stuck load's version leaves these states, its reload has not returned.
+        if status.state in ("START", "LOADING", "NOT_FOUND", "UNKNOWN") and time.monotonic() < self._stuck_until:
+            return f"an earlier reload that timed out is still loading {model} v{version} ({status.state})"
+        self._stuck = None
+        return None
 
     async def load(self, model: str, version: int, keep: Mapping[str, Collection[int]]) -> None:
         """Reload TF Serving's config with ``version`` added to what must stay loaded."""
+        what = f"tfserving load {model} v{version}"
+        if reason := await self._busy():
+            raise BackendUnavailable(f"{what}: not sent: {reason}; try again once it finished")
         wanted = {m: set(v) for m, v in keep.items()}
         wanted.setdefault(model, set()).add(version)
-        await self._reload(wanted, f"tfserving load {model} v{version}")
+        try:
+            await self._reload(wanted, what)
+        except BackendTimeout:
+            # The server goes on with it (and holds its config lock) after our deadline.
+            self._stuck = (model, version)
+            self._stuck_until = time.monotonic() + self.load_timeout
+            raise
 
     async def unload(self, model: str, version: int, keep: Mapping[str, Collection[int]]) -> None:
-        """Reload TF Serving's config without ``version``."""
+        """Reload TF Serving's config without ``version``.
+
+        While an earlier reload may still hold the server's config lock, the new model list is
+        kept and sent once that reload finished (and this raises, saying so).
+        """
+        what = f"tfserving unload {model} v{version}"
         wanted = {m: set(v) for m, v in keep.items()}
         wanted.get(model, set()).discard(version)
-        await self._reload(wanted, f"tfserving unload {model} v{version}")
+        if reason := await self._busy():
+            self._deferred = wanted
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush_when_free())
+            raise BackendUnavailable(f"{what}: deferred until it finished: {reason}")
+        await self._reload(wanted, what)
+
+    async def _flush_when_free(self) -> None:
+        """Send the deferred model list once the stuck reload finished (bounded by its expiry)."""
+        # The server reports nothing when a reload ends: its version's state is polled.
+        while await self._busy():  # noqa: ASYNC110
+            await asyncio.sleep(self.busy_poll_seconds)
+        try:
+            if await self._reload(None, "tfserving deferred unload"):
+                log.info("tfserving: the deferred model list was sent")
+        except GatewayError as exc:
+            log.warning("tfserving: the deferred unload failed: %s", exc.message)
+
+    async def set_default(self, model: str, version: int) -> None:
+        """TF Serving has no default version of its own to move: nothing to do."""
 
     async def status(self, model: str, version: int) -> VersionStatus:
         req = pb.GetModelStatusRequest()
@@ -236,8 +308,12 @@ class TFServingBackend:
         try:
             resp = await self.call("GetModelStatus", req, f"tfserving {model} v{version}", 5.0)
         except GatewayError as exc:
-            state = "END" if "NOT_FOUND" in exc.message else "UNKNOWN"
-            return VersionStatus(version, state, exc.message)
+            cause = exc.__cause__
+            if isinstance(cause, grpc.aio.AioRpcError) and cause.code() == grpc.StatusCode.NOT_FOUND:
+                # "Could not find version 3 of model mlp": never loaded, forgotten, or not yet
+                # discovered after a reload; not END, which the server reports once done with it.
+                return VersionStatus(version, "NOT_FOUND", cause.details() or "")
+            return VersionStatus(version, "UNKNOWN", exc.message)
         for item in resp.model_version_status:
             if item.version == version:
                 return VersionStatus(
