@@ -137,6 +137,7 @@ class AspiredVersionsManager:
             for record in records.values():
                 if record.managed and not record.aspired and record.state in (START, END):
                     record.managed = False
+                    self._cond.notify_all()
 
     def _handle_pending(self) -> None:
         for name in sorted(self._pending):
