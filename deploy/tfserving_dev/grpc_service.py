@@ -19,9 +19,9 @@ from tensorflow_serving.apis import (
 )
 
 from .errors import ServingError, from_exception, invalid_argument
-from .manager import ModelManager
 from .metrics import ServingMetrics
 from .servable import DEFAULT_SIGNATURE
+from .server_core import ServerCore
 from .tensors import array_to_proto, proto_to_array
 
 log = logging.getLogger("tfserving_dev.grpc")
@@ -52,7 +52,7 @@ def _unimplemented(context: grpc.ServicerContext, method: str) -> None:
 
 
 def predict(
-    manager: ModelManager, metrics: ServingMetrics, request: predict_pb2.PredictRequest
+    manager: ServerCore, metrics: ServingMetrics, request: predict_pb2.PredictRequest
 ) -> predict_pb2.PredictResponse:
     """PredictionService.Predict, as TF Serving's TensorflowPredictor runs it."""
     if not request.HasField("model_spec"):
@@ -73,7 +73,7 @@ def predict(
 
 
 def model_metadata(
-    manager: ModelManager, request: get_model_metadata_pb2.GetModelMetadataRequest
+    manager: ServerCore, request: get_model_metadata_pb2.GetModelMetadataRequest
 ) -> get_model_metadata_pb2.GetModelMetadataResponse:
     """GetModelMetadataImpl: only the signature_def field exists."""
     if not request.HasField("model_spec"):
@@ -92,7 +92,7 @@ def model_metadata(
 
 
 def model_status(
-    manager: ModelManager, request: get_model_status_pb2.GetModelStatusRequest
+    manager: ServerCore, request: get_model_status_pb2.GetModelStatusRequest
 ) -> get_model_status_pb2.GetModelStatusResponse:
     """GetModelStatusImpl: a version label in the spec is ignored, as in TF Serving."""
     if not request.HasField("model_spec"):
@@ -110,7 +110,7 @@ def model_status(
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
     """tensorflow.serving.PredictionService: Predict and GetModelMetadata."""
 
-    def __init__(self, manager: ModelManager, metrics: ServingMetrics) -> None:
+    def __init__(self, manager: ServerCore, metrics: ServingMetrics) -> None:
         self._manager = manager
         self._metrics = metrics
 
@@ -151,7 +151,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
     """tensorflow.serving.ModelService: GetModelStatus and HandleReloadConfigRequest."""
 
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ServerCore) -> None:
         self._manager = manager
 
     def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -164,13 +164,14 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignor
     def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
         response = model_management_pb2.ReloadConfigResponse()
         try:
+            # model_service_impl.cc: anything but a model list, "no config" included, is refused.
             if request.config.WhichOneof("config") != "model_config_list":
                 raise invalid_argument(
                     "ServerModelConfig type not supported by HandleReloadConfigRequest."
                     " Only ModelConfigList is currently supported"
                 )
             log.info("Reloading config: %d model(s)", len(request.config.model_config_list.config))
-            self._manager.apply_config(request.config, wait=True)
+            self._manager.reload_config(request.config)
         except Exception as exc:
             error = from_exception(exc)
             log.error("ReloadConfig failed: %s", error)
@@ -183,7 +184,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignor
         return response
 
 
-def create_server(manager: ModelManager, metrics: ServingMetrics, host: str, port: int) -> tuple[grpc.Server, int]:
+def create_server(manager: ServerCore, metrics: ServingMetrics, host: str, port: int) -> tuple[grpc.Server, int]:
     """Build and start the gRPC server; returns it and the bound port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="tfs-grpc"),

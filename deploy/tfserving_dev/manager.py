@@ -1,272 +1,216 @@
-"""Servable manager: aspired versions, load/unload, states, labels and config reloads.
+"""The aspired-versions manager: turns aspired versions into loads, unloads and states.
 
-Mirrors TF Serving's ServerCore + AspiredVersionsManager for the parts the project uses:
-version states START -> LOADING -> AVAILABLE -> UNLOADING -> END (or END with an error),
-the availability-preserving unload policy, label validation on reload, and base-path
-polling. Loads run on one background thread; requests only read a dict under a lock.
+Follows core/aspired_versions_manager.cc, core/basic_manager.cc, core/loader_harness.cc and
+util/retrier.cc with the server's defaults (--num_load_threads=0):
+- The source's aspired-versions calls are only queued. A manage-state thread runs every
+  100 ms: it forgets finished versions that are no longer aspired (FlushServables),
+  processes the queued calls (a version becomes START), then takes ONE action chosen by
+  the AvailabilityPreservingPolicy (unloads first, else load the highest new version).
+- A load runs on that same thread and is retried --max_num_load_retries times, waiting
+  --load_retry_interval_micros between attempts; meanwhile the state stays LOADING with an
+  OK status, and no other version is loaded or unloaded. After the last failed attempt the
+  version is END with the last error; it is loaded again only after it stopped being
+  aspired and comes back.
+- States are kept as the ServableStateMonitor keeps them: every version ever seen, END
+  included; a version never seen is unknown (GetModelStatus: NOT_FOUND).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
-from tensorflow_serving.apis import model_pb2
-from tensorflow_serving.config import model_server_config_pb2
 
-from .config import validate_model_config
-from .errors import ServingError, from_exception, invalid_argument
-from .states import (
-    AVAILABLE,
-    END,
-    LOADING,
-    START,
-    UNLOADING,
-    VersionRecord,
-    VersionStatus,
-    check_labels,
-)
-from .storage import VersionScanner, describe_policy
+from .errors import ServingError, from_exception
+from .states import AVAILABLE, END, LOADING, START, UNLOADING, VersionRecord, VersionStatus
 
 log = logging.getLogger("tfserving_dev.manager")
 
 # (name, version, path) -> a loaded servable; injected so the manager is testable without TF.
 Loader = Callable[[str, int, str], Any]
 
+# AspiredVersionsManager::Options::manage_state_interval_micros (not a server flag).
+MANAGE_STATE_INTERVAL_SECONDS = 0.1
 
-class ModelManager:
-    """Thread-safe registry of model versions driven by a ModelServerConfig."""
+
+def servable_id(name: str, version: int) -> str:
+    """ServableId::DebugString()."""
+    return f"{{name: {name} version: {version}}}"
+
+
+class AspiredVersionsManager:
+    """Thread-safe version states driven by aspired-versions calls and a periodic tick."""
 
     def __init__(
         self,
         loader: Loader,
-        poll_wait_seconds: float = 1.0,
-        allow_labels_for_unavailable: bool = False,
+        max_num_load_retries: int = 5,
+        load_retry_interval_micros: int = 60_000_000,
+        manage_state_interval_seconds: float = MANAGE_STATE_INTERVAL_SECONDS,
     ) -> None:
         self._loader = loader
-        self._poll_wait = poll_wait_seconds
-        self._allow_unavailable_labels = allow_labels_for_unavailable
-        self._lock = threading.Condition()
-        # Serializes reloads, like ServerCore's config_mu_ (held while a reload waits).
-        self._reload_lock = threading.Lock()
-        self._configs: dict[str, model_server_config_pb2.ModelConfig] = {}
-        # Kept after a model leaves the config: TF Serving still reports its versions as END.
+        self._max_retries = max_num_load_retries
+        self._retry_interval = max(load_retry_interval_micros, 0) / 1e6
+        self._interval = manage_state_interval_seconds
+        self._cond = threading.Condition()
         self._versions: dict[str, dict[int, VersionRecord]] = {}
-        self._labels: dict[str, dict[str, int]] = {}
-        self._scanner = VersionScanner()
-        self._generation = 0
-        self._load_queue: queue.Queue[tuple[str, int, int] | None] = queue.Queue()
+        self._pending: dict[str, dict[int, str]] = {}
+        self._seq = 0
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -------------------------------------------------------------------
+    # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the loader thread and, if enabled, the base-path poller."""
-        # Daemon threads: a load in progress must not delay shutdown.
-        self._threads.append(threading.Thread(target=self._load_loop, name="tfs-loader", daemon=True))
-        if self._poll_wait > 0:
-            self._threads.append(threading.Thread(target=self._poll_loop, name="tfs-poller", daemon=True))
-        for thread in self._threads:
-            thread.start()
+        """Start the manage-state thread (a daemon: a load in progress never delays exit)."""
+        self._thread = threading.Thread(target=self._run, name="tfs-manager", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
-        """Ask the background threads to finish; does not wait for a running load."""
+        """Stop the thread and wake every waiter; a running load is abandoned."""
         self._stop.set()
-        self._load_queue.put(None)
+        with self._cond:
+            self._cond.notify_all()
 
-    # -- config ----------------------------------------------------------------------
+    @property
+    def stopped(self) -> bool:
+        """True once stop() was called."""
+        return self._stop.is_set()
 
-    def apply_config(self, config: model_server_config_pb2.ModelServerConfig, *, wait: bool = True) -> None:
-        """Replace the model list, as HandleReloadConfigRequest does.
-
-        Labels are checked against the current states first; a refused config changes
-        nothing. With wait=True, returns once the models new to the config have a version
-        AVAILABLE or have nothing left loading (TF Serving waits for new models only).
-        """
-        config = model_server_config_pb2.ModelServerConfig.FromString(config.SerializeToString())
-        validate_model_config(config)
-        models = list(config.model_config_list.config)
-        with self._reload_lock, self._lock:
-            labels = check_labels(models, self._versions, self._labels, self._allow_unavailable_labels)
-            added = [m.name for m in models if m.name not in self._configs]
-            removed = [name for name in self._configs if name not in {m.name for m in models}]
-            self._configs = {m.name: m for m in models}
-            self._labels = labels
-            for name in removed:
-                log.info("Removing model %s: unloading its versions", name)
-                self._set_aspired(name, {})
-            for model in models:
-                log.info(
-                    "Model %s: base_path %s, version policy %s",
-                    model.name,
-                    model.base_path,
-                    describe_policy(model),
-                )
-                self._set_aspired(model.name, self._scanner.aspired_versions(model))
-            if wait and added:
-                self._lock.wait_for(lambda: self._settled(added) or self._stop.is_set())
-                failures = self._failures(added)
-                if failures:
-                    raise ServingError(
-                        grpc.StatusCode.UNKNOWN,
-                        f"{len(failures)} model(s) did not become available: {{{', '.join(failures)}, }}",
-                    )
-
-    def _settled(self, names: list[str]) -> bool:
-        for name in names:
-            records = self._versions.get(name, {}).values()
-            available = any(r.state == AVAILABLE for r in records)
-            if not available and any(r.state in (START, LOADING) for r in records):
-                return False
-        return True
-
-    def _failures(self, names: list[str]) -> list[str]:
-        failures = []
-        for name in names:
-            records = self._versions.get(name, {})
-            if any(r.state == AVAILABLE for r in records.values()):
-                continue
-            for version, r in sorted(records.items(), reverse=True):
-                if r.aspired and r.error_code != grpc.StatusCode.OK:
-                    failures.append(
-                        f"{{name: {name} version: {version}}} due to error: {r.error_code.name}: {r.error_message}"
-                    )
-                    break
-        return failures
-
-    # -- aspired versions and the availability-preserving policy ----------------------
-
-    def _set_aspired(self, name: str, aspired: dict[int, str]) -> None:
-        """Record which versions are wanted and start/stop loads accordingly (lock held)."""
-        records = self._versions.setdefault(name, {})
-        for version in sorted(aspired, reverse=True):  # highest first, like TF Serving
-            record = records.get(version)
-            # A failed version is retried only after it stopped being aspired (as TF Serving).
-            if record is None or (record.state == END and not record.aspired):
-                self._generation += 1
-                records[version] = VersionRecord(state=START, path=aspired[version], generation=self._generation)
-                self._load_queue.put((name, version, self._generation))
-            else:
-                record.aspired = True
-        for version, record in records.items():
-            if version not in aspired:
-                record.aspired = False
-                if record.state == START:  # queued but not started: just drop it
-                    record.state = END
-        self._unload_unaspired(name)
-        self._lock.notify_all()
-
-    def _unload_unaspired(self, name: str) -> None:
-        """AvailabilityPreservingPolicy: keep serving until an aspired version is ready."""
-        records = self._versions.get(name, {})
-        aspired = [r for r in records.values() if r.aspired]
-        serving = any(r.state == AVAILABLE for r in aspired)
-        ready = sorted(v for v, r in records.items() if not r.aspired and r.state == AVAILABLE)
-        while ready and (not aspired or serving or len(ready) > 1):
-            version = ready.pop(0)
-            record = records[version]
-            record.state = UNLOADING
-            record.servable = None  # in-flight requests keep their own reference
-            record.state = END
-            log.info("Unloaded servable version {name: %s version: %d}", name, version)
-
-    # -- background threads -------------------------------------------------------------
-
-    def _load_loop(self) -> None:
+    def _run(self) -> None:
         while not self._stop.is_set():
-            item = self._load_queue.get()
-            if item is None:
-                return
-            name, version, generation = item
-            with self._lock:
-                record = self._versions.get(name, {}).get(version)
-                if record is None or record.generation != generation or record.state != START:
-                    continue
-                record.state = LOADING
-                path = record.path
-                self._lock.notify_all()
-            log.info("Loading servable version {name: %s version: %d} from %s", name, version, path)
-            servable: Any = None
-            error: ServingError | None = None
             try:
-                servable = self._loader(name, version, path)
-            except Exception as exc:  # any load failure is reported, never fatal
-                error = from_exception(exc)
-            self._finish_load(name, version, generation, servable, error)
+                self.tick()
+            except Exception:  # a bug must not stop all future loads silently
+                log.exception("Manage-state iteration failed")
+            self._stop.wait(self._interval)
 
-    def _finish_load(
-        self,
-        name: str,
-        version: int,
-        generation: int,
-        servable: Any,
-        error: ServingError | None,
-    ) -> None:
-        with self._lock:
-            record = self._versions.get(name, {}).get(version)
-            if record is None or record.generation != generation:
+    # -- the source's side ------------------------------------------------------------------
+
+    def set_aspired_versions(self, name: str, versions: dict[int, str]) -> None:
+        """EnqueueAspiredVersionsRequest: the latest call per model wins; applied on a tick."""
+        with self._cond:
+            self._pending[name] = dict(versions)
+
+    # -- one manage-state iteration -----------------------------------------------------------
+
+    def tick(self) -> None:
+        """FlushServables, HandlePendingAspiredVersionsRequests, InvokePolicyAndExecuteAction."""
+        with self._cond:
+            self._flush()
+            self._handle_pending()
+            action = self._next_action()
+            if action is None:
+                return
+            unload, name, version = action
+            record = self._versions[name][version]
+            if unload:
+                self._publish(record, UNLOADING)
+                record.servable = None  # in-flight requests keep their own reference
+                self._publish(record, END)
+                log.info("Unloaded servable version %s", servable_id(name, version))
+                return
+            self._publish(record, LOADING)
+            path = record.path
+        servable, error = self._load_with_retries(name, version, path)
+        with self._cond:
+            if self._stop.is_set():
                 return
             if error is not None:
-                record.state, record.error_code = END, error.code
-                record.error_message = error.message
-                log.error(
-                    "Loading servable version {name: %s version: %d} failed: %s",
-                    name,
-                    version,
-                    error,
-                )
-            elif record.aspired:
-                record.state, record.servable = AVAILABLE, servable
-                log.info("Servable version {name: %s version: %d} is AVAILABLE", name, version)
+                record.error_code, record.error_message = error.code, error.message
+                self._publish(record, END)
             else:
-                record.state = END  # stopped being aspired while it loaded
-            self._unload_unaspired(name)
-            self._lock.notify_all()
+                record.servable = servable
+                self._publish(record, AVAILABLE)
+                log.info("Successfully loaded servable version %s", servable_id(name, version))
 
-    def _poll_loop(self) -> None:
-        while not self._stop.wait(self._poll_wait):
-            self.poll_once()
+    def _publish(self, record: VersionRecord, state: int) -> None:
+        self._seq += 1
+        record.state, record.seq = state, self._seq
+        self._cond.notify_all()
 
-    def poll_once(self) -> None:
-        """Re-read every base path once, loading new versions and unloading removed ones."""
-        with self._lock:
-            for model in self._configs.values():
-                self._set_aspired(model.name, self._scanner.aspired_versions(model))
+    def _flush(self) -> None:
+        for records in self._versions.values():
+            for record in records.values():
+                if record.managed and not record.aspired and record.state in (START, END):
+                    record.managed = False
+                    self._cond.notify_all()
 
-    # -- queries --------------------------------------------------------------------------
+    def _handle_pending(self) -> None:
+        for name in sorted(self._pending):
+            versions = self._pending[name]
+            records = self._versions.setdefault(name, {})
+            if any(v in records and records[v].managed and not records[v].aspired for v in versions):
+                continue  # a re-aspired version must finish unloading first
+            del self._pending[name]
+            current = set()
+            for version, record in records.items():
+                if not record.managed:
+                    continue
+                if version in versions:
+                    current.add(version)
+                else:
+                    record.aspired = False
+            for version in sorted(set(versions) - current):
+                records[version] = VersionRecord(state=START, path=versions[version])
+                self._publish(records[version], START)
 
-    def resolve(self, spec: model_pb2.ModelSpec) -> tuple[Any, int]:
-        """Find the servable for a ModelSpec; returns (servable, version)."""
-        if not spec.name:
-            raise invalid_argument("ModelSpec has no name specified.")
-        with self._lock:
-            records = self._versions.get(spec.name, {})
-            choice = spec.WhichOneof("version_choice")
-            if choice == "version_label":
-                version = self._labels.get(spec.name, {}).get(spec.version_label)
-                if version is None:
-                    raise invalid_argument(f"Unrecognized servable version label: {spec.version_label}")
-                request = f"Specific({spec.name}, {version})"
-            elif choice == "version":
-                version = spec.version.value
-                request = f"Specific({spec.name}, {version})"
-            else:
-                ready = [v for v, r in records.items() if r.state == AVAILABLE]
-                version = max(ready, default=-1)
-                request = f"Latest({spec.name})"
-            record = records.get(version)
-            if record is None or record.state != AVAILABLE or record.servable is None:
-                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {request}")
-            return record.servable, version
+    def _next_action(self) -> tuple[bool, str, int] | None:
+        loads: list[tuple[bool, str, int]] = []
+        for name in sorted(self._versions):
+            managed = {v: r for v, r in self._versions[name].items() if r.managed}
+            aspired = [r for r in managed.values() if r.aspired]
+            serving = any(r.state == AVAILABLE for r in aspired)
+            unaspired_ready = sorted(v for v, r in managed.items() if not r.aspired and r.state == AVAILABLE)
+            if unaspired_ready and (not aspired or serving or len(unaspired_ready) > 1):
+                return True, name, unaspired_ready[0]  # unloads go first
+            new = [v for v, r in managed.items() if r.aspired and r.state == START]
+            if new:
+                loads.append((False, name, max(new)))
+        return loads[0] if loads else None
+
+    def _load_with_retries(self, name: str, version: int, path: str) -> tuple[Any, ServingError | None]:
+        """LoaderHarness::Load through Retry(): up to 1 + max_num_load_retries attempts."""
+        description = f"Loading servable: {servable_id(name, version)}"
+        log.info("Loading servable version %s from %s", servable_id(name, version), path)
+        attempt = 0
+        while True:
+            if attempt > 0:
+                if self._stop.wait(self._retry_interval):
+                    return None, ServingError(grpc.StatusCode.CANCELLED, "Loading of servable cancelled")
+                log.info("Retrying of %s retry: %d", description, attempt)
+            try:
+                return self._loader(name, version, path), None
+            except Exception as exc:  # any load failure is reported, never fatal
+                error = from_exception(exc)
+            log.error("%s failed: %s", description, error)
+            attempt += 1
+            if attempt > self._max_retries:
+                log.info("Retrying of %s exhausted max_num_retries: %d", description, self._max_retries)
+                return None, error
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def event_seq(self) -> int:
+        """The number of the latest state event (a start mark for wait_until_reached)."""
+        with self._cond:
+            return self._seq
+
+    def records(self) -> dict[str, dict[int, VersionRecord]]:
+        """The live state map; callers must hold the lock (`with manager.lock:`)."""
+        return self._versions
+
+    @property
+    def lock(self) -> threading.Condition:
+        """The lock guarding the state map."""
+        return self._cond
 
     def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
         """GetModelStatus: one version, or all versions newest first."""
-        with self._lock:
+        with self._cond:
             records = self._versions.get(name, {})
             if version is not None:
                 if version not in records:
@@ -283,3 +227,47 @@ class ModelManager:
                 VersionStatus(v, r.state, r.error_code, r.error_message)
                 for v, r in sorted(selected.items(), reverse=True)
             ]
+
+    def servable(self, name: str, version: int | None, request: str) -> tuple[Any, int]:
+        """The AVAILABLE servable of one version, or of the highest available one."""
+        with self._cond:
+            records = self._versions.get(name, {})
+            if version is None:
+                version = max((v for v, r in records.items() if r.state == AVAILABLE), default=-1)
+            record = records.get(version)
+            if record is None or record.state != AVAILABLE or record.servable is None:
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {request}")
+            return record.servable, version
+
+    def wait_until_reached(self, names: Iterable[str], since: int, noun: str) -> None:
+        """Block until each model has a version AVAILABLE or END by an event after `since`.
+
+        ServableStateMonitor::WaitUntilServablesReachState for ServableRequest::Latest, with
+        no timeout (ServerCore's servable_state_waiter_timeout is infinite). Raises UNKNOWN
+        "N <noun> did not become available: {...}" when the version found is END.
+        """
+        names = sorted(set(names))
+        with self._cond:
+            self._cond.wait_for(lambda: self._stop.is_set() or all(self._reached(n, since) for n in names))
+            if self._stop.is_set():
+                raise ServingError(grpc.StatusCode.CANCELLED, "Server is shutting down")
+            failed = []
+            for name in names:
+                version = self._reached(name, since)
+                assert version is not None
+                record = self._versions[name][version]
+                if record.state != AVAILABLE:
+                    reason = ""
+                    if record.error_code != grpc.StatusCode.OK:
+                        reason = f" due to error: {record.error_code.name}: {record.error_message}"
+                    failed.append(f"{{{servable_id(name, version)}{reason}}}, ")
+        if failed:
+            raise ServingError(
+                grpc.StatusCode.UNKNOWN, f"{len(failed)} {noun} did not become available: {{{''.join(failed)}}}"
+            )
+
+    def _reached(self, name: str, since: int) -> int | None:
+        for version, record in sorted(self._versions.get(name, {}).items()):
+            if record.seq > since and record.state in (AVAILABLE, END):
+                return version
+        return None

@@ -21,10 +21,10 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from .errors import ServingError, from_exception, invalid_argument
 from .grpc_service import SIGNATURE_DEF_FIELD, model_metadata, model_status
-from .manager import ModelManager
 from .metrics import ServingMetrics, create_registry, render
 from .rest_json import format_predict_response, parse_predict_body
 from .servable import DEFAULT_SIGNATURE
+from .server_core import ServerCore
 
 log = logging.getLogger("tfserving_dev.rest")
 
@@ -51,7 +51,7 @@ def _to_dict(message: Any) -> Any:
 class RestApi:
     """Request handling, independent of the HTTP server plumbing."""
 
-    def __init__(self, manager: ModelManager, metrics: ServingMetrics, metrics_path: str | None):
+    def __init__(self, manager: ServerCore, metrics: ServingMetrics, metrics_path: str | None):
         self.manager = manager
         self.metrics = metrics
         self.metrics_path = metrics_path

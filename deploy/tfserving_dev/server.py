@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 if __package__ in (None, ""):
     # Run as a script: import the package, and keep this directory off sys.path so that
@@ -25,16 +26,22 @@ if __package__ in (None, ""):
 
 from tfserving_dev.config import (
     initial_model_config,
-    parse_flags,
     prometheus_path,
+    read_model_config,
     startup_error_message,
 )
 from tfserving_dev.errors import ServingError
+from tfserving_dev.flags import ServerFlags, parse_flags
+
+if TYPE_CHECKING:
+    from tfserving_dev.server_core import ServerCore
 
 log = logging.getLogger("tfserving_dev")
 
 # A graceful stop normally takes well under a second; this bounds it if something hangs.
 _EXIT_DEADLINE_SECONDS = 1.5
+# main.cc returns -1 when Server::BuildAndStart fails: the process exits with 255.
+_STARTUP_FAILURE = 255
 
 
 def _setup_logging() -> None:
@@ -70,6 +77,36 @@ class _StopSignal:
         timer.start()
 
 
+def _log_ignored_flags(flags: ServerFlags) -> None:
+    if flags.per_process_gpu_memory_fraction:
+        log.info("--per_process_gpu_memory_fraction=%s accepted; no GPU is used", flags.per_process_gpu_memory_fraction)
+    if flags.enable_batching:
+        log.info("--enable_batching accepted; requests run one by one")
+
+
+def _start_config_file_polling(core: ServerCore, path: str, seconds: int) -> None:
+    """Server::PollFilesystemAndReloadConfig every `seconds` (--model_config_file_poll_wait_seconds).
+
+    Each round re-reads the file and reloads it like HandleReloadConfigRequest does; errors
+    are logged and the previous config stays.
+    """
+
+    def run() -> None:
+        while True:
+            try:
+                config = read_model_config(path)
+            except ServingError as exc:
+                log.error("Failed to read ModelServerConfig file: %s", exc.message)
+            else:
+                try:
+                    core.reload_config(config)
+                except ServingError as exc:
+                    log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s", exc.message)
+            time.sleep(seconds)
+
+    threading.Thread(target=run, name="tfs-config-poll", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGTERM/SIGINT; returns the process exit code."""
     flags = parse_flags(sys.argv[1:] if argv is None else argv)
@@ -82,43 +119,45 @@ def main(argv: list[str] | None = None) -> int:
         metrics_path = prometheus_path(flags)
     except ServingError as exc:
         log.error("%s", startup_error_message(exc))
-        return 1
+        return _STARTUP_FAILURE
 
     # Keep TensorFlow's C++ INFO/WARNING chatter out of the log unless asked for.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tfserving_dev.grpc_service import create_server
-    from tfserving_dev.manager import ModelManager
     from tfserving_dev.metrics import ServingMetrics
     from tfserving_dev.rest import RestApi, RestServer
     from tfserving_dev.servable import Servable
+    from tfserving_dev.server_core import ServerCore
 
     log.info("TensorFlow imported in %.1f s", time.monotonic() - started)
-    manager = ModelManager(
+    _log_ignored_flags(flags)
+    core = ServerCore(
         loader=Servable,
-        poll_wait_seconds=flags.file_system_poll_wait_seconds,
-        allow_labels_for_unavailable=flags.allow_version_labels_for_unavailable_models,
+        file_system_poll_wait_seconds=flags.file_system_poll_wait_seconds,
+        max_num_load_retries=flags.max_num_load_retries,
+        load_retry_interval_micros=flags.load_retry_interval_micros,
+        allow_version_labels_for_unavailable_models=flags.allow_version_labels_for_unavailable_models,
     )
+    core.start()
     try:
-        if config.WhichOneof("config") is None:
-            log.info("Taking no action for empty config.")
-        else:
-            # Unlike tensorflow_model_server, ports open while models load (see README).
-            manager.apply_config(config, wait=False)
+        # As ServerCore::Create: the ports open only once every configured model loaded.
+        core.reload_config(config)
     except ServingError as exc:
         log.error("%s", startup_error_message(exc))
-        return 1
-    manager.start()
+        return _STARTUP_FAILURE
+    if flags.model_config_file and flags.model_config_file_poll_wait_seconds > 0:
+        _start_config_file_polling(core, flags.model_config_file, flags.model_config_file_poll_wait_seconds)
 
     metrics = ServingMetrics()
     rest_server = None
     try:
-        grpc_server, grpc_port = create_server(manager, metrics, flags.host, flags.port)
+        grpc_server, grpc_port = create_server(core, metrics, flags.host, flags.port)
         if flags.rest_api_port > 0:
-            api = RestApi(manager, metrics, metrics_path)
+            api = RestApi(core, metrics, metrics_path)
             rest_server = RestServer(api, flags.rest_api_host, flags.rest_api_port)
     except (OSError, RuntimeError) as exc:
         log.error("Failed to start server. Error: cannot bind a port: %s", exc)
-        return 1
+        return _STARTUP_FAILURE
     log.info("Running gRPC ModelServer at %s:%d ...", flags.host, grpc_port)
     if rest_server is not None:
         rest_server.start()
@@ -136,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if rest_server is not None:
         rest_server.stop()
     grpc_server.stop(grace=0.3).wait()
-    manager.stop()
+    core.stop()
     log.info("Server stopped")
     logging.shutdown()
     return 0

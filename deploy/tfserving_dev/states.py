@@ -19,15 +19,22 @@ UNLOADING, END = State.Value("UNLOADING"), State.Value("END")
 
 @dataclass
 class VersionRecord:
-    """What GetModelStatus reports for one version, plus the loaded servable."""
+    """One version as the state monitor reports it, plus the manager's harness fields.
+
+    `state` is what GetModelStatus shows. `managed` says whether the manager still holds
+    the version (BasicManager's managed map); the monitor keeps a record after the manager
+    lets go of it, as ServableStateMonitor does. `seq` numbers the last state event, so a
+    reload can wait for events that happened after it started (a "fresh monitor").
+    """
 
     state: int
     path: str
     aspired: bool = True
+    managed: bool = True
     error_code: grpc.StatusCode = grpc.StatusCode.OK
     error_message: str = ""
     servable: Any = None
-    generation: int = 0  # identifies the load attempt, so stale completions are dropped
+    seq: int = 0
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ import os
 
 from tensorflow_serving.config import model_server_config_pb2
 
+from .errors import invalid_argument
+
 log = logging.getLogger("tfserving_dev.storage")
 
 SAVED_MODEL_FILENAMES = ("saved_model.pb", "saved_model.pbtxt")
@@ -54,7 +56,17 @@ class VersionScanner:
             log.warning("%s", message)
 
     def aspired_versions(self, model: model_server_config_pb2.ModelConfig) -> dict[int, str]:
-        """Return {version: path} that the model's version policy wants loaded."""
+        """Return {version: path} that the model's version policy wants loaded.
+
+        Raises INVALID_ARGUMENT when the base path does not exist, as
+        PollFileSystemForServable does, so that a base path that is missing (or briefly
+        unreachable) never reads as "no versions" and unloads everything.
+        """
+        if not os.path.isdir(model.base_path):
+            raise invalid_argument(
+                f"Could not find base path {model.base_path} for servable {model.name} with error "
+                f"NOT_FOUND: {model.base_path}; No such file or directory"
+            )
         found = list_version_dirs(model.base_path)
         policy = model.model_version_policy
         choice = policy.WhichOneof("policy_choice")

@@ -10,11 +10,11 @@ from google.protobuf import text_format
 
 from .helpers import (
     AVAILABLE,
-    END,
     ServerProcess,
     build_model_store,
     model_config,
     start_server,
+    wait_for,
     wait_until_serving,
 )
 
@@ -24,7 +24,6 @@ BASE_STATES = {
     "text": {1: AVAILABLE},
     "polled": {1: AVAILABLE},
     "reloadable": {1: AVAILABLE},
-    "broken": {1: END},
 }
 
 
@@ -66,3 +65,9 @@ def restore_config(server: ServerProcess, model_paths: dict[str, Path]) -> Itera
     yield
     server.reload(model_config(model_paths))
     wait_until_serving(server, {k: v for k, v in BASE_STATES.items() if k != "polled"})
+    # Versions the config no longer names unload on the manager's ticks, after the reload.
+    wait_for(
+        lambda: all(s != AVAILABLE for v, s in server.states("reloadable").items() if v != 1),
+        30,
+        "reloadable back to version 1 only",
+    )

@@ -98,7 +98,6 @@ def model_config(
         "text": {},
         "polled": {},
         "reloadable": {"specific": [1]},
-        "broken": {"specific": [1]},
     }
     for name, value in (overrides or {}).items():
         if value is None:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
-from tfserving_dev.config import parse_flags
 from tfserving_dev.errors import ServingError
+from tfserving_dev.flags import parse_flags
 from tfserving_dev.metrics import ServingMetrics, create_registry, render
 from tfserving_dev.rest_json import COLUMNAR, ROW, format_predict_response, parse_predict_body
 
@@ -104,3 +104,33 @@ def test_metrics_page_uses_tf_serving_names_and_buckets() -> None:
     assert f'{prefix}le="32.4"}} 1' in page
     assert f'{prefix}le="+Inf"}} 1' in page
     assert ':tensorflow:serving:request_latency_sum{model_name="m",API="Predict",entrypoint="GRPC"} 25' in page
+
+
+def test_flags_have_tensorflow_model_servers_names_and_defaults() -> None:
+    # server.h: max_num_load_retries 5, load_retry_interval_micros one minute,
+    # file_system_poll_wait_seconds 1, fs_model_config_poll_wait_seconds 0.
+    flags = parse_flags(["--model_base_path=/m"])
+    assert flags.max_num_load_retries == 5
+    assert flags.load_retry_interval_micros == 60_000_000
+    assert flags.file_system_poll_wait_seconds == 1
+    assert flags.model_config_file_poll_wait_seconds == 0
+    assert (flags.per_process_gpu_memory_fraction, flags.enable_batching) == (0.0, False)
+    assert flags.rest_api_timeout_in_ms == 30000
+    # Every flag the project's compose file, Kubernetes manifests and launchers pass.
+    flags = parse_flags(
+        [
+            "--model_config_file=/c",
+            "--per_process_gpu_memory_fraction=0.4",
+            "--model_config_file_poll_wait_seconds=30",
+            "--max_num_load_retries=2",
+            "--load_retry_interval_micros=1000",
+            "--enable_batching",
+            "--rest_api_timeout_in_ms=5000",
+            "--allow_version_labels_for_unavailable_models",
+        ]
+    )
+    assert flags.per_process_gpu_memory_fraction == 0.4
+    assert flags.model_config_file_poll_wait_seconds == 30
+    assert (flags.max_num_load_retries, flags.load_retry_interval_micros) == (2, 1000)
+    assert flags.enable_batching is True
+    assert flags.rest_api_timeout_in_ms == 5000
