@@ -309,6 +309,28 @@ def test_builder_skips_complete_versions_and_rebuilds_with_force(tmp_path: Path)
     assert sorted(p.name for p in (tmp_path / "mlp").iterdir()) == ["1"]
 
 
+def test_builder_replaces_archives_of_an_older_format(tmp_path: Path) -> None:
+    """A torch.export archive from an older builder (no model file) is rebuilt, not skipped."""
+    version = VERSIONS[0]
+    target = tmp_path / "mlp" / "1"
+    build_models.build_version(tmp_path, version)
+    old = {
+        "model": {
+            "modelName": "mlp",
+            "serializedFile": "mlp.pt2",
+            "handler": "torchserve_handler.py",
+            "modelVersion": "1",
+        }
+    }
+    with zipfile.ZipFile(target / "mlp.mar", "w") as archive:
+        archive.writestr("MAR-INF/MANIFEST.json", json.dumps(old))
+        archive.writestr("mlp.pt2", b"a torch.export program")
+        archive.writestr("torchserve_handler.py", "")
+    assert not build_models.is_complete(target)
+    assert build_models.build_version(tmp_path, version) is True
+    assert build_models.is_eager_archive(target / "mlp.mar")
+
+
 def test_builder_leaves_nothing_behind_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*_: Any) -> None:
         raise RuntimeError("boom")
