@@ -24,14 +24,15 @@ A version's backend is recognised by its artifact: ``*.mar`` -> TorchServe, ``sa
 ``cnn``: ``x`` float32 [batch, 3, 32, 32] -> ``logits`` float32 [batch, 10], about 24.5 MFLOPs
 per example (printed by this script), so that the backend dominates latency.
 
-Packaging your own model
-------------------------
-TorchServe: export the model with ``torch.export`` (dynamic batch dimension), write its
-``signature.json`` and archive both with the generic handler next to this file::
+A TorchServe version is an eager-mode archive, loadable by the official image's Python 3.9 and
+torch 2.4 as well as locally: the network's code (``mlp_net.py``, ``cnn_net.py``), its
+``state_dict`` saved by ``torch.save`` as a plain dict of tensors, and the generic handler with
+its body codec, archived as::
 
     torch-model-archiver --model-name mlp --version 1 \\
         --handler deploy/examples/torchserve_handler.py \\
-        --serialized-file mlp.pt2 --extra-files signature.json --export-path <store>/mlp/1
+        --model-file deploy/examples/mlp_net.py --serialized-file mlp.pt \\
+        --extra-files signature.json,deploy/examples/rest_codec.py --export-path <store>/mlp/1
 
 TF Serving: ``tf.saved_model.save`` a ``tf.Module`` whose ``serving_default`` signature takes
 the named inputs and returns a dict of named outputs, directly into ``<store>/<model>/<version>``.
@@ -51,6 +52,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,12 +63,14 @@ import torch
 from torch import nn
 
 try:
-    from examples import networks
+    from examples import networks, torchserve_handler
 except ImportError:  # run as a script: python deploy/examples/build_models.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from examples import networks
+    from examples import networks, torchserve_handler
 
-HANDLER = Path(__file__).resolve().with_name("torchserve_handler.py")
+EXAMPLES = Path(__file__).resolve().parent
+HANDLER = EXAMPLES / "torchserve_handler.py"
+CODEC = EXAMPLES / "rest_codec.py"
 SAMPLE_SEED = 1234
 SAMPLE_ROWS = 2
 
@@ -75,10 +79,11 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class Model:
-    """One example model: its network, and its single input and output."""
+    """One example model: its network (built, and its code), and its single input and output."""
 
     name: str
     build: Callable[[int], nn.Sequential]
+    code: str  # the module in deploy/examples defining the network: the archive's model file
     input_shape: tuple[int, ...]
     output_name: str
     output_shape: tuple[int, ...]
@@ -102,8 +107,8 @@ class Version:
     seed: int  # versions with the same seed share the very same torch module, hence weights
 
 
-MLP = Model("mlp", networks.build_mlp, networks.MLP_INPUT_SHAPE, "probabilities", (3,))
-CNN = Model("cnn", networks.build_cnn, networks.CNN_INPUT_SHAPE, "logits", (10,))
+MLP = Model("mlp", networks.build_mlp, "mlp_net.py", networks.MLP_INPUT_SHAPE, "probabilities", (3,))
+CNN = Model("cnn", networks.build_cnn, "cnn_net.py", networks.CNN_INPUT_SHAPE, "logits", (10,))
 
 VERSIONS = (
     Version(MLP, 1, "torchserve", seed=1),
@@ -129,10 +134,26 @@ def sample_input(model: Model) -> dict[str, Any]:
 
 
 def is_complete(version_dir: Path) -> bool:
-    """Whether ``version_dir`` holds a finished version (artifact plus the three JSON files)."""
-    has_artifact = any(version_dir.glob("*.mar")) or (version_dir / "saved_model.pb").is_file()
+    """Whether ``version_dir`` holds a finished version (artifact plus the three JSON files).
+
+    An archive in an older builder's format (a ``torch.export`` program, which the official
+    image's torch cannot load) does not count, so ``make models`` replaces it.
+    """
+    archives = sorted(version_dir.glob("*.mar"))
+    has_artifact = (version_dir / "saved_model.pb").is_file() or (bool(archives) and is_eager_archive(archives[0]))
     names = ("signature.json", "sample_input.json", "sample_output.json")
     return has_artifact and all((version_dir / name).is_file() for name in names)
+
+
+def is_eager_archive(mar: Path) -> bool:
+    """Whether ``mar`` is an eager-mode archive: a model file and a state_dict, handler and codec."""
+    try:
+        with zipfile.ZipFile(mar) as archive:
+            manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))["model"]
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError):
+        return False
+    return bool(manifest.get("modelFile")) and {CODEC.name, HANDLER.name} <= names
 
 
 def build_version(store: Path, version: Version, force: bool = False) -> bool:
@@ -170,24 +191,29 @@ def write_torchserve(out: Path, version: Version, module: nn.Module) -> Predict:
     from model_archiver.model_archiver_config import ModelArchiverConfig
 
     name = version.model.name
-    example = torch.zeros(2, *version.model.input_shape)
-    # Dynamic batch dimension; every other dimension is fixed and checked by the program.
-    program = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
     with tempfile.TemporaryDirectory(dir=out) as work, _private_tempdir(work):
-        serialized = Path(work) / f"{name}.pt2"
-        torch.export.save(program, serialized)
+        staged = Path(work)
+        serialized = staged / f"{name}.pt"
+        # A plain dict of plain CPU tensors (no OrderedDict metadata, no Parameters, no views),
+        # written with torch.save's default pickle protocol 2: what torch.load(weights_only=True)
+        # reads in every torch since 2.0, the official TorchServe image's 2.4 included.
+        state = {key: tensor.detach().cpu().clone().contiguous() for key, tensor in module.state_dict().items()}
+        torch.save(state, serialized)
+        model_file = shutil.copy(EXAMPLES / version.model.code, staged)
         # Same as the torch-model-archiver command line in the module docstring.
         config = ModelArchiverConfig(
             model_name=name,
-            version=str(version.number),  # must equal the directory's version
+            version=str(version.number),  # exactly the directory's version: TorchServe keys versions by string
             handler=str(HANDLER),
+            model_file=str(model_file),
             serialized_file=str(serialized),
-            extra_files=str(out / "signature.json"),
+            extra_files=f"{out / 'signature.json'},{CODEC}",
             export_path=str(out),
         )
         ModelArchiver.generate_model_archive(config)
-        # The sample output comes from the serialized artifact, not the in-memory module.
-        loaded = torch.export.load(serialized).module()
+        # The sample output comes from the written files, loaded as the handler loads them.
+        manifest = {"modelFile": version.model.code, "serializedFile": serialized.name}
+        loaded = torchserve_handler.load_model(str(staged), manifest, torch.device("cpu"))
 
     def predict(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

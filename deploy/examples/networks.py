@@ -1,8 +1,10 @@
-"""The two example networks, in PyTorch, and their translation to TensorFlow.
+"""The two example networks, seeded, and their translation to TensorFlow.
 
-Both networks are plain ``nn.Sequential`` stacks so that :func:`to_tensorflow` can rebuild the
-same computation in TensorFlow layer by layer from the PyTorch weights: this is how the TF
-Serving versions of the examples carry *exactly* the weights of their TorchServe twins.
+The networks themselves are defined in ``mlp_net.py`` and ``cnn_net.py``, the model files the
+TorchServe archives carry (Python 3.8, torch 2.0 APIs: they run in the official TorchServe
+image). Both are ``nn.Sequential`` stacks so that :func:`to_tensorflow` can rebuild the same
+computation in TensorFlow layer by layer from the PyTorch weights: this is how the TF Serving
+versions of the examples carry *exactly* the weights of their TorchServe twins.
 
 - ``mlp``: ``x`` float32 [batch, 4] -> ``probabilities`` float32 [batch, 3] (softmax).
 - ``cnn``: ``x`` float32 [batch, 3, 32, 32] (NCHW) -> ``logits`` float32 [batch, 10].
@@ -19,6 +21,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from examples.cnn_net import CNNNet
+from examples.mlp_net import MLPNet
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
@@ -26,40 +31,20 @@ MLP_INPUT_SHAPE = (4,)
 CNN_INPUT_SHAPE = (3, 32, 32)
 
 
-def build_mlp(seed: int, hidden: int = 16) -> nn.Sequential:
-    """Return the ``mlp`` network (4 -> hidden -> 3, softmax), initialised from ``seed``."""
+def build_mlp(seed: int) -> nn.Sequential:
+    """Return the ``mlp`` network (:class:`MLPNet`), initialised from ``seed``, in eval mode."""
     with _seeded(seed):
-        return nn.Sequential(
-            nn.Linear(4, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, 3),
-            nn.Softmax(dim=1),
-        ).eval()
+        return MLPNet().eval()
 
 
 def build_cnn(seed: int) -> nn.Sequential:
-    """Return the ``cnn`` network (3x32x32 -> 10 logits), initialised from ``seed``.
+    """Return the ``cnn`` network (:class:`CNNNet`), initialised from ``seed``, in eval mode.
 
     About 24.5 MFLOPs per example (see :func:`count_flops`), about 0.5 ms of CPU on the 2-core
     development machine: real work per example for the backend, still cheap enough for CI.
     """
     with _seeded(seed):
-        return nn.Sequential(
-            nn.Conv2d(3, 16, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(16, 32, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(64, 64, kernel_size=3, padding=1),
-            nn.ReLU(),
-            # Global average pooling: the flatten below is then independent of NCHW vs NHWC order.
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(64, 10),
-        ).eval()
+        return CNNNet().eval()
 
 
 @contextlib.contextmanager

@@ -1,112 +1,100 @@
 """A generic TorchServe handler speaking TF Serving's REST body format.
 
-Both serving stacks accept the same request body, so the gateway can pass bodies through
-unchanged whichever backend serves a version.
+Both serving stacks then accept the same request body, so the gateway can pass bodies through
+unchanged whichever backend serves a version. The bodies are read and written by ``rest_codec.py``
+(row form ``{"instances": [...]}`` -> ``{"predictions": [...]}``, column form ``{"inputs": ...}``
+-> ``{"outputs": ...}``, a bad request -> HTTP 400 ``{"error": "..."}``); ``deploy/examples/README.md``
+states the whole contract.
 
-Packaging (``torch-model-archiver``)
-------------------------------------
-- ``--serialized-file``: the model, either a ``torch.export`` program (``*.pt2``, written by
-  ``torch.export.save``) or TorchScript (any other extension, ``torch.jit.save``). Its forward
-  takes the inputs positionally in signature order and returns a tensor (one output), a
-  tuple/list in signature order, or a dict keyed by output name.
-- ``--extra-files signature.json``: the inputs and outputs, Open Inference Protocol style::
+This file runs inside the official ``pytorch/torchserve:0.12.0-cpu|gpu`` images (Python 3.9,
+torch 2.4) as well as locally (torch 2.13): Python 3.8 syntax and standard library only (``typing``
+generics, no ``X | Y``, no ``zip(strict=...)``; ``tests/examples`` checks it with vermin) and
+torch APIs that exist since torch 2.0.
+
+Archive (``torch-model-archiver``)
+----------------------------------
+- ``--model-file net.py``: the network's code, defining exactly one ``torch.nn.Module`` subclass
+  constructible without arguments (TorchServe's own eager-mode convention). Its forward takes the
+  inputs positionally in signature order and returns a tensor (one output), a tuple/list in
+  signature order, or a dict keyed by output name.
+- ``--serialized-file weights.pt``: the network's ``state_dict`` as ``torch.save`` writes a plain
+  dict of tensors, read with ``weights_only=True`` (no pickled classes). Without ``--model-file``
+  the serialized file is read as TorchScript (``torch.jit.save``) instead.
+- ``--extra-files signature.json,rest_codec.py``: the inputs and outputs, Open Inference Protocol
+  style, and the body codec::
 
       {"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}]}
 
-  The first dimension is the batch (``-1``); another ``-1`` means "any size".
-
-Request (JSON, as TF Serving's REST API)
-----------------------------------------
-- Row form ``{"instances": [row, ...]}``: one row per example. For a single-input model a row
-  is that input's value (nested lists); a row may also be an object ``{"x": value}`` (required
-  when the model has several inputs).
-- Column form ``{"inputs": value}`` (single input) or ``{"inputs": {"x": value}}``; values
-  include the batch dimension.
-- Optional ``"signature_name"``: only ``"serving_default"`` exists.
-- Send it with ``Content-Type: application/json``: TorchServe parses a form-encoded body (what
-  ``curl -d`` sends by default) into form fields, and the JSON is lost.
-
-Response
---------
-- Row form -> ``{"predictions": [...]}``, one entry per row: the output's value for that row,
-  or an object ``{name: value}`` per row when the model has several outputs.
-- Column form -> ``{"outputs": value}`` (single output) or ``{"outputs": {name: value}}``.
-- A bad request -> HTTP 400 with ``{"error": "..."}`` naming the field, what was expected and
-  what was received, e.g. ``input 'x': expected shape [-1, 4], got [2, 5]``.
-
-TorchServe may batch several requests into one ``handle`` call: valid requests run through the
-model together, and each request gets its own response, so one bad request fails only itself.
+The network runs in eval and inference mode on the device TorchServe assigns (``cuda:<gpu_id>``
+when a GPU is present). ``TS_GPU_MEMORY_FRACTION`` (a number in (0, 1]; unset or empty for no
+bound) caps this worker's share of that GPU's memory, for a GPU shared with TF Serving.
+TorchServe may batch several requests into one ``handle`` call: valid ones run through the network
+together, and one bad request fails only itself.
 """
 
-from __future__ import annotations
-
+import importlib.util
+import inspect
 import json
 import logging
 import os
-from typing import Any
+import pickle
+import sys
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 
+if __package__:  # imported as examples.torchserve_handler (the builder, the tests)
+    from . import rest_codec
+else:  # TorchServe: a top-level module, the archive's directory on sys.path
+    import rest_codec
+
 logger = logging.getLogger(__name__)
 
-SIGNATURE_FILE = "signature.json"
-SIGNATURE_NAME = "serving_default"
 CONTENT_TYPE = "application/json"
-
-# Open Inference Protocol datatype -> (numpy dtype, numpy dtype kinds accepted from JSON).
-_DATATYPES: dict[str, tuple[type[np.generic], str]] = {
-    "FP16": (np.float16, "biuf"),
-    "FP32": (np.float32, "biuf"),
-    "FP64": (np.float64, "biuf"),
-    "INT8": (np.int8, "biu"),
-    "INT16": (np.int16, "biu"),
-    "INT32": (np.int32, "biu"),
-    "INT64": (np.int64, "biu"),
-    "UINT8": (np.uint8, "biu"),
-    "BOOL": (np.bool_, "b"),
-}
-
-_BAD_BODY = "body must be a JSON object with 'instances' or 'inputs'"
+GPU_MEMORY_FRACTION_ENV = "TS_GPU_MEMORY_FRACTION"
 
 
 # TorchServe's loader instantiates the single class defined in this module, so this module must
 # define exactly one class: bad requests are signalled with the built-in ValueError.
 class SignatureHandler:
-    """Serve a ``torch.export``/TorchScript model described by a packaged ``signature.json``."""
+    """Serve an eager network (model file + ``state_dict``) described by ``signature.json``."""
 
     def __init__(self) -> None:
         self.model: Any = None
-        self.inputs: list[dict[str, Any]] = []
-        self.outputs: list[dict[str, Any]] = []
+        self.device = torch.device("cpu")
+        self.inputs: List[Dict[str, Any]] = []
+        self.outputs: List[Dict[str, Any]] = []
 
     def initialize(self, context: Any) -> None:
-        """Load the serialized model and ``signature.json`` from the extracted archive."""
-        model_dir = context.system_properties["model_dir"]
-        with open(os.path.join(model_dir, SIGNATURE_FILE), encoding="utf-8") as f:
-            signature = json.load(f)
-        self.inputs, self.outputs = _validate_signature(signature)
-
-        model_path = os.path.join(model_dir, context.manifest["model"]["serializedFile"])
-        if model_path.endswith(".pt2"):
-            self.model = torch.export.load(model_path).module()
-        else:
-            self.model = torch.jit.load(model_path, map_location="cpu").eval()
+        """Build the network and load its weights on TorchServe's device; fail early on bad config."""
+        properties = context.system_properties
+        model_dir = properties["model_dir"]
+        with open(os.path.join(model_dir, rest_codec.SIGNATURE_FILE), encoding="utf-8") as f:
+            self.inputs, self.outputs = rest_codec.validate_signature(json.load(f))
+        fraction = gpu_memory_fraction(os.environ)
+        self.device = select_device(properties.get("gpu_id"))
+        if fraction is not None and self.device.type == "cuda":
+            # Before anything is allocated, so that loading the weights is already bounded.
+            torch.cuda.set_per_process_memory_fraction(fraction, self.device)
+        self.model = load_model(model_dir, context.manifest["model"], self.device)
         logger.info(
-            "loaded %s: inputs %s, outputs %s",
-            model_path,
+            "loaded %s on %s (GPU memory fraction %s): inputs %s, outputs %s",
+            context.manifest["model"].get("modelName"),
+            self.device,
+            fraction,
             [(s["name"], s["datatype"], s["shape"]) for s in self.inputs],
             [s["name"] for s in self.outputs],
         )
 
-    def handle(self, data: list[dict[str, Any]], context: Any) -> list[str]:
+    def handle(self, data: List[Dict[str, Any]], context: Any) -> List[str]:
         """Answer a TorchServe batch: one JSON string per request, 400s set per request."""
-        responses: list[str] = [""] * len(data)
-        accepted: list[tuple[int, str, dict[str, np.ndarray]]] = []
+        responses = [""] * len(data)
+        accepted: List[Tuple[int, str, Dict[str, np.ndarray]]] = []
         for idx, request in enumerate(data):
             try:
-                form, arrays = self._parse(_request_body(request))
+                form, arrays = rest_codec.parse(rest_codec.request_body(request), self.inputs)
             except ValueError as e:
                 context.set_response_status(400, "Bad Request", idx=idx)
                 responses[idx] = json.dumps({"error": str(e)})
@@ -115,16 +103,13 @@ class SignatureHandler:
 
         if accepted:
             # One forward pass for the whole TorchServe batch.
-            batch = {
-                spec["name"]: np.concatenate([arrays[spec["name"]] for _, _, arrays in accepted])
-                for spec in self.inputs
-            }
-            outputs = self._run(batch)
+            names = [spec["name"] for spec in self.inputs]
+            outputs = self._run({n: np.concatenate([arrays[n] for _, _, arrays in accepted]) for n in names})
             start = 0
             for idx, form, arrays in accepted:
                 stop = start + len(next(iter(arrays.values())))
                 rows = {name: value[start:stop] for name, value in outputs.items()}
-                responses[idx] = json.dumps(self._format(form, rows))
+                responses[idx] = json.dumps(rest_codec.format_outputs(form, rows, self.outputs))
                 start = stop
 
         for idx in range(len(data)):
@@ -132,64 +117,8 @@ class SignatureHandler:
             context.set_response_content_type(idx, CONTENT_TYPE)
         return responses
 
-    def _parse(self, body: dict[str, Any]) -> tuple[str, dict[str, np.ndarray]]:
-        """Validate one request body; return its form ("row"/"column") and input arrays."""
-        signature_name = body.get("signature_name", SIGNATURE_NAME)
-        if signature_name != SIGNATURE_NAME:
-            raise ValueError(f"signature_name: expected {SIGNATURE_NAME!r}, got {signature_name!r}")
-        if "instances" in body and "inputs" in body:
-            raise ValueError("body must have either 'instances' or 'inputs', got both")
-        if "instances" in body:
-            return "row", self._parse_rows(body["instances"])
-        if "inputs" in body:
-            return "column", self._parse_columns(body["inputs"])
-        raise ValueError(f"{_BAD_BODY}, got keys {sorted(body)}")
-
-    def _parse_rows(self, instances: Any) -> dict[str, np.ndarray]:
-        if not isinstance(instances, list) or not instances:
-            raise ValueError(f"'instances' must be a non-empty list of rows, got {_describe(instances)}")
-        names = [spec["name"] for spec in self.inputs]
-        columns: dict[str, list[Any]] = {name: [] for name in names}
-        for i, row in enumerate(instances):
-            if isinstance(row, dict):
-                self._check_names(row, where=f"instances[{i}]: ")
-                for name in names:
-                    columns[name].append(row[name])
-            elif len(names) == 1:
-                columns[names[0]].append(row)
-            else:
-                raise ValueError(
-                    f"instances[{i}]: the model has inputs {names}, so each row must be an "
-                    f"object keyed by input name, got {_describe(row)}"
-                )
-        return {spec["name"]: _to_array(spec, columns[spec["name"]]) for spec in self.inputs}
-
-    def _parse_columns(self, inputs: Any) -> dict[str, np.ndarray]:
-        names = [spec["name"] for spec in self.inputs]
-        if isinstance(inputs, dict):
-            self._check_names(inputs, where="")
-            values = inputs
-        elif len(names) == 1:
-            values = {names[0]: inputs}
-        else:
-            raise ValueError(f"'inputs' must be an object keyed by input name {names}, got {_describe(inputs)}")
-        arrays = {spec["name"]: _to_array(spec, values[spec["name"]]) for spec in self.inputs}
-        batch_sizes = {name: len(array) for name, array in arrays.items()}
-        if len(set(batch_sizes.values())) > 1:
-            raise ValueError(f"inputs must have the same batch size, got {batch_sizes}")
-        return arrays
-
-    def _check_names(self, given: dict[str, Any], where: str) -> None:
-        names = [spec["name"] for spec in self.inputs]
-        for name in names:
-            if name not in given:
-                raise ValueError(f"{where}missing input {name!r}")
-        for name in given:
-            if name not in names:
-                raise ValueError(f"{where}unknown input {name!r}, expected inputs {names}")
-
-    def _run(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = [torch.from_numpy(batch[spec["name"]]) for spec in self.inputs]
+    def _run(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        args = [torch.from_numpy(batch[spec["name"]]).to(self.device) for spec in self.inputs]
         with torch.inference_mode():
             result = self.model(*args)
         names = [spec["name"] for spec in self.outputs]
@@ -202,104 +131,87 @@ class SignatureHandler:
         if len(values) != len(names):
             # A packaging error, not a bad request: let TorchServe answer 5xx.
             raise RuntimeError(f"model returned {len(values)} outputs, signature names {names}")
-        return {name: value.detach().cpu().numpy() for name, value in zip(names, values, strict=True)}
-
-    def _format(self, form: str, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
-        single = outputs[self.outputs[0]["name"]] if len(self.outputs) == 1 else None
-        if form == "row":
-            if single is not None:
-                return {"predictions": single.tolist()}
-            n = len(next(iter(outputs.values())))
-            return {"predictions": [{name: value[i].tolist() for name, value in outputs.items()} for i in range(n)]}
-        if single is not None:
-            return {"outputs": single.tolist()}
-        return {"outputs": {name: value.tolist() for name, value in outputs.items()}}
+        return {name: value.detach().cpu().numpy() for name, value in zip(names, values)}
 
 
-def _request_body(request: dict[str, Any]) -> dict[str, Any]:
-    """Return the decoded JSON body of one TorchServe request."""
-    # TorchServe puts a raw body under "body" (or "data"), already JSON-decoded when the
-    # request's Content-Type is application/json, otherwise as bytes.
-    body = request.get("body")
-    if body is None:
-        body = request.get("data")
-    if body is None:
-        # TorchServe parses a form-encoded body (what `curl -d` sends by default) into form
-        # fields, mangling or dropping the JSON: nothing is left to parse.
-        raise ValueError(f"{_BAD_BODY}, got no body (send it with Content-Type: application/json)")
-    if isinstance(body, bytes | bytearray):
-        try:
-            body = body.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{_BAD_BODY}, got non-UTF-8 bytes") from None
-    if isinstance(body, str):
-        if not body.strip():
-            raise ValueError(f"{_BAD_BODY}, got an empty body")
-        try:
-            body = json.loads(body)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"malformed JSON body: {e}") from None
-    if not isinstance(body, dict):
-        raise ValueError(f"{_BAD_BODY}, got {_describe(body)}")
-    return body
+def gpu_memory_fraction(environ: Mapping[str, str]) -> Optional[float]:
+    """The fraction of GPU memory set by ``TS_GPU_MEMORY_FRACTION``; None when unset or empty.
 
-
-def _to_array(spec: dict[str, Any], value: Any) -> np.ndarray:
-    """Convert one input's JSON value (batch dim included) to an array checked against spec."""
-    name, datatype, shape = spec["name"], spec["datatype"], spec["shape"]
-    dtype, kinds = _DATATYPES[datatype]
+    Anything but a number in (0, 1] fails the model load: a typo must not silently leave the GPU
+    unbounded next to TF Serving.
+    """
+    raw = environ.get(GPU_MEMORY_FRACTION_ENV, "").strip()
+    if not raw:
+        return None
     try:
-        raw = np.asarray(value)
+        fraction = float(raw)
     except ValueError:
-        raise ValueError(f"input {name!r}: expected shape {shape}, got a ragged nested list") from None
-    if raw.dtype.kind not in kinds:
-        got = "strings" if raw.dtype.kind == "U" else f"{raw.dtype} values"
-        if raw.dtype.kind == "O":
-            got = "non-numeric values (null, objects or mixed types)"
-        raise ValueError(f"input {name!r}: expected {datatype} numbers, got {got}")
-    got_shape = list(raw.shape)
-    if len(got_shape) != len(shape) or any(want not in (-1, got) for want, got in zip(shape, got_shape, strict=True)):
-        raise ValueError(f"input {name!r}: expected shape {shape}, got {got_shape}")
-    if got_shape[0] == 0:
-        raise ValueError(f"input {name!r}: expected at least one example, got shape {got_shape}")
-    return np.ascontiguousarray(raw, dtype=dtype)
+        fraction = float("nan")
+    if not 0.0 < fraction <= 1.0:  # false for nan too
+        raise RuntimeError(f"{GPU_MEMORY_FRACTION_ENV}: expected a number in (0, 1], got {raw!r}")
+    return fraction
 
 
-def _validate_signature(signature: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Fail model loading early, with a clear message, on a malformed signature.json."""
+def select_device(gpu_id: Any) -> torch.device:
+    """``cuda:<gpu_id>`` when TorchServe assigned a GPU and CUDA is usable, else the CPU."""
+    if gpu_id is not None and torch.cuda.is_available():
+        return torch.device("cuda", int(gpu_id))
+    return torch.device("cpu")
 
-    def valid_input(spec: Any) -> bool:
-        shape = spec.get("shape")
-        return (
-            isinstance(spec.get("name"), str)
-            and spec.get("datatype") in _DATATYPES
-            and isinstance(shape, list)
-            and len(shape) > 0
-            and all(isinstance(d, int) for d in shape)
-        )
 
-    try:
-        inputs, outputs = list(signature["inputs"]), list(signature["outputs"])
-        ok = (
-            bool(inputs)
-            and bool(outputs)
-            and all(valid_input(spec) for spec in inputs)
-            and all(isinstance(spec.get("name"), str) for spec in outputs)
-        )
-    except (KeyError, TypeError, AttributeError):
-        ok = False
-    if not ok:
+def load_model(model_dir: str, manifest: Mapping[str, Any], device: torch.device) -> torch.nn.Module:
+    """The archived network on ``device`` in eval mode, from the manifest's ``model`` entry."""
+    serialized = manifest.get("serializedFile")
+    if not serialized:
+        raise RuntimeError("the archive has no serialized file: archive the state_dict with --serialized-file")
+    path = os.path.join(model_dir, serialized)
+    model_file = manifest.get("modelFile")
+    if model_file:
+        model = network_class(os.path.join(model_dir, model_file))().to(device)
+        state = load_state_dict(path, device)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise RuntimeError(f"{serialized} does not fit the network of {model_file}: {e}") from None
+    elif serialized.endswith(".pt2"):
         raise RuntimeError(
-            f"invalid {SIGNATURE_FILE}: expected inputs with name, datatype (one of "
-            f"{sorted(_DATATYPES)}) and shape, and outputs with a name; got {signature!r}"
+            f"{serialized}: a torch.export program loads only in the torch version that wrote it; "
+            "archive the network's code (--model-file) and its state_dict (--serialized-file) instead"
         )
-    return inputs, outputs
+    else:
+        model = torch.jit.load(path, map_location=device)
+    return model.eval()
 
 
-def _describe(value: Any) -> str:
-    """A short description of a JSON value for error messages."""
-    if isinstance(value, dict):
-        return f"an object with keys {sorted(value)[:5]}"
-    if isinstance(value, list):
-        return "an empty list" if not value else f"a list of {len(value)}"
-    return f"{type(value).__name__} {json.dumps(value)[:40]}"
+def network_class(path: str) -> Any:
+    """The one ``torch.nn.Module`` subclass defined in the model file at ``path``."""
+    name = "ts_model_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot import the model file {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as an import would: dataclasses and pickling look it up there
+    spec.loader.exec_module(module)
+    classes = [
+        c
+        for _, c in inspect.getmembers(module, inspect.isclass)
+        if c.__module__ == name and issubclass(c, torch.nn.Module)
+    ]
+    if len(classes) != 1:
+        found = [c.__name__ for c in classes]
+        raise RuntimeError(f"{os.path.basename(path)}: expected exactly one torch.nn.Module subclass, got {found}")
+    return classes[0]
+
+
+def load_state_dict(path: str, device: torch.device) -> Dict[str, torch.Tensor]:
+    """Read a ``state_dict`` written by ``torch.save``: tensors only, never pickled classes."""
+    options: Dict[str, Any] = {"map_location": device}
+    if "weights_only" in inspect.signature(torch.load).parameters:  # torch >= 1.13
+        options["weights_only"] = True
+    try:
+        state = torch.load(path, **options)
+    except pickle.UnpicklingError as e:
+        raise RuntimeError(f"{os.path.basename(path)}: not a plain state_dict of tensors: {e}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RuntimeError(f"{os.path.basename(path)}: expected a state_dict (a dict of tensors)")
+    return state

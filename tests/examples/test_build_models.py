@@ -1,14 +1,13 @@
 """The example model store: layout, cross-stack equivalence, and the TorchServe handler contract.
 
-The whole store is built once per session into a temporary directory (about 10 s on 2 cores).
-The handler is driven in-process over an extracted ``.mar``, as TorchServe would drive it.
+The whole store is built once per session (``conftest.py``). The handler is driven in-process over
+an extracted ``.mar``, as TorchServe would drive it (``archives.py``).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,8 @@ pytest.importorskip("model_archiver")
 from examples import build_models  # noqa: E402
 from examples.build_models import CNN, MLP, VERSIONS, Version  # noqa: E402
 
+from tests.examples.archives import Serve, extract, load_served_mar, read_json  # noqa: E402
+
 MLP_SIGNATURE = {
     "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
     "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 3]}],
@@ -34,67 +35,8 @@ CNN_SIGNATURE = {
 }
 
 
-@pytest.fixture(scope="session")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model store holding every example version, built once."""
-    path = tmp_path_factory.mktemp("model_store")
-    build_models.build_all(path, log=lambda _: None)
-    return path
-
-
 def version_dir(store: Path, model: str, number: int) -> Path:
     return store / model / str(number)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-class FakeContext:
-    """The part of TorchServe's ``ts.context.Context`` that the handler uses."""
-
-    def __init__(self, model_dir: Path) -> None:
-        self.system_properties = {"model_dir": str(model_dir)}
-        self.manifest = read_json(model_dir / "MAR-INF" / "MANIFEST.json")
-        self.statuses: dict[int, tuple[int, str]] = {}
-        self.content_types: dict[int, str] = {}
-
-    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
-        self.statuses[idx] = (code, phrase)
-
-    def set_response_content_type(self, idx: int, value: str) -> None:
-        self.content_types[idx] = value
-
-
-Serve = Callable[..., list[tuple[int, Any]]]
-
-
-def load_served_mar(mar: Path, workdir: Path) -> tuple[Any, Serve]:
-    """Extract ``mar`` and initialise the handler packaged inside it, as TorchServe does.
-
-    Returns the handler module and ``serve(*requests)``, which sends TorchServe-style requests
-    (dicts with a ``body``) as one batch and returns ``(status, decoded JSON)`` per request.
-    """
-    model_dir = workdir / f"{mar.stem}-{uuid.uuid4().hex[:8]}"
-    with zipfile.ZipFile(mar) as archive:
-        archive.extractall(model_dir)
-    manifest = read_json(model_dir / "MAR-INF" / "MANIFEST.json")
-    handler_path = model_dir / manifest["model"]["handler"]
-    spec = importlib.util.spec_from_file_location(f"handler_{model_dir.name}", handler_path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    handler = module.SignatureHandler()
-    handler.initialize(FakeContext(model_dir))
-
-    def serve(*requests: dict[str, Any]) -> list[tuple[int, Any]]:
-        context = FakeContext(model_dir)
-        responses = handler.handle(list(requests), context)
-        assert len(responses) == len(requests)
-        assert all(context.content_types[i] == "application/json" for i in range(len(requests)))
-        return [(context.statuses.get(i, (200, ""))[0], json.loads(body)) for i, body in enumerate(responses)]
-
-    return module, serve
 
 
 @pytest.fixture(scope="session")
@@ -126,16 +68,20 @@ def predictor(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Predicto
 
 
 def _torch_predictor(mar: Path, workdir: Path) -> Predict:
-    """Run the serialized program packaged in a .mar, without the handler."""
-    target = workdir / f"{mar.parent.parent.name}-{mar.parent.name}"
-    with zipfile.ZipFile(mar) as archive:
-        archive.extractall(target)
-    manifest = read_json(target / "MAR-INF" / "MANIFEST.json")
-    program = torch.export.load(target / manifest["model"]["serializedFile"]).module()
+    """Run the network packaged in a .mar (its model file and state_dict), without the handler."""
+    target = extract(mar, workdir)
+    manifest = read_json(target / "MAR-INF" / "MANIFEST.json")["model"]
+    spec = importlib.util.spec_from_file_location(f"net_{target.name}", target / manifest["modelFile"])
+    assert spec is not None and spec.loader is not None
+    code = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code)
+    (network_class,) = [c for c in vars(code).values() if isinstance(c, type) and c.__module__ == code.__name__]
+    network = network_class().eval()
+    network.load_state_dict(torch.load(target / manifest["serializedFile"], weights_only=True))
 
     def predict(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return program(torch.from_numpy(x)).numpy()
+            return network(torch.from_numpy(x)).numpy()
 
     return predict
 
@@ -177,7 +123,14 @@ def test_version_directory_layout(store: Path, version: Version) -> None:
             names = set(archive.namelist())
         assert manifest["model"]["modelName"] == version.model.name
         assert manifest["model"]["modelVersion"] == str(version.number)
-        assert {"signature.json", "torchserve_handler.py", manifest["model"]["serializedFile"]} <= (names)
+        assert names == {
+            "MAR-INF/MANIFEST.json",
+            "signature.json",
+            "torchserve_handler.py",
+            "rest_codec.py",
+            version.model.code,
+            f"{version.model.name}.pt",
+        }
     else:
         assert (path / "saved_model.pb").is_file()
         assert (path / "variables" / "variables.index").is_file()
@@ -354,6 +307,28 @@ def test_builder_skips_complete_versions_and_rebuilds_with_force(tmp_path: Path)
     assert build_models.build_version(tmp_path, version, force=True) is True
     assert build_models.is_complete(target)
     assert sorted(p.name for p in (tmp_path / "mlp").iterdir()) == ["1"]
+
+
+def test_builder_replaces_archives_of_an_older_format(tmp_path: Path) -> None:
+    """A torch.export archive from an older builder (no model file) is rebuilt, not skipped."""
+    version = VERSIONS[0]
+    target = tmp_path / "mlp" / "1"
+    build_models.build_version(tmp_path, version)
+    old = {
+        "model": {
+            "modelName": "mlp",
+            "serializedFile": "mlp.pt2",
+            "handler": "torchserve_handler.py",
+            "modelVersion": "1",
+        }
+    }
+    with zipfile.ZipFile(target / "mlp.mar", "w") as archive:
+        archive.writestr("MAR-INF/MANIFEST.json", json.dumps(old))
+        archive.writestr("mlp.pt2", b"a torch.export program")
+        archive.writestr("torchserve_handler.py", "")
+    assert not build_models.is_complete(target)
+    assert build_models.build_version(tmp_path, version) is True
+    assert build_models.is_eager_archive(target / "mlp.mar")
 
 
 def test_builder_leaves_nothing_behind_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
