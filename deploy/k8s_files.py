@@ -17,6 +17,7 @@ import argparse
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
@@ -32,7 +33,7 @@ COPIES: dict[Path, Path] = {
 }
 
 
-def _k8s_rules():  # type: ignore[no-untyped-def]
+def _k8s_rules() -> ModuleType:
     """deploy/prometheus/k8s_rules.py (a script, not a package module), loaded by path."""
     path = ROOT / "deploy" / "prometheus" / "k8s_rules.py"
     spec = importlib.util.spec_from_file_location("k8s_rules", path)
