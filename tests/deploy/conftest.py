@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -97,27 +98,52 @@ def compose_raw() -> dict[str, Any]:
     return result
 
 
-def kustomize_build(overlay: Path) -> list[dict[str, Any]]:
-    """`kubectl kustomize` (kustomize inside kubectl) with the load restrictor the docs use."""
-    done = run([tool("kubectl"), "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(overlay)])
+def kustomize_build(overlay: Path) -> subprocess.CompletedProcess[str]:
+    """`kubectl kustomize` exactly as `kubectl apply -k` builds: kustomize inside kubectl, with its
+    default load restrictor (no file read from outside the kustomization's own directory)."""
+    return run([tool("kubectl"), "kustomize", str(overlay)])
+
+
+def kustomize_objects(overlay: Path) -> list[dict[str, Any]]:
+    """The objects an overlay builds to (the build must succeed)."""
+    done = kustomize_build(overlay)
     assert done.returncode == 0, done.stderr
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
+# The lines each overlay carries, commented out, that enable the optional monitoring component.
+MONITORING_LINES = "# components:\n#   - ../../components/monitoring\n"
+
+
+def copy_k8s(dest: Path) -> Path:
+    """A copy of k8s/ under ``dest`` (to edit an overlay as a user would); returns the copy."""
+    shutil.copytree(K8S, dest / "k8s")
+    return dest / "k8s"
+
+
+def enable_monitoring(overlay: Path) -> None:
+    """Uncomment the overlay's documented `components:` lines, as docs/deployment.md says to."""
+    kustomization = overlay / "kustomization.yaml"
+    text = kustomization.read_text()
+    assert MONITORING_LINES in text, f"{kustomization}: no commented lines that enable the monitoring component"
+    kustomization.write_text(text.replace(MONITORING_LINES, MONITORING_LINES.replace("# ", "")))
+
+
 @pytest.fixture(scope="session")
-def k8s(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    """Every overlay, built. Until the Grafana dashboard lands (another change writes it), the
-    build runs on a copy of the tree with a placeholder dashboard; test_k8s says so."""
-    root = ROOT
-    if not DASHBOARD.is_file():
-        root = tmp_path_factory.mktemp("k8s-tree")
-        shutil.copytree(K8S, root / "k8s")
-        for source in (ROOT / "deploy" / "docker", ROOT / "deploy" / "tfserving"):
-            shutil.copytree(source, root / source.relative_to(ROOT))
-        placeholder = root / DASHBOARD.relative_to(ROOT)
-        placeholder.parent.mkdir(parents=True)
-        placeholder.write_text(json.dumps({"title": "placeholder", "panels": []}))
-    return {name: kustomize_build(root / "k8s" / "overlays" / name) for name in OVERLAYS}
+def k8s() -> dict[str, list[dict[str, Any]]]:
+    """Every overlay as it is committed, built as `kubectl apply -k` builds it."""
+    return {name: kustomize_objects(K8S / "overlays" / name) for name in OVERLAYS}
+
+
+@pytest.fixture(scope="session")
+def k8s_monitoring(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    """Every overlay with the monitoring component enabled by its documented lines."""
+    tree = copy_k8s(tmp_path_factory.mktemp("k8s-monitoring"))
+    built = {}
+    for name in OVERLAYS:
+        enable_monitoring(tree / "overlays" / name)
+        built[name] = kustomize_objects(tree / "overlays" / name)
+    return built
 
 
 @pytest.fixture(scope="session")
@@ -209,6 +235,37 @@ def container(deployment: dict[str, Any], name: str) -> dict[str, Any]:
     raise AssertionError(f"no container {name} in {deployment['metadata']['name']}")
 
 
+def containers_of(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every container of a Deployment's pods, init containers included."""
+    spec = pod_spec(deployment)
+    result: list[dict[str, Any]] = spec["containers"] + spec.get("initContainers", [])
+    return result
+
+
+def expand(value: str, env: dict[str, Any]) -> str:
+    """A command or argument as the kubelet runs it: ``$(NAME)`` replaced by the container's plain
+    env value NAME (a reference it cannot resolve stays as written, as in Kubernetes)."""
+
+    def resolve(match: re.Match[str]) -> str:
+        found = env.get(match.group(1))
+        return found if isinstance(found, str) else match.group(0)
+
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", resolve, value)
+
+
 def env_of(c: dict[str, Any]) -> dict[str, Any]:
     """A container's env as name -> value (plain values) or the valueFrom mapping."""
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+def gpu_memory_fractions(docs: list[dict[str, Any]]) -> dict[str, float]:
+    """Each backend's GPU memory bound as its process reads it: TF Serving's flag (after the
+    kubelet expands $(VAR) references), the example TorchServe handler's TS_GPU_MEMORY_FRACTION."""
+    deployments = objects(docs, "Deployment")
+    tf = container(deployments["tfserving"], "tfserving")
+    tf_flags = flags([expand(arg, env_of(tf)) for arg in tf["args"]])
+    ts_env = env_of(container(deployments["torchserve"], "torchserve"))
+    return {
+        "tfserving": float(tf_flags["per_process_gpu_memory_fraction"]),
+        "torchserve": float(ts_env["TS_GPU_MEMORY_FRACTION"]),
+    }

@@ -27,6 +27,7 @@ from tests.deploy.conftest import (
     container,
     env_of,
     flags,
+    gpu_memory_fractions,
     objects,
     pod_spec,
     properties,
@@ -272,6 +273,35 @@ def test_tfserving_starts_on_the_model_config_the_init_step_writes(compose, k8s)
         assert named[c["readinessProbe"]["httpGet"]["port"]] == int(kflags["rest_api_port"])
 
 
+# --- GPUs --------------------------------------------------------------------------------------
+def test_where_both_stacks_share_a_gpu_their_memory_fits_on_it(compose, k8s):
+    """TF Serving takes a whole GPU's memory unless bounded, TorchServe's handler as much as its
+    models ask: compose puts both on GPU 0 by default, the Kubernetes device plugin may hand one
+    GPU to both pods (time-slicing, MPS). Each is bounded, and the two bounds fit on one GPU."""
+    services = compose["services"]
+    devices = {
+        name: [d["device_ids"] for d in services[name]["deploy"]["resources"]["reservations"]["devices"]]
+        for name in ("torchserve", "tfserving")
+    }
+    assert devices["torchserve"] == devices["tfserving"]
+    fractions = {
+        "compose": {
+            "tfserving": float(flags(services["tfserving"]["command"])["per_process_gpu_memory_fraction"]),
+            "torchserve": float(compose_env(compose, "torchserve")["TS_GPU_MEMORY_FRACTION"]),
+        },
+        "k8s/gpu": gpu_memory_fractions(k8s["gpu"]),
+    }
+    for where, bounds in fractions.items():
+        assert all(0 < f < 1 for f in bounds.values()) and sum(bounds.values()) <= 1, (where, bounds)
+
+
+def test_the_torchserve_handler_reads_the_memory_fraction_the_deployments_set():
+    handler = ROOT / "deploy" / "examples" / "torchserve_handler.py"
+    if "TS_GPU_MEMORY_FRACTION" not in handler.read_text():
+        pytest.skip(f"{handler.relative_to(ROOT)} does not read TS_GPU_MEMORY_FRACTION yet (another change adds it)")
+    assert "set_per_process_memory_fraction" in handler.read_text()
+
+
 # --- Prometheus ---------------------------------------------------------------------------------
 def expected_metrics(compose) -> dict[str, tuple[int, str]]:
     """Each compose service's metrics endpoint, from that service's own configuration."""
@@ -302,10 +332,10 @@ def test_prometheus_rule_files_are_in_the_mounted_directory(compose, prometheus)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_service_monitors_scrape_what_compose_scrapes(k8s, compose, prometheus, overlay):
+def test_service_monitors_scrape_what_compose_scrapes(k8s_monitoring, compose, prometheus, overlay):
     """Same names, ports and paths as prometheus.yml: the Operator names each job after its
     Service, so the dashboards' job="gateway|torchserve|tfserving" selectors hold in both."""
-    docs = k8s[overlay]
+    docs = k8s_monitoring[overlay]
     services, monitors = objects(docs, "Service"), objects(docs, "ServiceMonitor")
     by_host = {t.host: t for t in scrape_targets(prometheus)}
     for name, monitor in monitors.items():
