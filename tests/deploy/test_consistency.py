@@ -243,6 +243,10 @@ def test_tfserving_starts_on_the_model_config_the_init_step_writes(compose, k8s)
     tf_flags, init_flags = flags(tf["command"]), flags(init["command"])
     assert tf["entrypoint"] == ["tensorflow_model_server"]
     assert tf_flags["model_config_file"] == init_flags["tf-config"]
+    # The file the gateway rewrites on every change (Settings.tfserving_config_path), and
+    # TorchServe's start-up registrations beside it: restarts load exactly the registry's versions.
+    assert tf_flags["model_config_file"] == f"{env['GATEWAY_MODEL_STORE']}/.tfserving/models.config"
+    assert init_flags["ts-startup"] == f"{env['GATEWAY_MODEL_STORE']}/.torchserve/models.json"
     assert init_flags["tf-base-path"] == base and base in compose_mounts(compose, "tfserving")
     assert compose_mounts(compose, "tfserving")[base]["source"] == "model-store"
     assert env["GATEWAY_MODEL_STORE"] == init_flags["store"]
@@ -263,7 +267,9 @@ def test_tfserving_starts_on_the_model_config_the_init_step_writes(compose, k8s)
         assert kflags["model_config_file"] == kinit["tf-config"], overlay
         shared = k8s_mount_dir(deployment, "tfserving", kflags["model_config_file"])[1]
         assert shared == k8s_mount_dir(deployment, "model-config", kinit["tf-config"])[1]
-        assert "emptyDir" in shared, overlay
+        assert "persistentVolumeClaim" in shared, overlay  # the store the gateway writes it into
+        assert kflags["model_config_file"] == f"{gateway_env['GATEWAY_MODEL_STORE']}/.tfserving/models.config"
+        assert kinit["ts-startup"] == f"{gateway_env['GATEWAY_MODEL_STORE']}/.torchserve/models.json"
         assert kinit["tf-base-path"] == kbase and kbase in {m["mountPath"] for m in c["volumeMounts"]}
         mount, volume = k8s_mount_dir(deployment, "tfserving", kflags["monitoring_config_file"])
         data = objects(docs, "ConfigMap")[volume["configMap"]["name"]]["data"]

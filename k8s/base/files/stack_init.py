@@ -7,11 +7,19 @@ gateway package. It follows the gateway's own rules (``gateway.routing.discovery
 ``gateway.backends.torchserve.link_archive``); tests/deploy checks that they agree.
 
 ``prepare``     seed an empty store from a directory, create TorchServe's top-level archive links,
-                write TF Serving's model config (every SavedModel version, ``specific`` policy).
-``register``    create the links and register every TorchServe version through the management API.
+                and write the backends' start-up files when the store has none yet: TF Serving's
+                model config (every SavedModel version, ``specific`` policy) and TorchServe's
+                registrations (every archive, the lowest version as default).
+``register``    register TorchServe's start-up versions through the management API.
 ``torchserve``  run ``register`` in the background, then exec TorchServe (the rest of the command
-                line): every start of the container registers what the store holds, and the
+                line): every start of the container registers the start-up versions, and the
                 ``--done-file`` appears when that is done (the health checks wait for it).
+
+The start-up files belong to the gateway once it runs: it rewrites both on every change to its
+registry (``gateway.backends.startup``), so that a backend that restarts loads exactly the
+registry's available versions, retired ones never, with the stable version as TorchServe's
+default. ``prepare`` therefore never overwrites them (``--rewrite`` does, from the directory
+listing, for an operator who wants to start over).
 """
 
 from __future__ import annotations
@@ -89,6 +97,35 @@ def tfserving_config(versions: list[tuple[str, int, str]], base_path: str) -> st
     return "model_config_list {\n" + "".join(blocks) + "}\n"
 
 
+def torchserve_startup(versions: list[tuple[str, int, str]]) -> str:
+    """TorchServe's start-up registrations (``gateway.backends.torchserve`` writes the same form):
+    every archive version, the lowest one as each model's default."""
+    models: dict[str, list[int]] = {}
+    for model, version, backend in versions:
+        if backend == "torchserve":
+            models.setdefault(model, []).append(version)
+    doc = {
+        "models": {
+            m: {"default": str(min(vs)), "versions": [str(v) for v in sorted(vs)]} for m, vs in sorted(models.items())
+        }
+    }
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def startup_registrations(store: Path, startup_file: Path | None) -> list[tuple[str, str]]:
+    """``(model, version string)`` to register, each model's default first: from the start-up file
+    the gateway keeps, or, when there is none yet, from the store's directories."""
+    if startup_file is not None and startup_file.is_file():
+        doc = json.loads(startup_file.read_text())
+        found = []
+        for model, entry in sorted(doc.get("models", {}).items()):
+            default = entry.get("default")
+            versions = sorted(entry.get("versions", []), key=lambda v: (v != default, int(v) if v.isdigit() else 0))
+            found.extend((model, version) for version in versions)
+        return found
+    return [(m, str(v)) for m, v, b in scan(store) if b == "torchserve"]
+
+
 def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -146,19 +183,22 @@ def wait_for(url: str, deadline_s: float) -> None:
         time.sleep(1)
 
 
-def register(store: Path, management_url: str, workers: int, timeout: float) -> list[str]:
-    """Register every TorchServe version; a version already registered counts as done.
+def register(store: Path, management_url: str, workers: int, timeout: float, startup_file: Path | None) -> list[str]:
+    """Register the start-up versions, each model's default first (TorchServe makes the first
+    version registered its default); a version already registered counts as done.
 
     A version that fails is logged and skipped: one bad archive must not keep the others (and the
     gateway, which reports that version's state) from starting. Returns the failures.
     """
     failed = []
-    for model, version, backend in scan(store):
-        if backend != "torchserve":
+    for model, version in startup_registrations(store, startup_file):
+        if not (store / model / version).is_dir() or not any((store / model / version).glob("*.mar")):
+            failed.append(f"{model} v{version}")
+            log(f"{model} v{version} is in the start-up file but has no archive in {store}")
             continue
         query = urllib.parse.urlencode(
             {
-                "url": link(store, model, version),
+                "url": link(store, model, int(version)),
                 "model_name": model,
                 "initial_workers": workers,
                 "synchronous": "true",
@@ -186,9 +226,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         for model, version, backend in versions:
             if backend == "torchserve":
                 link(store, model, version)
-    if args.tf_config:
-        write_atomically(Path(args.tf_config), tfserving_config(versions, args.tf_base_path))
-        log(f"wrote {args.tf_config}")
+    for path, render in (
+        (args.tf_config, lambda: tfserving_config(versions, args.tf_base_path)),
+        (args.ts_startup, lambda: torchserve_startup(versions)),
+    ):
+        if not path:
+            continue
+        if Path(path).exists() and not args.rewrite:
+            log(f"{path} exists (the gateway keeps it); not rewritten")
+            continue
+        write_atomically(Path(path), render())
+        log(f"wrote {path}")
     if args.owner:
         chown_tree(store, args.owner)
     summary = {"store": str(store), "versions": [f"{m}/{v} ({b})" for m, v, b in versions]}
@@ -198,7 +246,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_register(args: argparse.Namespace) -> int:
     wait_for(f"{args.inference_url.rstrip('/')}/ping", args.wait)
-    failed = register(Path(args.store), args.management_url, args.workers, args.timeout)
+    store = Path(args.store)
+    startup = Path(args.startup_file) if args.startup_file else store / ".torchserve" / "models.json"
+    failed = register(store, args.management_url, args.workers, args.timeout, startup)
     if args.done_file:
         write_atomically(Path(args.done_file), json.dumps({"failed": failed}) + "\n")
     return 1 if failed and args.strict else 0
@@ -229,17 +279,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
 
-    prepare = sub.add_parser("prepare", help="seed, link and write TF Serving's model config")
+    prepare = sub.add_parser("prepare", help="seed, link and write the backends' start-up files if missing")
     prepare.add_argument("--store", default="/models")
     prepare.add_argument("--seed-from", help="copy this store's versions in when the store holds none")
     prepare.add_argument("--links", action=argparse.BooleanOptionalAction, default=True)
     prepare.add_argument("--tf-config", help="where to write TF Serving's model config file")
     prepare.add_argument("--tf-base-path", default="/models", help="the store's path inside TF Serving")
+    prepare.add_argument("--ts-startup", help="where to write TorchServe's start-up registrations")
+    prepare.add_argument(
+        "--rewrite", action="store_true", help="rewrite the start-up files from the store even if they exist"
+    )
     prepare.add_argument("--owner", help="uid:gid to hand the store to (run as root)")
     prepare.set_defaults(func=cmd_prepare)
 
     for name, helptext in (
-        ("register", "register every TorchServe version of the store"),
+        ("register", "register TorchServe's start-up versions"),
         ("torchserve", "register in the background, exec the TorchServe command after --"),
     ):
         p = sub.add_parser(name, help=helptext)
@@ -247,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--inference-url", default="http://127.0.0.1:8080")
         p.add_argument("--management-url", default="http://127.0.0.1:8081")
         p.add_argument("--workers", type=int, default=1)
+        p.add_argument("--startup-file", help="start-up registrations (default: <store>/.torchserve/models.json)")
         p.add_argument("--timeout", type=float, default=300.0, help="seconds per registration")
         p.add_argument("--wait", type=float, default=600.0, help="seconds to wait for TorchServe's /ping")
         p.add_argument("--done-file", help="written when every version was tried")
