@@ -3,8 +3,11 @@ server, every protocol, every way of addressing a version, every error status.""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -156,7 +159,18 @@ def store_with_ghost_versions(stack, tmp_path: Path) -> Path:
     for version in (1, 2, 3):
         os.symlink(real / "mlp" / str(version), store / "mlp" / str(version))
     os.symlink(real / "mlp" / "2", store / "mlp" / "8")
-    os.symlink(real / "mlp" / "3", store / "mlp" / "9")
+    # Version 9: version 3's archive saying version 9 (the gateway adopts only archives whose
+    # manifest names their directory's version exactly, as TorchServe keys versions by that string).
+    ghost = shutil.copytree(real / "mlp" / "3", store / "mlp" / "9")
+    for archive in ghost.glob("*.mar"):
+        with zipfile.ZipFile(archive) as old:
+            members = {info.filename: old.read(info) for info in old.infolist()}
+        manifest = json.loads(members["MAR-INF/MANIFEST.json"])
+        manifest["model"]["modelVersion"] = "9"
+        members["MAR-INF/MANIFEST.json"] = json.dumps(manifest).encode()
+        with zipfile.ZipFile(archive, "w") as new:
+            for name, data in members.items():
+                new.writestr(name, data)
     return store
 
 
