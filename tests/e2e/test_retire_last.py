@@ -3,6 +3,8 @@ model list, which the server accepts (no config at all would be INVALID_ARGUMENT
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from localstack import Ports
@@ -28,6 +30,14 @@ def test_retiring_the_last_tf_serving_version_unloads_it(small_stack):
         assert gw.post("/v1/models/mlp/versions/2:predict", json={"instances": [[1, 2, 3, 4]]}).status_code == 200
         r = gw.post("/admin/models/mlp/versions/2/retire")
         assert r.json() == {"model": "mlp", "version": 2, "retired": True, "unloaded": True}
-    status = httpx.get(f"{small_stack.tfserving_rest_url}/v1/models/mlp/versions/2")
-    states = [s["state"] for s in status.json().get("model_version_status", [])] if status.status_code == 200 else []
-    assert status.status_code == 404 or states == ["END"], status.text
+    # TF Serving unloads on its manager's next ticks after the reload returned (as the real
+    # server does): wait for it, boundedly.
+    deadline = time.monotonic() + 30
+    while True:
+        status = httpx.get(f"{small_stack.tfserving_rest_url}/v1/models/mlp/versions/2")
+        body = status.json() if status.status_code == 200 else {}
+        states = [s["state"] for s in body.get("model_version_status", [])]
+        if status.status_code == 404 or states == ["END"]:
+            break
+        assert time.monotonic() < deadline, f"version 2 still loaded: {status.text}"
+        time.sleep(0.1)
