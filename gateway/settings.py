@@ -5,9 +5,10 @@ Defaults run the local stack on a laptop; production changes come from the envir
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -196,6 +197,16 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, ge=1, description="Largest inference request body; larger answers 413."
     )
     log_level: str = Field("info", description="Log level of the gateway and uvicorn.")
+
+    @field_validator("artifact_url_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for item in split_list(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"'{item}' is not a network such as 10.0.0.0/8 or fd00::/8") from None
+        return value
 
     @property
     def tfserving_config_path(self) -> Path:
