@@ -5,9 +5,10 @@ Defaults run the local stack on a laptop; production changes come from the envir
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -102,8 +103,39 @@ class Settings(BaseSettings):
         description="Comma-separated directories on the gateway (e.g. a mounted volume) a deploy may take "
         "file:// artifacts from, symlinks resolved; empty: refused (403).",
     )
+    artifact_url_allowed_networks: str = Field(
+        "",
+        description="Comma-separated networks (e.g. 10.20.0.0/16, fd00::/8) an artifact URL's host may "
+        "resolve to although they are loopback, link-local or private; a host name that resolves into "
+        "any other such address is refused (403). A prefix of GATEWAY_ARTIFACT_URL_PREFIXES that names "
+        "an IP address literally (http://127.0.0.1:9000/) allows that address without an entry here.",
+    )
     artifact_fetch_timeout_seconds: float = Field(
-        600.0, gt=0, description="Deadline to download one artifact from an allow-listed URL."
+        600.0, gt=0, description="Total deadline to download one artifact from an allow-listed URL."
+    )
+    artifact_fetch_idle_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a download may wait to connect, or go without receiving a byte, before it "
+        "fails: a server that drips bytes is dropped long before the total deadline.",
+    )
+    artifact_max_unpacked_bytes: int = Field(
+        4 * 1024**3,
+        ge=1,
+        description="Largest total size of the files a deploy's archive unpacks to, counted while "
+        "unpacking (GATEWAY_MAX_ARTIFACT_BYTES counts the archive itself, compressed).",
+    )
+    artifact_max_members: int = Field(
+        10_000, ge=1, description="Most entries (files and directories) a deploy's archive may hold."
+    )
+    artifact_max_path_length: int = Field(
+        512, ge=16, le=4096, description="Longest path (in UTF-8 bytes) of an entry in a deploy's archive."
+    )
+    staging_dir: Path | None = Field(
+        None,
+        description="Where deploys unpack and check archives before a version is moved into the store. "
+        "Must be on the model store's file system (the move is a rename); default: "
+        "<model_store>/.staging, which no scan of the store reads (hidden names are never models).",
     )
     torchserve_workers: int = Field(1, ge=1, description="Workers TorchServe starts per deployed version.")
     tfserving_model_base_path: str | None = Field(
@@ -166,10 +198,25 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("info", description="Log level of the gateway and uvicorn.")
 
+    @field_validator("artifact_url_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for item in split_list(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"'{item}' is not a network such as 10.0.0.0/8 or fd00::/8") from None
+        return value
+
     @property
     def tfserving_config_path(self) -> Path:
         """Where TF Serving's start-up model config is kept."""
         return self.tfserving_config_file or self.model_store / ".tfserving" / "models.config"
+
+    @property
+    def staging_path(self) -> Path:
+        """Where deploys unpack archives before the atomic move into the store."""
+        return self.staging_dir or self.model_store / ".staging"
 
     @property
     def torchserve_startup_path(self) -> Path:

@@ -4,7 +4,11 @@
 #   docker build -f deploy/docker/gateway.Dockerfile -t twin-stack-gateway:0.1.0 .
 # Settings come from GATEWAY_* variables (gateway/settings.py); docs/deployment.md has the rest.
 
-ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+# Python 3.11.14: 3.11.13 is the first 3.11 release whose tarfile `data` filter has the fixes for
+# CVE-2025-4517, CVE-2025-4330, CVE-2025-4138 and CVE-2024-12718 (3.11.11 had none of them), and
+# 3.11.14 adds the later tarfile fix for CVE-2025-8194. The gateway checks every archive member
+# itself as well (gateway/rollouts/artifacts.py), but the filter it also runs should be a fixed one.
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -1,4 +1,4 @@
-"""Deploying a version: unpack, validate, place, load, wait until ready, smoke, and only then route.
+"""Deploying a version: fetch, unpack, validate, place, load, wait until ready, smoke, and only then route.
 
 Each step has a name; a failure says which step failed and why, unloads what was loaded, removes
 what was placed, records the attempt in the history, and leaves routing exactly as it was.
@@ -21,7 +21,7 @@ from gateway.backends.base import InferenceRequest, Target, version_number
 from gateway.errors import BadRequest, DeployFailed, GatewayError, RegistryDown
 from gateway.registry.store import Tx
 from gateway.restjson import decode_outputs, decode_request, result_outputs
-from gateway.rollouts.artifacts import digest, mar_version, remove_tree, scratch_dir, unpack
+from gateway.rollouts.artifacts import Limits, digest, mar_version, remove_tree, stage, unpack
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.sources import materialise, redact
 from gateway.routing.discovery import backend_of
@@ -50,30 +50,43 @@ class Deployer:
         source: str | None = None,
     ) -> dict[str, Any]:
         """Deploy the version packed in the tar file ``upload`` (which this call deletes), or
-        written into it from ``source``, a URL checked against its allow-list."""
+        written into it from ``source``, a URL checked against its allow-list.
+
+        Download, unpack and checks run before the model's lock is taken: a slow source or a
+        large archive never holds up another deploy of the same model. Under the lock: the
+        version number, the atomic move into the store, then load, smoke and route.
+        """
         if not NAME_RE.match(model):
             raise BadRequest(f"model name '{model[:64]}' must be letters, digits, '_', '.', '-'")
         if canary is not None and not 0 <= canary <= 100:
             raise BadRequest(f"canary must be a percentage in [0, 100], got {canary}")
-        lock = self._locks.setdefault(model, asyncio.Lock())
-        async with lock:
-            detail: dict[str, Any] = {"requested_version": version, "canary": canary}
-            try:
-                if source is not None:
-                    detail["source"] = redact(source)
-                    try:
-                        await materialise(source, upload, self.settings)
-                    except GatewayError as exc:
-                        raise exc if isinstance(exc, DeployFailed) else _at_step("fetch", exc) from None
-                return await self._deploy(model, upload, version, canary, actor, detail)
-            except DeployFailed as exc:
-                detail.update(step=exc.step)
-                await self.service.record_failure(
-                    actor=actor, action="deploy", model=model, message=exc.message, detail=detail
-                )
-                raise
-            finally:
-                await asyncio.to_thread(upload.unlink, missing_ok=True)
+        detail: dict[str, Any] = {"requested_version": version, "canary": canary}
+        work: Path | None = None
+        try:
+            if source is not None:
+                detail["source"] = redact(source)
+                try:
+                    await materialise(source, upload, self.settings)
+                except GatewayError as exc:
+                    raise exc if isinstance(exc, DeployFailed) else _at_step("fetch", exc) from None
+            work = await asyncio.to_thread(stage, self.settings, model)
+            staged = await asyncio.to_thread(unpack, upload, work, Limits.of(self.settings))
+            await asyncio.to_thread(upload.unlink, missing_ok=True)  # its space is needed no more
+            kind = backend_of(staged)
+            if kind is None:
+                raise DeployFailed("validate", "found neither a .mar archive nor a saved_model.pb")
+            async with self._locks.setdefault(model, asyncio.Lock()):
+                return await self._deploy(model, staged, kind, version, canary, actor, detail)
+        except DeployFailed as exc:
+            detail.update(step=exc.step)
+            await self.service.record_failure(
+                actor=actor, action="deploy", model=model, message=exc.message, detail=detail
+            )
+            raise
+        finally:
+            await asyncio.to_thread(upload.unlink, missing_ok=True)
+            if work is not None:
+                await asyncio.to_thread(remove_tree, work)
 
     async def restore(self, kind: str) -> list[tuple[str, int]]:
         """Load again the versions the registry has available on ``kind`` that the backend lost,
@@ -117,39 +130,34 @@ class Deployer:
     async def _deploy(
         self,
         model: str,
-        upload: Path,
+        staged: Path,
+        kind: str,
         version: int | None,
         canary: float | None,
         actor: str,
         detail: dict[str, Any],
     ) -> dict[str, Any]:
+        """Number the checked version directory ``staged``, move it into the store (or confirm
+        an identical one there), then load and route it; called with the model's lock held."""
         store = self.settings.model_store
-        work = scratch_dir(store, model, "deploy")
-        try:
-            source = await asyncio.to_thread(unpack, upload, work)
-            kind = backend_of(source)
-            if kind is None:
-                raise DeployFailed("validate", "found neither a .mar archive nor a saved_model.pb")
-            snapshot = await self.service.snapshot()
-            record = snapshot.models.get(model)
-            number = self._version(source, kind, version, record.versions if record else {}, store / model)
-            detail.update(version=number, backend=kind)
-            final = store / model / str(number)
-            if final.exists():
-                same = await asyncio.to_thread(lambda: digest(final) == digest(source))
-                if not same:
-                    raise DeployFailed("place", f"version {number} already exists with different content", 409)
-                stored = record.versions.get(number) if record else None
-                if stored is not None and stored.state == "available":
-                    if canary and record is not None:
-                        await self.service.traffic(model, number, canary, record.policy.sticky_header, actor)
-                    return {"model": model, "version": number, "backend": kind, "status": "unchanged"}
-                created = False
-            else:
-                await asyncio.to_thread(source.rename, final)  # atomic: same file system
-                created = True
-        finally:
-            await asyncio.to_thread(remove_tree, work)
+        snapshot = await self.service.snapshot()
+        record = snapshot.models.get(model)
+        number = self._version(staged, kind, version, record.versions if record else {}, store / model)
+        detail.update(version=number, backend=kind)
+        final = store / model / str(number)
+        if final.exists():
+            same = await asyncio.to_thread(lambda: digest(final) == digest(staged))
+            if not same:
+                raise DeployFailed("place", f"version {number} already exists with different content", 409)
+            stored = record.versions.get(number) if record else None
+            if stored is not None and stored.state == "available":
+                if canary and record is not None:
+                    await self.service.traffic(model, number, canary, record.policy.sticky_header, actor)
+                return {"model": model, "version": number, "backend": kind, "status": "unchanged"}
+            created = False
+        else:
+            await asyncio.to_thread(_place, staged, final)
+            created = True
 
         async with self.service.locks.hold(kind):
             return await self._load_and_route(model, number, kind, canary, actor, final, created, detail)
@@ -324,6 +332,12 @@ class Deployer:
             )
         except GatewayError as exc:
             raise DeployFailed("route", exc.message, exc.status_code) from None
+
+
+def _place(staged: Path, final: Path) -> None:
+    """Move a checked version directory into the store: one rename on one file system."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staged.rename(final)
 
 
 def _at_step(step: str, exc: GatewayError) -> DeployFailed:
