@@ -22,17 +22,33 @@ def unpack(archive: Path, into: Path) -> Path:
     """Extract a tar (optionally compressed) into ``into``; return the version directory in it.
 
     Python's ``data`` filter refuses absolute paths, ``..``, links that leave the directory and
-    device files, so an upload can never write outside its temp directory.
+    device files, so an upload can never write outside its temp directory. Pythons without it
+    (3.11 before 3.11.4, e.g. Debian bookworm's 3.11.2) get :func:`plain_members`, stricter still.
     """
     try:
         with tarfile.open(archive, "r:*") as tar:
-            tar.extractall(into, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(into, filter="data")
+            else:  # Python < 3.11.4 (the compose tests' gateway image runs Debian's 3.11.2)
+                tar.extractall(into, members=plain_members(tar))
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DeployFailed("unpack", f"the upload is not a readable tar archive: {exc}") from None
     entries = [p for p in into.iterdir() if not p.name.startswith(".")]
     if backend_of(into) is None and len(entries) == 1 and entries[0].is_dir():
         return entries[0]  # packed as one top-level directory
     return into
+
+
+def plain_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """The members of ``tar`` if all are plain files and directories with relative paths inside
+    the archive, else :class:`tarfile.TarError` (no links, devices, absolute paths or ``..``)."""
+    members = tar.getmembers()
+    for member in members:
+        parts = Path(member.name).parts
+        if not (member.isfile() or member.isdir()) or member.name.startswith("/") or ".." in parts:
+            raise tarfile.TarError(f"member {member.name!r} is not a plain file or directory inside the archive")
+        member.mode = (member.mode & 0o755) | (0o700 if member.isdir() else 0o600)
+    return members
 
 
 def mar_version(directory: Path) -> int | None:

@@ -34,12 +34,27 @@ STORE = ROOT / "model_store"
 OVERRIDE = Path(__file__).with_name("docker-compose.test.yml")
 COMPOSE_FILES = (ROOT / "docker-compose.yml", ROOT / "docker-compose.cpu.yml", OVERRIDE)
 PROJECT = "twin-stack-compose-test"
+LOGS = ROOT / ".local" / "compose" / "last-run.log"
 TOKEN = "compose-admin-token-0123456789abcdef"
 # Left out of the seeded store: the tests deploy them through the gateway.
 DEPLOYED_LATER = ("mlp/3", "cnn/2")
 BACKENDS = ("torchserve", "tfserving")
 # Bounds, not timings: every wait ends with a message. The health checks allow 180 s of start.
 UP_DEADLINE_S = 900.0
+# An HTTP/1.0 GET in bash: the status line and headers (CR removed), a blank line, then exactly
+# Content-Length bytes of body (or all until the server closes). Arguments: port, path.
+HTTP_GET = r"""
+exec 3<>"/dev/tcp/127.0.0.1/$1"
+printf 'GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n' "$2" >&3
+length=-1
+while IFS= read -r line <&3; do
+    line=${line%$'\r'}
+    printf '%s\n' "$line"
+    [ -z "$line" ] && break
+    case "${line,,}" in content-length:*) length=${line#*:}; length=${length// /} ;; esac
+done
+if [ "$length" -ge 0 ]; then head -c "$length" <&3; else cat <&3; fi
+"""
 HEALTHY_DEADLINE_S = 420.0
 
 
@@ -121,15 +136,13 @@ class ComposeStack:
 
     def http_inside(self, service: str, port: int, path: str) -> tuple[int, str]:
         """``GET path`` on the container's own loopback, with bash's /dev/tcp (both the official
-        images and the look-alikes have bash): the management ports are reachable nowhere else."""
-        script = (
-            f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
-            f"printf 'GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && timeout 20 cat <&3"
-        )
-        done = self.compose("exec", "-T", service, "bash", "-c", script, timeout=60, check=False)
-        head, _, body = done.stdout.partition("\r\n\r\n")
+        images and the look-alikes have bash): the management ports are reachable nowhere else.
+        The body is read by its Content-Length: TorchServe keeps the connection open."""
+        done = self.compose("exec", "-T", service, "timeout", "30", "bash", "-c", HTTP_GET, "http-get", str(port), path,
+                            timeout=90, check=False)  # fmt: skip
+        head, _, body = done.stdout.partition("\n\n")
         if done.returncode != 0 or not head.startswith("HTTP/"):
-            return 0, done.stderr
+            return 0, f"exit {done.returncode}: {done.stdout[-500:]} {done.stderr[-2000:]}"
         return int(head.split()[1]), body
 
     def up(self) -> None:
@@ -164,6 +177,9 @@ def compose_stack() -> Iterator[ComposeStack]:
         yield stack
     finally:
         if stack is not None:
+            # Every service's log, kept for a look after the run (the containers are removed).
+            LOGS.parent.mkdir(parents=True, exist_ok=True)
+            LOGS.write_text(stack.compose("logs", "--no-color", "--timestamps", check=False, timeout=120).stdout)
             stack.down()
         engine.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -51,7 +51,21 @@ TFSERVING = "twin-stack-test/tfserving:2.20.0"
 GATEWAY = "twin-stack-test/gateway:0.1.0"
 
 # What each look-alike installs; pinned as the official images and pyproject's `local` extra pin.
-TORCHSERVE_REQUIREMENTS = ("torch==2.13.0", "torchserve==0.12.0", "torch-model-archiver==0.12.0", "PyYAML>=6")
+# TorchServe's image also has the packages of pytorch/serve's requirements/common.txt and
+# torch_common.txt (v0.12.0) that handlers use: numpy, Pillow, psutil, requests, packaging, PyYAML.
+# Left out: torchvision and torchaudio (PyPI's builds do not load beside the CPU torch on disk),
+# captum, pynvml, ninja.
+TORCHSERVE_REQUIREMENTS = (
+    "torch==2.13.0",
+    "torchserve==0.12.0",
+    "torch-model-archiver==0.12.0",
+    "numpy",
+    "Pillow",
+    "psutil",
+    "requests",
+    "packaging",
+    "PyYAML>=6",
+)
 TFSERVING_REQUIREMENTS = ("tensorflow==2.21.0", "tensorflow-serving-api==2.21.0", "prometheus-client>=0.20,<1")
 
 
@@ -174,7 +188,9 @@ class Images:
         self.built.append(image)
 
     # --- the look-alikes and the gateway --------------------------------------------------------
-    def lookalike(self, image: str, name: str, base: str, requirements: tuple[str, ...], extra: dict[str, Path]) -> None:
+    def lookalike(
+        self, image: str, name: str, base: str, requirements: tuple[str, ...], extra: dict[str, Path]
+    ) -> None:
         """A look-alike: deploy/docker/lookalike/<name>.Dockerfile, <name>/ files, wheels, ``extra``."""
         dockerfile, files = LOOKALIKE / f"{name}.Dockerfile", LOOKALIKE / name
         inputs = digest(dockerfile, files, requirements, self.image_id(base), *extra.values())
@@ -200,7 +216,12 @@ class Images:
             self.build(WHEELHOUSE_BASE, wheels, LOOKALIKE / "python-wheelhouse.Dockerfile", base_inputs,
                        {"BASE_IMAGE": PYTHON_BASE})  # fmt: skip
         dockerfile = ROOT / "deploy" / "docker" / "gateway.Dockerfile"
-        sources = [ROOT / "pyproject.toml", ROOT / "README.md", ROOT / "gateway", ROOT / "deploy" / "docker" / "stack_init.py"]
+        sources = [
+            ROOT / "pyproject.toml",
+            ROOT / "README.md",
+            ROOT / "gateway",
+            ROOT / "deploy" / "docker" / "stack_init.py",
+        ]
         inputs = digest(dockerfile, ROOT / ".dockerignore", *sources, self.image_id(WHEELHOUSE_BASE))
         if self.label_of(GATEWAY) != inputs:
             self.build(GATEWAY, ROOT, dockerfile, inputs, {"PYTHON_IMAGE": WHEELHOUSE_BASE})

@@ -80,3 +80,37 @@ def test_mar_manifest_version_is_read_and_checked(tmp_path: Path):
     mar("1.5")
     with pytest.raises(DeployFailed, match="not a positive integer"):
         mar_version(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "add",
+    [
+        lambda t: member(t, "../escape.txt"),
+        lambda t: member(t, "/abs.txt"),
+        lambda t: member(t, "link", type=tarfile.SYMTYPE, linkname="mlp.mar"),
+        lambda t: member(t, "hard", type=tarfile.LNKTYPE, linkname="../../outside"),
+        lambda t: member(t, "dev", type=tarfile.CHRTYPE),
+    ],
+)
+def test_without_the_data_filter_only_plain_relative_members_unpack(tmp_path: Path, monkeypatch, add):
+    """Python 3.11 before 3.11.4 (Debian bookworm's 3.11.2) has no ``data`` filter."""
+    monkeypatch.delattr(tarfile, "data_filter")
+    archive = tmp_path / "upload.tar"
+    archive.write_bytes(tar_bytes(add))
+    (into := tmp_path / "work").mkdir()
+    with pytest.raises(DeployFailed) as err:
+        unpack(archive, into)
+    assert err.value.step == "unpack" and "not a plain file or directory" in err.value.message
+    assert not (tmp_path / "escape.txt").exists() and not Path("/abs.txt").exists()
+
+
+def test_without_the_data_filter_a_version_directory_unpacks(tmp_path: Path, monkeypatch):
+    monkeypatch.delattr(tarfile, "data_filter")
+    archive = tmp_path / "upload.tar"
+    archive.write_bytes(
+        tar_bytes(lambda t: (member(t, "mlp-3/signature.json", b"{}"), member(t, "mlp-3/mlp.mar", b"zip")))
+    )
+    (into := tmp_path / "work").mkdir()
+    root = unpack(archive, into)
+    assert sorted(p.name for p in root.iterdir()) == ["mlp.mar", "signature.json"]
+    assert (root / "mlp.mar").read_bytes() == b"zip"

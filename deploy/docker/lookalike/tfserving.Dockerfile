@@ -11,9 +11,9 @@
 # binds every interface of the container, as the real server does. What it does and does not
 # prove: docs/deployment.md.
 #
-# Built with BuildKit, offline (no network in the build): the context holds this directory's files, the
-# server's package `tfserving_dev/` and a wheelhouse `wheels/` that tests/compose/images.py
-# downloads on the host. Build it with
+# Built with BuildKit, offline (no network in the build): the context holds this directory's
+# files, the server's package `tfserving_dev/`, `requirements.txt` (tests/compose/images.py's pins)
+# and a wheelhouse `wheels/` that tests/compose/images.py downloads on the host. Build it with
 #   .venv/bin/python -m tests.compose.images tfserving
 
 ARG BASE_IMAGE=twin-stack-test/debian-python:bookworm

@@ -9,10 +9,13 @@
 # Java 17, /home/model-server/config.properties and /home/model-server/model-store, ports
 # 8080-8082 and 7070-7071, and the entrypoint /usr/local/bin/dockerd-entrypoint.sh with CMD
 # ["serve"]. What differs: Debian bookworm's Python 3.11 and torch 2.13.0 (CPU) instead of
-# Ubuntu's Python 3.9 and torch 2.4, and Java's JRE instead of the JDK (docs/deployment.md).
+# Ubuntu's Python 3.9 and torch 2.4, Java's JRE instead of the JDK, and of the Python packages
+# the official image adds for handlers only numpy, Pillow, psutil, requests, packaging and PyYAML
+# (docs/deployment.md).
 #
-# Built with BuildKit, offline (no network in the build): the context holds this directory's files and a
-# wheelhouse `wheels/` that tests/compose/images.py downloads on the host. Build it with
+# Built with BuildKit, offline (no network in the build): the context holds this directory's
+# files, `requirements.txt` (tests/compose/images.py's pins) and a wheelhouse `wheels/` that
+# tests/compose/images.py downloads on the host. Build it with
 #   .venv/bin/python -m tests.compose.images torchserve
 
 ARG BASE_IMAGE=twin-stack-test/debian-java:bookworm
@@ -29,7 +32,7 @@ RUN --mount=type=bind,source=.,target=/tmp/build set -eux; \
     install -m 0755 /tmp/build/dockerd-entrypoint.sh /usr/local/bin/dockerd-entrypoint.sh; \
     python3 -m venv /home/venv; \
     /home/venv/bin/pip install --no-cache-dir --no-index --find-links=/tmp/build/wheels \
-        torch==2.13.0 torchserve==0.12.0 torch-model-archiver==0.12.0 PyYAML; \
+        -r /tmp/build/requirements.txt; \
     chown -R model-server /home/model-server /home/venv; \
     java -version; \
     /home/venv/bin/python -c "import torch, ts, yaml; print('torch', torch.__version__)"
