@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 MODELS_STAMP := model_store/.built-stamp
 
-.PHONY: setup models run test test-docker lint typecheck protos bench loadtest prometheus clean
+.PHONY: setup models run test test-docker test-compose docker-engine lint typecheck protos bench loadtest prometheus clean
 
 setup: $(STAMP)
 
@@ -30,8 +30,18 @@ run: setup models
 prometheus:
 	@bash deploy/prometheus/install.sh
 
-test: setup models prometheus
+test: setup models prometheus docker-engine
 	$(PY) -m pytest
+
+# Debian's docker.io and debootstrap for the compose tests (tests/compose); see the script.
+docker-engine:
+	@bash deploy/docker/lookalike/install.sh
+
+# The compose stack on a real Docker engine: starts dockerd if none runs (and stops it after),
+# builds the local look-alike images (cached), `docker compose up`, end-to-end checks through the
+# gateway on 127.0.0.1 (docs/deployment.md, "Compose on a real engine").
+test-compose: setup models docker-engine
+	$(PY) -m pytest tests/compose
 
 # The same end-to-end suite against the official TorchServe and TF Serving images (needs a Docker
 # engine; without one the e2e tests say they are skipped).

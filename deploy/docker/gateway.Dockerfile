@@ -1,9 +1,12 @@
-# syntax=docker/dockerfile:1
 # The gateway image: the `gateway` package and its runtime dependencies only (no torch, no
 # tensorflow), run by a non-root user. Build from the repository root:
 #   docker build -f deploy/docker/gateway.Dockerfile -t twin-stack-gateway:0.1.0 .
 # Settings come from GATEWAY_* variables (gateway/settings.py); docs/deployment.md has the rest.
 
+# The Python base of both stages: the official image by default; the compose tests pass a base
+# built locally from Debian packages (tests/compose/images.py), as no registry is reachable there.
+# No `# syntax=` line: the builder's own Dockerfile frontend is enough, and offline BuildKit cannot
+# pull another.
 # Python 3.11.14: 3.11.13 is the first 3.11 release whose tarfile `data` filter has the fixes for
 # CVE-2025-4517, CVE-2025-4330, CVE-2025-4138 and CVE-2024-12718 (3.11.11 had none of them), and
 # 3.11.14 adds the later tarfile fix for CVE-2025-8194. The gateway checks every archive member

@@ -41,6 +41,8 @@ from gateway.tensors import Signature
 log = logging.getLogger(__name__)
 
 KIND = "torchserve"
+#: DELETE attempts when TorchServe could not stop a version's workers (it asks to resend).
+UNREGISTER_ATTEMPTS = 3
 
 
 def _message(body: bytes) -> str:
@@ -253,7 +255,15 @@ class TorchServeBackend:
             if others:
                 await self._put_default(model, _new_default(others, self._defaults.get(model)))
             url = f"{self.management_url}/models/{model}/{version}"
-            status, body = await _management(self.session, "DELETE", url, self.load_timeout)
+            for attempt in range(1, UNREGISTER_ATTEMPTS + 1):
+                status, body = await _management(self.session, "DELETE", url, self.load_timeout)
+                # 500 "Interrupted while cleaning resources" and 408 "Timed out while cleaning
+                # resources": TorchServe could not stop the workers, put the version back and asks
+                # for the request again (WorkLoadManager.modelChanged, ApiUtils.unregisterModel).
+                if status not in (408, 500) or attempt == UNREGISTER_ATTEMPTS:
+                    break
+                log.warning("%s answered %d (%s); asking again", what, status, _message(body))
+                await asyncio.sleep(0.5 * attempt)
             if status not in (200, 404):  # 404: unregistered meanwhile
                 raise error_for_status(status, body, what)
         if self.store is not None:

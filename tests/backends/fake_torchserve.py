@@ -36,6 +36,9 @@ class FakeTorchServe:
         self.store = store
         self.models: dict[str, Versions] = {}
         self.calls: list[tuple[str, str]] = []
+        #: Statuses the next unregisters answer before working (TorchServe's 500 "Interrupted
+        #: while cleaning resources" / 408 "Timed out while cleaning resources").
+        self.unregister_failures: list[int] = []
         self.app = web.Application()
         self.app.add_routes(
             [
@@ -127,6 +130,10 @@ class FakeTorchServe:
             return _error(
                 404, "ModelVersionNotFoundException", f"Model version: {version} does not exist for model: {model}"
             )
+        if self.unregister_failures:  # the workers could not be stopped: the version stays
+            status = self.unregister_failures.pop(0)
+            word = "Interrupted" if status == 500 else "Timed out"
+            return _error(status, "InternalServerException", f"{word} while cleaning resources: {model}")
         del refs.versions[version]
         if not refs.versions:
             del self.models[model]

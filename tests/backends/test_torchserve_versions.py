@@ -98,3 +98,23 @@ async def test_after_torchserve_restarts_the_stable_version_is_default_again(tor
     assert server.default("mlp") == "3"
     await adapter.unload("mlp", 1, {"mlp": {2, 3}})
     assert server.registered("mlp") == ["2", "3"]
+
+
+async def test_unregister_is_asked_again_when_torchserve_could_not_stop_the_workers(torchserve):
+    """TorchServe answers 500/408 "... while cleaning resources", keeps the version and asks for
+    the request again: the adapter does, a bounded number of times."""
+    server, adapter = torchserve
+    await load_all(adapter, 1, 2)
+    server.unregister_failures = [500, 408]
+    await adapter.unload("mlp", 2, {"mlp": {1}})
+    assert server.registered("mlp") == ["1"]
+    assert [c for c in server.calls if c[0] == "DELETE"] == [("DELETE", "mlp 2")] * 3
+
+
+async def test_unregister_gives_up_after_its_attempts_with_torchserves_message(torchserve):
+    server, adapter = torchserve
+    await load_all(adapter, 1, 2)
+    server.unregister_failures = [500, 500, 500]
+    with pytest.raises(BackendError, match="Interrupted while cleaning resources"):
+        await adapter.unload("mlp", 2, {"mlp": {1}})
+    assert server.registered("mlp") == ["1", "2"]
