@@ -19,13 +19,13 @@ import numpy as np
 
 from gateway.backends.base import InferenceRequest, Target, version_number
 from gateway.errors import BadRequest, DeployFailed, GatewayError, RegistryDown
+from gateway.names import MODEL_RULE, is_model_name, shown
 from gateway.registry.store import Tx
 from gateway.restjson import decode_outputs, decode_request, result_outputs
 from gateway.rollouts.artifacts import digest, mar_version, remove_tree, scratch_dir, unpack
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.sources import materialise, redact
 from gateway.routing.discovery import backend_of
-from gateway.routing.table import NAME_RE
 from gateway.tensors import Signature
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,13 @@ class Deployer:
     ) -> dict[str, Any]:
         """Deploy the version packed in the tar file ``upload`` (which this call deletes), or
         written into it from ``source``, a URL checked against its allow-list."""
-        if not NAME_RE.match(model):
-            raise BadRequest(f"model name '{model[:64]}' must be letters, digits, '_', '.', '-'")
-        if canary is not None and not 0 <= canary <= 100:
-            raise BadRequest(f"canary must be a percentage in [0, 100], got {canary}")
+        # Checked before the name reaches the store, the history or a log line.
+        problem = None if is_model_name(model) else f"invalid model name {shown(model)}: {MODEL_RULE}"
+        if problem is None and canary is not None and not 0 <= canary <= 100:
+            problem = f"canary must be a percentage in [0, 100], got {canary}"
+        if problem is not None:
+            await asyncio.to_thread(upload.unlink, missing_ok=True)
+            raise BadRequest(problem)
         lock = self._locks.setdefault(model, asyncio.Lock())
         async with lock:
             detail: dict[str, Any] = {"requested_version": version, "canary": canary}
