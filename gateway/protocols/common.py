@@ -43,13 +43,15 @@ async def read_body(request: Request) -> bytes:
         if not declared.isdigit():
             raise BadRequest("Content-Length header must be a non-negative integer")
         if int(declared) > limit:
-            raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
+            raise PayloadTooLarge(
+                f"request body of {declared} bytes is over the limit of {limit} (GATEWAY_MAX_BODY_BYTES)"
+            )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes (GATEWAY_MAX_BODY_BYTES)")
         chunks.append(chunk)
     return b"".join(chunks)
 
