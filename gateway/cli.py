@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway import names
 from gateway.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -213,6 +214,24 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked(check: Any) -> Any:
+    """An argparse ``type`` from a ``gateway.names`` check: a bad name is a usage error, never a URL."""
+
+    def convert(text: str) -> Any:
+        try:
+            return check(text)
+        except names.InvalidName as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = check.__name__  # argparse names the type in its messages
+    return convert
+
+
+MODEL = _checked(names.model_name)
+LABEL = _checked(names.label_name)
+VERSION = _checked(names.parse_version)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--url", default=os.environ.get("GATEWAY_URL", DEFAULT_URL), help="gateway base URL")
@@ -229,30 +248,30 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (GATEWAY_PORT)")
 
     p = command("deploy", "deploy a version: load, wait ready, smoke test, then route", _deploy)
-    p.add_argument("model")
+    p.add_argument("model", type=MODEL)
     p.add_argument(
         "path",
         help="version directory (.mar or SavedModel, with its sample JSON files) or .mar, uploaded; or a URL "
         "the gateway fetches a tar of the version directory from: http(s):// under GATEWAY_ARTIFACT_URL_PREFIXES, "
         "file:// inside GATEWAY_ARTIFACT_DIRS",
     )
-    p.add_argument("--version", type=int, help="version number (default: the archive's, or the next)")
+    p.add_argument("--version", type=VERSION, help="version number (default: the archive's, or the next)")
     p.add_argument("--canary", type=float, help="route this percentage of traffic to it")
 
     p = command("promote", "move stable to the canary (or VERSION)", None)
-    p.add_argument("model")
-    p.add_argument("version", nargs="?", type=int)
+    p.add_argument("model", type=MODEL)
+    p.add_argument("version", nargs="?", type=VERSION)
     p.set_defaults(
         func=lambda a: _print(_call(a, "POST", f"/admin/models/{a.model}/promote", json={"version": a.version}))
     )
 
     p = command("rollback", "move stable back to the previous stable version", None)
-    p.add_argument("model")
+    p.add_argument("model", type=MODEL)
     p.set_defaults(func=lambda a: _print(_call(a, "POST", f"/admin/models/{a.model}/rollback")))
 
     p = command("traffic", "send a share of traffic to a canary version", None)
-    p.add_argument("model")
-    p.add_argument("--canary", type=int, required=True, help="canary version")
+    p.add_argument("model", type=MODEL)
+    p.add_argument("--canary", type=VERSION, required=True, help="canary version")
     p.add_argument("--percent", type=float, required=True)
     p.add_argument("--sticky-header", help="same header value, same version")
     p.add_argument("--guard-error-ratio", type=float, help="canary share 0 above this error ratio")
@@ -262,30 +281,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_traffic)
 
     p = command("shadow", "copy a share of live requests to a version (or --off)", _shadow)
-    p.add_argument("model")
-    p.add_argument("version", nargs="?", type=int)
+    p.add_argument("model", type=MODEL)
+    p.add_argument("version", nargs="?", type=VERSION)
     p.add_argument("--percent", type=float, default=100.0)
     p.add_argument("--off", action="store_true")
 
     p = command("label", "point a label at a version", None)
-    p.add_argument("model")
-    p.add_argument("name")
-    p.add_argument("version", type=int)
+    p.add_argument("model", type=MODEL)
+    p.add_argument("name", type=LABEL)
+    p.add_argument("version", type=VERSION)
     p.set_defaults(
         func=lambda a: _print(_call(a, "PUT", f"/admin/models/{a.model}/labels/{a.name}", json={"version": a.version}))
     )
 
     p = command("retire", "unload a version no label or policy uses", None)
-    p.add_argument("model")
-    p.add_argument("version", type=int)
+    p.add_argument("model", type=MODEL)
+    p.add_argument("version", type=VERSION)
     p.set_defaults(func=lambda a: _print(_call(a, "POST", f"/admin/models/{a.model}/versions/{a.version}/retire")))
 
     p = command("status", "versions, labels, traffic, shadow results", None)
-    p.add_argument("model", nargs="?")
+    p.add_argument("model", nargs="?", type=MODEL)
     p.set_defaults(func=lambda a: _print(_call(a, "GET", f"/admin/models/{a.model}" if a.model else "/admin/models")))
 
     p = command("history", "who did what, newest first", None)
-    p.add_argument("model", nargs="?")
+    p.add_argument("model", nargs="?", type=MODEL)
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(
         func=lambda a: _print(

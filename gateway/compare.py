@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gateway import names
+
 if TYPE_CHECKING:
     import aiohttp
     from rich.progress import Progress, TaskID
@@ -69,10 +71,11 @@ class Target:
 
     @classmethod
     def parse(cls, text: str) -> Target:
-        model, sep, version = text.rpartition(":")
-        if not sep or not model or not version.isdigit() or int(version) < 1:
-            raise CompareError(f"target {text!r}: expected MODEL:VERSION with a version number >= 1, e.g. mlp:1")
-        return cls(model, int(version))
+        model, _, version = text.rpartition(":")
+        try:
+            return cls(names.model_name(model), names.parse_version(version))
+        except names.InvalidName as exc:
+            raise CompareError(f"target {names.shown(text)}: expected MODEL:VERSION, e.g. mlp:1 ({exc})") from None
 
     @property
     def name(self) -> str:

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 
 class GatewayError(Exception):
-    """Base of every error the gateway answers with; ``status_code`` is the HTTP status."""
+    """Base of every error the gateway answers with; ``status_code`` is the HTTP status.
+
+    ``message`` is what the client reads; ``detail``, when given, is the full internal text
+    (a backend's raw error, with addresses) that only the log gets, beside the request ID.
+    """
 
     status_code = 500
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        self.detail = detail
 
 
 class BadRequest(GatewayError):
@@ -30,8 +35,8 @@ class Unauthorized(GatewayError):
 
     status_code = 401
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message, headers={"WWW-Authenticate": "Bearer", **(headers or {})})
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, detail: str | None = None) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer", **(headers or {})}, detail=detail)
 
 
 class Forbidden(GatewayError):
@@ -84,8 +89,8 @@ class BackendUnavailable(GatewayError):
 
     status_code = 503
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message, headers={"Retry-After": "1", **(headers or {})})
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, detail: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": "1", **(headers or {})}, detail=detail)
 
 
 class BackendTimeout(GatewayError):

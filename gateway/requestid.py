@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
-_SANE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # fullmatch: `$` would let a final newline in
 
 
 class RequestIdMiddleware:
@@ -25,7 +25,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        request_id = incoming if _SANE.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _SANE.fullmatch(incoming) else uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
 
         async def with_header(message: Message) -> None:

@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 import orjson
 
+from gateway import jsonbody
 from gateway.backends.base import Form, InferenceResult
 from gateway.errors import BackendError, BadRequest
+from gateway.jsonbody import DEFAULT_MAX_DEPTH, JsonLimit
 from gateway.tensors import Signature, TensorSpec, check_shape, to_array, to_json_value
 
 _ORJSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
@@ -75,19 +77,11 @@ def may_hold_bools(body: bytes) -> bool:
     return b"true" in body or b"false" in body
 
 
-def loads(body: bytes) -> Any:
-    """Parse JSON with orjson; TF Serving's ``NaN``, ``Infinity`` and ``-Infinity`` tokens (its
-    documented JSON conformance, which orjson refuses) fall back to the standard library."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        if b"NaN" not in body and b"Infinity" not in body:
-            raise
-        try:
-            return json.loads(body)
-        except ValueError:
-            pass
-        raise
+def loads(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Parse JSON in one pass, TF Serving's ``NaN``, ``Infinity`` and ``-Infinity`` tokens included
+    (its documented JSON conformance); ``ValueError`` when invalid or nested over ``max_depth``
+    (``jsonbody.JsonLimit``, which says so)."""
+    return jsonbody.loads(body, max_depth=max_depth)
 
 
 def dumps(payload: Any, *, finite: bool = True) -> bytes:
@@ -111,19 +105,23 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def parse_json(body: bytes) -> Any:
-    """Parse a request body; a 400 that says where the JSON is broken."""
+def parse_json(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Parse a request body; a 400 that says where the JSON is broken, or which limit it is over."""
     if not body:
         raise BadRequest("request body is empty; expected a JSON object")
     try:
-        return loads(body)
-    except orjson.JSONDecodeError as exc:
+        return loads(body, max_depth)
+    except JsonLimit as exc:
+        raise BadRequest(f"request body refused: {exc}") from None
+    except ValueError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
 
 
-def decode_predict_body(body: bytes, signature: Signature) -> tuple[dict[str, np.ndarray], Form]:
+def decode_predict_body(
+    body: bytes, signature: Signature, max_depth: int = DEFAULT_MAX_DEPTH
+) -> tuple[dict[str, np.ndarray], Form]:
     """Parse and decode a TF Serving REST predict request body (400s name what is wrong)."""
-    return decode_request(parse_json(body), signature, bools=may_hold_bools(body))
+    return decode_request(parse_json(body, max_depth), signature, bools=may_hold_bools(body))
 
 
 def decode_request(payload: Any, signature: Signature, *, bools: bool = True) -> tuple[dict[str, np.ndarray], Form]:
@@ -220,7 +218,7 @@ def decode_outputs(body: bytes, form: Form, signature: Signature | None) -> dict
     """Parse a backend's TF Serving REST answer back into output arrays."""
     try:
         payload = loads(body)
-    except orjson.JSONDecodeError as exc:
+    except ValueError as exc:
         raise BackendError(f"backend answered with invalid JSON: {exc}") from None
     key = "predictions" if form == "row" else "outputs"
     if not isinstance(payload, dict) or key not in payload:

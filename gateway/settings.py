@@ -196,6 +196,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1, description="Largest inference request body; larger answers 413."
     )
+    # At most 512: bodies holding NaN are read by the standard library's parser, which recurses and
+    # must stay well inside Python's recursion limit (1000 frames); gateway/jsonbody.py.
+    max_json_depth: int = Field(
+        64,
+        ge=2,
+        le=512,
+        description="Deepest nesting of arrays and objects an inference JSON body may have; deeper answers 400 "
+        "(a tensor has at most 64 dimensions).",
+    )
     log_level: str = Field("info", description="Log level of the gateway and uvicorn.")
 
     @field_validator("artifact_url_allowed_networks")

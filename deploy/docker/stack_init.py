@@ -37,7 +37,17 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")  # gateway.routing.table.NAME_RE
+# The gateway's rule (gateway/names.py: MODEL_NAME_PATTERN, canonical_version), copied since this
+# script runs without the gateway installed; tests/deploy/test_consistency.py checks they agree.
+# Always ``fullmatch``: with ``match`` and ``$``, a name ending in a newline would pass.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+VERSION_RE = re.compile(r"[1-9][0-9]{0,18}")  # ASCII digits only, no leading zero
+MAX_VERSION = 2**63 - 1
+
+
+def is_version(text: str) -> bool:
+    """Whether a directory name (or TorchServe version string) is a version as the gateway writes it."""
+    return VERSION_RE.fullmatch(text) is not None and int(text) <= MAX_VERSION
 
 
 def log(message: str) -> None:
@@ -50,10 +60,10 @@ def scan(store: Path) -> list[tuple[str, int, str]]:
     if not store.is_dir():
         return found
     for model_dir in sorted(store.iterdir()):
-        if not model_dir.is_dir() or not NAME_RE.match(model_dir.name):
+        if not model_dir.is_dir() or not NAME_RE.fullmatch(model_dir.name):
             continue
         for version_dir in sorted(model_dir.iterdir()):
-            if not version_dir.is_dir() or not version_dir.name.isdigit() or int(version_dir.name) < 1:
+            if not version_dir.is_dir() or not is_version(version_dir.name):
                 continue
             if any(version_dir.glob("*.mar")):
                 found.append((model_dir.name, int(version_dir.name), "torchserve"))
@@ -119,8 +129,12 @@ def startup_registrations(store: Path, startup_file: Path | None) -> list[tuple[
         doc = json.loads(startup_file.read_text())
         found = []
         for model, entry in sorted(doc.get("models", {}).items()):
+            if not NAME_RE.fullmatch(model):
+                log(f"skipping model {model!r} of {startup_file}: not a valid model name")
+                continue
             default = entry.get("default")
-            versions = sorted(entry.get("versions", []), key=lambda v: (v != default, int(v) if v.isdigit() else 0))
+            versions = [v for v in entry.get("versions", []) if isinstance(v, str) and is_version(v)]
+            versions.sort(key=lambda v: (v != default, int(v)))
             found.extend((model, version) for version in versions)
         return found
     return [(m, str(v)) for m, v, b in scan(store) if b == "torchserve"]

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from gateway.names import canonical_version
+
 if TYPE_CHECKING:
     from gateway.tensors import Signature
 
@@ -23,11 +25,9 @@ def version_number(text: str) -> int | None:
 
     Versions are positive integers in their canonical decimal form: ``1``, ``12``. TorchServe keys
     versions by their exact string (``1.0``, ``01`` and ``1`` are three different versions), so
-    anything else is never read loosely as a number.
+    anything else is never read loosely as a number (the rule is ``gateway.names``').
     """
-    if not text.isascii() or not text.isdigit() or text.startswith("0"):
-        return None
-    return int(text)
+    return canonical_version(text)
 
 
 @dataclass(frozen=True, slots=True)

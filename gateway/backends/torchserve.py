@@ -27,6 +27,7 @@ from gateway.backends.base import (
     version_number,
 )
 from gateway.backends.resilience import RetryBudget
+from gateway.backends.scrub import scrub
 from gateway.backends.startup import write_if_changed
 from gateway.errors import (
     BackendError,
@@ -59,26 +60,40 @@ def _message(body: bytes) -> str:
 
 
 def error_for_status(status: int, body: bytes, what: str) -> GatewayError:
-    """Translate a TorchServe HTTP error status into the gateway's error (the one table)."""
-    text = f"{what}: {_message(body)}"
+    """Translate a TorchServe HTTP error status into the gateway's error (the one table).
+
+    An input error keeps TorchServe's (or the handler's) message as it is: it tells the client
+    what to fix. A server-side failure keeps it with addresses scrubbed; the log gets it whole.
+    """
+    server = _message(body)
     if status in (400, 413, 422):
-        return BadRequest(f"input rejected by {text}")
+        return BadRequest(f"input rejected by {what}: {server}")
+    detail = f"{what}: HTTP {status}: {server}"
     if status in (408, 504):
-        return BackendTimeout(text)
+        return BackendTimeout(f"{what}: timed out (HTTP {status}): {scrub(server)}", detail=detail)
     if status in (503, 507, 429):
-        return BackendUnavailable(text)
-    return BackendError(f"{text} (HTTP {status})")
+        return BackendUnavailable(f"{what}: unavailable (HTTP {status}): {scrub(server)}", detail=detail)
+    return BackendError(f"{what}: {scrub(server)} (HTTP {status})", detail=detail)
+
+
+def _reason(error: OSError) -> str:
+    """Why a connection failed, without where: asyncio's own text names the address."""
+    if error.errno is not None and error.errno > 0:
+        return os.strerror(error.errno).lower()  # "connection refused"
+    return scrub(error.strerror or type(error).__name__)  # resolver errors: "Name or service not known"
 
 
 def error_for_exception(exc: BaseException, what: str) -> GatewayError:
-    """Translate an HTTP client exception into the gateway's error (the one table)."""
+    """Translate an HTTP client exception into the gateway's error (the one table): the kind of
+    failure for the client, the exception's full text (with the address) for the log."""
+    detail = f"{what}: {type(exc).__name__}: {exc}"
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return BackendTimeout(f"{what}: no answer within the deadline")
+        return BackendTimeout(f"{what}: no answer within the deadline", detail=detail)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return BackendUnavailable(f"{what}: cannot connect ({exc.os_error})")
+        return BackendUnavailable(f"{what}: cannot connect ({_reason(exc.os_error)})", detail=detail)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return BackendUnavailable(f"{what}: connection closed by the server")
-    return BackendError(f"{what}: {type(exc).__name__}: {exc}")
+        return BackendUnavailable(f"{what}: connection closed by the server", detail=detail)
+    return BackendError(f"{what}: {type(exc).__name__}: {scrub(str(exc))}", detail=detail)
 
 
 class TorchServeBackend:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import Request, Response
 
+from gateway.backends.scrub import scrub
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
 from gateway.restjson import dumps
 from gateway.tensors import Signature
@@ -43,13 +44,15 @@ async def read_body(request: Request) -> bytes:
         if not declared.isdigit():
             raise BadRequest("Content-Length header must be a non-negative integer")
         if int(declared) > limit:
-            raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
+            raise PayloadTooLarge(
+                f"request body of {declared} bytes is over the limit of {limit} (GATEWAY_MAX_BODY_BYTES)"
+            )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes (GATEWAY_MAX_BODY_BYTES)")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -134,8 +137,16 @@ async def dispatch(request: Request, resolved: Resolved, inference: InferenceReq
 
 
 def error_response(request: Request, exc: GatewayError) -> Response:
-    """The answer to a GatewayError: ``{"error": message}`` with its status and headers."""
+    """The answer to a GatewayError: ``{"error": message}`` with its status and headers.
+
+    A 5xx answer never carries an internal address (the adapters' tables leave them out; this
+    scrubs any other source too, such as a database error); the log line gets the full detail,
+    and the request ID through ``RequestIdFilter``.
+    """
     request.state.error = type(exc).__name__
+    message = exc.message
     if exc.status_code >= 500:
-        log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc)
-    return json_response({"error": exc.message}, exc.status_code, exc.headers)
+        full = exc.message if exc.detail is None else f"{exc.message} (detail: {exc.detail})"
+        log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, full)
+        message = scrub(message)
+    return json_response({"error": message}, exc.status_code, exc.headers)

@@ -22,6 +22,7 @@ from gateway.protocols.common import (
     read_body,
     require_signature,
     routing_headers,
+    settings_of,
     signature_of,
     table_of,
 )
@@ -179,7 +180,7 @@ async def _infer(request: Request, resolved: Resolved) -> Response:
     mark_route(request, resolved)
     target = resolved.target
     body = await read_body(request)
-    payload = parse_json(body)
+    payload = parse_json(body, settings_of(request).max_json_depth)
     signature = require_signature(target, await signature_of(target))
     inputs, names = decode_infer_request(payload, signature, bools=may_hold_bools(body))
     result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form="column", output_filter=names))

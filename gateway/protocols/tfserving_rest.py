@@ -19,6 +19,7 @@ from gateway.protocols.common import (
     read_body,
     require_signature,
     routing_headers,
+    settings_of,
     signature_of,
     table_of,
 )
@@ -54,7 +55,7 @@ async def _predict(request: Request, resolved: Resolved) -> Response:
     target = resolved.target
     body = await read_body(request)
     signature = require_signature(target, await signature_of(target))
-    inputs, form = decode_predict_body(body, signature)
+    inputs, form = decode_predict_body(body, signature, settings_of(request).max_json_depth)
     result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form=form, body=body))
     content = result_body(result, form, signature)
     return Response(content, media_type="application/json", headers=routing_headers(resolved))

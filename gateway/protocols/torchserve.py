@@ -19,6 +19,7 @@ from gateway.protocols.common import (
     read_body,
     require_signature,
     routing_headers,
+    settings_of,
     signature_of,
     table_of,
     timed,
@@ -58,7 +59,7 @@ async def _predictions(request: Request, resolved: Resolved) -> Response:
         raw = await timed(request, target.backend.kind, lambda: target.backend.forward(target, body, content_type))
         return Response(raw.body, status_code=raw.status, media_type=raw.content_type, headers=headers)
     signature = require_signature(target, await signature_of(target))
-    inputs, form = decode_predict_body(body, signature)
+    inputs, form = decode_predict_body(body, signature, settings_of(request).max_json_depth)
     result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form=form))
     content = result_body(result, form, signature)
     return Response(content, media_type="application/json", headers=headers)

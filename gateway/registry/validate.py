@@ -12,39 +12,14 @@ import re
 from pathlib import PurePosixPath
 from typing import Any, Final
 
+from gateway.names import MAX_VERSION, label_name, model_name, version_number
 from gateway.registry.records import BACKENDS, OUTCOMES, VERSION_STATES, Policy
 
-# The routing table's rule for model names (gateway.routing.table.NAME_RE), repeated here so
-# the registry does not depend on the router.
-MODEL_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-# Labels start with a letter, so that a label can never be mistaken for a version number.
-LABEL_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
+# Model names, labels and versions follow the gateway's one rule (``gateway.names``, whose
+# ``InvalidName`` is a ValueError like every check here).
+__all__ = ["MAX_VERSION", "label_name", "model_name", "version_number"]
 # An HTTP header name (RFC 9110 token characters).
-HEADER_RE: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
-MAX_VERSION: Final = 2**63 - 1
-
-
-def model_name(name: object) -> str:
-    """``name`` if it is a valid model name."""
-    if not isinstance(name, str) or not MODEL_NAME_RE.match(name):
-        raise ValueError(
-            f"invalid model name {name!r}: 1-128 of letters, digits, '_', '.', '-', starting with a letter or digit"
-        )
-    return name
-
-
-def label_name(name: object) -> str:
-    """``name`` if it is a valid label name."""
-    if not isinstance(name, str) or not LABEL_RE.match(name):
-        raise ValueError(f"invalid label name {name!r}: 1-64 of letters, digits, '_', '.', '-', starting with a letter")
-    return name
-
-
-def version_number(version: object, what: str = "version") -> int:
-    """``version`` if it is a positive integer that fits 64 bits (bools refused)."""
-    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
-        raise ValueError(f"{what} must be a positive integer, got {version!r}")
-    return version
+HEADER_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
 
 
 def backend(value: object) -> str:
@@ -126,7 +101,7 @@ def policy_shape(policy: object) -> Policy:
     elif policy.shadow_percent > 0:
         raise ValueError("shadow_percent > 0 needs a shadow_version")
     header = policy.sticky_header
-    if header is not None and not (isinstance(header, str) and HEADER_RE.match(header)):
+    if header is not None and not (isinstance(header, str) and HEADER_RE.fullmatch(header)):
         raise ValueError(f"sticky_header {policy.sticky_header!r} is not a valid HTTP header name")
     if not isinstance(policy.stable_history, tuple | list):
         raise ValueError("stable_history must be a tuple of versions")

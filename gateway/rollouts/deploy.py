@@ -19,13 +19,13 @@ import numpy as np
 
 from gateway.backends.base import InferenceRequest, Target, version_number
 from gateway.errors import BadRequest, DeployFailed, GatewayError, RegistryDown
+from gateway.names import MODEL_RULE, is_model_name, shown
 from gateway.registry.store import Tx
 from gateway.restjson import decode_outputs, decode_request, result_outputs
 from gateway.rollouts.artifacts import Limits, digest, mar_version, remove_tree, stage, unpack
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.sources import materialise, redact
 from gateway.routing.discovery import backend_of
-from gateway.routing.table import NAME_RE
 from gateway.tensors import Signature
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,13 @@ class Deployer:
         large archive never holds up another deploy of the same model. Under the lock: the
         version number, the atomic move into the store, then load, smoke and route.
         """
-        if not NAME_RE.match(model):
-            raise BadRequest(f"model name '{model[:64]}' must be letters, digits, '_', '.', '-'")
-        if canary is not None and not 0 <= canary <= 100:
-            raise BadRequest(f"canary must be a percentage in [0, 100], got {canary}")
+        # Checked before the name reaches the store, the history or a log line.
+        problem = None if is_model_name(model) else f"invalid model name {shown(model)}: {MODEL_RULE}"
+        if problem is None and canary is not None and not 0 <= canary <= 100:
+            problem = f"canary must be a percentage in [0, 100], got {canary}"
+        if problem is not None:
+            await asyncio.to_thread(upload.unlink, missing_ok=True)
+            raise BadRequest(problem)
         detail: dict[str, Any] = {"requested_version": version, "canary": canary}
         work: Path | None = None
         try:

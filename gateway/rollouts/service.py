@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from gateway import metrics
 from gateway.backends.base import Backend
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, RegistryDown
+from gateway.names import require_model_name
 from gateway.registry.records import ModelRecord, RegistryUnavailable, Snapshot
 from gateway.registry.store import RegistryStore, Tx
 from gateway.rollouts.exclusive import BackendLocks
@@ -339,6 +340,7 @@ class RolloutService:
     # --- backend operations -----------------------------------------------------------------
     async def retire(self, model: str, version: int, actor: str) -> dict[str, Any]:
         """Unload a version; refused while a label, the traffic or shadow policy, or rollback needs it."""
+        require_model_name(model)  # before the snapshot: a clear 400, never a query or a log line
         record = (await self.snapshot()).models.get(model)
         if record is None:
             raise NotFound(f"model '{model}' not found")

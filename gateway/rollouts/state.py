@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from gateway import names
 from gateway.errors import BadRequest
 from gateway.registry.records import ModelRecord, Snapshot
 from gateway.registry.store import Tx
@@ -39,8 +40,14 @@ def _desired(name: str, spec: Any) -> tuple[dict[str, int], dict[str, Any], dict
     if unknown:
         raise BadRequest(f"models.{name}: unknown keys {sorted(unknown)} (expected labels, traffic, shadow)")
     labels = spec.get("labels") or {}
-    if not isinstance(labels, dict) or not all(isinstance(v, int) and v > 0 for v in labels.values()):
+    if not isinstance(labels, dict):
         raise BadRequest(f"models.{name}.labels must map label names to positive version numbers")
+    try:
+        for label, version in labels.items():
+            names.label_name(label)
+            names.version_number(version, f"models.{name}.labels.{label}")
+    except names.InvalidName as exc:
+        raise BadRequest(f"models.{name}.labels: {exc}") from None
     traffic = spec.get("traffic") or {}
     shadow = spec.get("shadow") or {}
     for key, value in (("traffic", traffic), ("shadow", shadow)):
@@ -49,7 +56,7 @@ def _desired(name: str, spec: Any) -> tuple[dict[str, int], dict[str, Any], dict
         percent = value.get("percent", 0) or 0
         if not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
             raise BadRequest(f"models.{name}.{key}.percent must be a number in [0, 100], got {percent!r}")
-    return {str(k): int(v) for k, v in labels.items()}, traffic, shadow
+    return dict(labels), traffic, shadow
 
 
 def _apply_model(tx: Tx, record: ModelRecord, spec: Any) -> list[str]:
@@ -94,6 +101,9 @@ async def apply_state(service: RolloutService, document: Any, actor: str) -> dic
     if not isinstance(document, dict) or not isinstance(document.get("models"), dict):
         raise BadRequest("the state document must be a mapping with a 'models' mapping")
     models: dict[str, Any] = document["models"]
+    for name in models:
+        if not names.is_model_name(name):
+            raise BadRequest(f"models: {names.shown(name)} is not a valid model name: {names.MODEL_RULE}")
     snapshot = await service.snapshot()
     for name in models:
         if name not in snapshot.models:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.errors import NotFound
+from gateway.names import require_model_name
 from gateway.rollouts.service import RolloutService
 
 
 async def status_view(service: RolloutService, model: str | None = None) -> dict[str, Any]:
     """Versions (with what their backend reports), labels, policies and shadow results."""
+    if model is not None:
+        require_model_name(model)
     snapshot = await service.snapshot()
     if model is not None and model not in snapshot.models:
         raise NotFound(f"model '{model}' not found")
@@ -46,6 +49,8 @@ async def status_view(service: RolloutService, model: str | None = None) -> dict
 
 
 async def history_view(service: RolloutService, model: str | None, limit: int) -> list[dict[str, Any]]:
+    if model is not None:
+        require_model_name(model)
     rows = await service.read(lambda: service.registry.history(model, limit))
     return [
         {

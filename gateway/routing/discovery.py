@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from gateway.backends.base import version_number
-from gateway.routing.table import NAME_RE
+from gateway.names import is_model_name
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def scan_store(store: Path) -> list[StoredVersion]:
         log.warning("model store %s does not exist", store)
         return found
     for model_dir in sorted(store.iterdir()):
-        if not model_dir.is_dir() or not NAME_RE.match(model_dir.name):
+        if not model_dir.is_dir() or not is_model_name(model_dir.name):
             continue
         for version_dir in sorted(model_dir.iterdir()):
             version = version_number(version_dir.name)

@@ -7,22 +7,21 @@ the reference, so a request sees one consistent table from start to end.
 from __future__ import annotations
 
 import random
-import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gateway import names
 from gateway.backends.base import Target
 from gateway.errors import BadRequest, NotFound
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-
 
 def parse_version(text: str) -> int:
-    """A version from a URL segment: a positive integer, else a 400 that says so."""
-    if not (text.isascii() and text.isdecimal()) or len(text) > 18 or int(text) < 1:
-        raise BadRequest(f"version must be a positive integer, got '{text[:40]}'")
-    return int(text)
+    """A version from a URL segment: ASCII digits of a positive integer, else a 400 that says so."""
+    try:
+        return names.parse_version(text)
+    except names.InvalidName as exc:
+        raise BadRequest(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +69,7 @@ class ModelRoutes:
         try:
             return self.versions[self.labels[label]]
         except KeyError:
+            names.require_label_name(label)  # checked on a miss only: the table holds valid names
             known = ", ".join(sorted(self.labels)) or "none"
             raise NotFound(f"model '{self.name}' has no label '{label}' (labels: {known})") from None
 
@@ -117,7 +117,8 @@ class RoutingTable:
         try:
             return self.models[name]
         except KeyError:
-            raise NotFound(f"model '{name[:128]}' not found") from None
+            names.require_model_name(name)  # checked on a miss only: the table holds valid names
+            raise NotFound(f"model '{name}' not found") from None
 
     def resolve(
         self,

@@ -16,6 +16,7 @@ from google.protobuf import text_format
 from gateway.backends.tfserving.client import TFServingBackend
 from gateway.backends.tfserving.protos import serving_pb2 as pb
 from gateway.backends.torchserve import link_archive
+from gateway.names import MODEL_NAME_PATTERN, canonical_version, is_model_name
 from gateway.routing.discovery import scan_store
 from gateway.settings import Settings
 from tests.deploy.conftest import (
@@ -390,3 +391,35 @@ def test_stack_init_reads_the_store_as_the_gateway_does(tmp_path):
     keep = {m: {v for mm, v, b in gateway_view if mm == m and b == "tfserving"} for m, _, _ in gateway_view}
     expected = TFServingBackend("tfserving:8500", base_path="/models").model_server_config(keep).config
     assert parsed == expected
+
+
+# Names a lax check lets through: `$` matches before a final newline, str.isdigit() and int() take
+# other scripts' digits, and nothing else bounds the length.
+ODD_MODEL_NAMES = ["evil\n", "evil\r", "tab\tname", "caf\u00e9", "a" * 129, "-lead", ".hidden", "m\u0661", ""]
+ODD_VERSIONS = ["1\n", "\u0661", "\uff11", "01", "0", "+1", " 1", "1.0", "9" * 19, str(2**63)]
+
+
+def test_stack_init_keeps_the_gateway_name_rule():
+    stack_init = load_stack_init()
+    assert stack_init.NAME_RE.pattern == MODEL_NAME_PATTERN
+    for name in [*ODD_MODEL_NAMES, "mlp", "a" * 128, "m.1_x-y"]:
+        assert bool(stack_init.NAME_RE.fullmatch(name)) == is_model_name(name), repr(name)
+    for version in [*ODD_VERSIONS, "1", "12", str(2**63 - 1)]:
+        assert stack_init.is_version(version) == (canonical_version(version) is not None), repr(version)
+    assert not any(is_model_name(n) for n in ODD_MODEL_NAMES)
+    assert not any(canonical_version(v) is not None for v in ODD_VERSIONS)
+
+
+def test_odd_names_in_the_store_are_skipped_by_both(tmp_path):
+    stack_init = load_stack_init()
+    store = tmp_path / "store"
+    make_version(store, "mlp", 1, "torchserve", {})
+    for name in ODD_MODEL_NAMES:
+        if name:
+            make_version(store, name, 1, "tfserving", {})
+    for version in ODD_VERSIONS:
+        path = store / "mlp" / version
+        path.mkdir()
+        (path / "saved_model.pb").write_bytes(b"")
+    assert [(v.model, v.version, v.backend) for v in scan_store(store)] == [("mlp", 1, "torchserve")]
+    assert stack_init.scan(store) == [("mlp", 1, "torchserve")]

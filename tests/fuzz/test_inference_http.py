@@ -162,7 +162,9 @@ def _nested(depth: int) -> str:
         ("/v2/models/toy/versions/2/infer", '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [0, 9223372036854775808], "data": []}]}',
          "input 'x': shape [0, 9223372036854775808] is not a valid tensor shape"),
         ("/v1/models/words:predict", '{"instances": ' + _nested(40) + "}", "input 'text': expected shape [-1], got [1, 1,"),
-        ("/v1/models/words:predict", '{"instances": ' + _nested(990) + "}", "input 'text': values are nested deeper than 64"),
+        ("/v1/models/words:predict", '{"instances": ' + _nested(990) + "}",
+         "request body refused: JSON nested 991 levels deep, over the limit of 64 (GATEWAY_MAX_JSON_DEPTH)"),
+        ("/v1/models/words:predict", '{"instances": ' + _nested(62) + "}", "input 'text': expected shape [-1], got [1, 1,"),
         # Was a 200 with null: a finite value beyond float32 became infinity.
         ("/v1/models/toy:predict", '{"instances": [[1e39, 0, 0, 0]]}', "input 'x': value out of range for FP32"),
     ],

@@ -215,11 +215,14 @@ def test_options_are_checked(tmp_path, kw, message):
         compare(options("http://127.0.0.1:9", tmp_path, "m:1", "m:2", **kw))
 
 
-@pytest.mark.parametrize("text", ["mlp", "mlp:", ":1", "mlp:0", "mlp:stable", "mlp:-1"])
+@pytest.mark.parametrize(
+    "text",
+    ["mlp", "mlp:", ":1", "mlp:0", "mlp:stable", "mlp:-1", "my:model:12", "evil\n:1", "mlp:1\n", "mlp:\u0661"],
+)
 def test_targets_are_model_colon_version(text):
     with pytest.raises(CompareError, match="MODEL:VERSION"):
         Target.parse(text)
-    assert Target.parse("my:model:12") == Target("my:model", 12)
+    assert Target.parse("my.model-2:12") == Target("my.model-2", 12)
 
 
 def test_bucket_quantile_is_prometheus_histogram_quantile():

@@ -25,6 +25,7 @@ from gateway.backends.base import (
     VersionStatus,
 )
 from gateway.backends.resilience import RetryBudget
+from gateway.backends.scrub import scrub
 from gateway.backends.startup import write_if_changed
 from gateway.backends.tfserving.codec import TF_TO_DATATYPE, from_tensor_proto, to_tensor_proto
 from gateway.backends.tfserving.protos import serving_pb2 as pb
@@ -58,16 +59,23 @@ _GRPC_ERRORS: dict[grpc.StatusCode, type[GatewayError]] = {
 
 
 def error_for_rpc(exc: grpc.aio.AioRpcError, what: str) -> GatewayError:
-    """Translate a failed gRPC call into the gateway's error, keeping the server's message."""
+    """Translate a failed gRPC call into the gateway's error.
+
+    An input error keeps the server's message as it is (it tells the client what to fix); any
+    other keeps it with addresses scrubbed (gRPC's details name peers: ``ipv4:10.0.3.7:8500``),
+    and the log gets the whole of it.
+    """
     cls = _GRPC_ERRORS.get(exc.code(), BackendError)
-    detail = exc.details() or exc.code().name
+    code = exc.code().name
+    server = exc.details() or code
     if cls is BadRequest:
-        return BadRequest(f"input rejected by {what}: {detail}")
+        return BadRequest(f"input rejected by {what}: {server}")
+    detail = f"{what}: {code}: {server}"
     if cls is BackendTimeout:
-        return BackendTimeout(f"{what}: no answer within the deadline")
+        return BackendTimeout(f"{what}: no answer within the deadline", detail=detail)
     if cls is BackendUnavailable:
-        return BackendUnavailable(f"{what}: {detail}")
-    return cls(f"{what}: {detail} ({exc.code().name})")
+        return BackendUnavailable(f"{what}: unavailable ({code}): {scrub(server)}", detail=detail)
+    return cls(f"{what}: {scrub(server)} ({code})", detail=detail)
 
 
 class TFServingBackend:
