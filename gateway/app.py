@@ -9,13 +9,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from gateway import metrics
 from gateway.admin import routes as admin_routes
 from gateway.admin.auth import Authenticator, InferenceKeys, load_tokens
+from gateway.admin.gate import AdminGate
 from gateway.backends.base import Backend
 from gateway.backends.probe import probe_backends
 from gateway.backends.resilience import BackendGuard
@@ -26,6 +27,7 @@ from gateway.protocols import oip, tfserving_rest, torchserve
 from gateway.protocols.common import error_response, json_response
 from gateway.protocols.fastpath import InferenceRoutes
 from gateway.protocols.instrument import InferenceMetrics
+from gateway.protocols.limits import DecodeSlots
 from gateway.registry.store import RegistryStore
 from gateway.registry.watch import Watcher
 from gateway.requestid import RequestIdMiddleware
@@ -105,12 +107,19 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
         watcher = Watcher(registry, on_change, poll_interval=settings.registry_poll_seconds)
         watcher.start()
         probe = asyncio.create_task(probe_backends(router, deployer.restore, settings.backend_probe_seconds))
+        metrics_server = None
+        if settings.metrics_port is not None:  # a thread of this process, so it sees the same registry
+            metrics_server, _ = start_http_server(settings.metrics_port, settings.host, metrics.REGISTRY)
+            log.info("metrics on http://%s:%d/metrics only", settings.host, settings.metrics_port)
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
             probe.cancel()
+            if metrics_server is not None:
+                await asyncio.to_thread(metrics_server.shutdown)
+                metrics_server.server_close()
             await asyncio.to_thread(watcher.stop)
             await shadow.drain()
             for backend in adapters.values():
@@ -122,6 +131,10 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
         version="0.1.0",
         description="One API in front of TorchServe and TF Serving.",
         lifespan=lifespan,
+        # GATEWAY_DOCS_ENABLED=false: no /docs, /redoc nor /openapi.json (404).
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.settings = settings
     app.state.router = router
@@ -131,6 +144,7 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
     app.state.guard = rollouts.guard
     app.state.deployer = deployer
     app.state.auth = Authenticator(load_tokens(settings))
+    app.state.decode_slots = DecodeSlots(settings.large_body_bytes, settings.large_decodes_max)
     app.state.inference_keys = InferenceKeys(settings)
     app.state.backend_guards = {
         kind: BackendGuard(
@@ -175,12 +189,16 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
     app.include_router(torchserve.router)
     app.include_router(admin_routes.router)
 
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics() -> Response:
-        """Prometheus metrics of this gateway process."""
-        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    if settings.metrics_port is None:  # else only on the metrics port (started in the lifespan)
+
+        @app.get("/metrics", include_in_schema=False)
+        async def prometheus_metrics() -> Response:
+            """Prometheus metrics of this gateway process."""
+            return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(InferenceRoutes)  # innermost: inference without FastAPI's per-request work
+    # Admin requests: token and body limit checked before any byte of the body is read.
+    app.add_middleware(AdminGate, authenticator=app.state.auth, settings=settings)
     app.add_middleware(InferenceMetrics)
     app.add_middleware(RequestIdMiddleware)  # every response and log line has an ID
     origins = split_list(settings.cors_origins)

@@ -110,17 +110,24 @@ def _print(result: Any) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import ValidationError
 
     from gateway.app import create_app
     from gateway.requestid import RequestIdFilter
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:  # one line per setting, naming it, instead of a traceback
+        raise CliError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # a malformed tokens file
+        raise CliError(str(exc)) from None
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -130,6 +137,8 @@ def _serve(args: argparse.Namespace) -> int:
             access_log=False,
             log_config=None,
             timeout_graceful_shutdown=30,
+            # Connections plus requests in progress; past it uvicorn answers 503 at once.
+            limit_concurrency=settings.max_concurrency,
         )
     )
     stop = server.handle_exit

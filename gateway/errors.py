@@ -97,3 +97,13 @@ class BackendTimeout(GatewayError):
     """The backend did not answer within its deadline."""
 
     status_code = 504
+
+
+class Overloaded(GatewayError):
+    """The gateway itself is at a configured limit of concurrent work; the client may retry shortly.
+    Refused at once, never queued, so a burst cannot pile up memory or latency."""
+
+    status_code = 503
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": "1", **(headers or {})})

@@ -8,8 +8,11 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Shortest admin token or inference key accepted (environment and tokens file alike).
+MIN_SECRET_LENGTH = 16
 
 
 def split_list(text: str) -> list[str]:
@@ -23,7 +26,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
 
     host: str = Field("127.0.0.1", description="Address the gateway listens on.")
-    port: int = Field(8000, ge=0, le=65535, description="Port of inference, admin and /metrics.")
+    port: int = Field(
+        8000, ge=0, le=65535, description="Port of inference, admin and (unless metrics_port is set) /metrics."
+    )
     model_store: Path = Field(
         Path("model_store"),
         description="Directory of model artifacts, <model>/<version>/; shared with the backends.",
@@ -205,7 +210,55 @@ class Settings(BaseSettings):
         description="Deepest nesting of arrays and objects an inference JSON body may have; deeper answers 400 "
         "(a tensor has at most 64 dimensions).",
     )
+    admin_max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1,
+        description="Largest admin request body other than a deploy upload (JSON and YAML documents); larger "
+        "answers 413, checked against Content-Length and counted while the body streams in, after the token.",
+    )
+    large_body_bytes: int = Field(
+        1024 * 1024,
+        ge=0,
+        description="Inference bodies larger than this are decoded (JSON to tensors) off the event loop, "
+        "and count against large_decodes_max.",
+    )
+    large_decodes_max: int = Field(
+        2,
+        ge=1,
+        description="Large-body decodes at once at most; more answer 503 with Retry-After, never queued.",
+    )
+    max_concurrency: int = Field(
+        1000,
+        ge=1,
+        description="Connections plus requests in progress the server takes at most (uvicorn's "
+        "limit_concurrency); more answer 503.",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="When set, /metrics is served on this port only (on the same host address), not on the "
+        "public port; unset: /metrics is on the public port.",
+    )
+    docs_enabled: bool = Field(
+        True, description="Serve /docs, /redoc and /openapi.json; false turns all three off (404)."
+    )
     log_level: str = Field("info", description="Log level of the gateway and uvicorn.")
+
+    @field_validator("admin_token", "read_token", "inference_keys")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """Tokens and keys of at least MIN_SECRET_LENGTH characters: short ones can be guessed.
+        An empty value means unset (compose passes ``GATEWAY_READ_TOKEN=`` when none is given)."""
+        if value is None:
+            return value
+        name = info.field_name or ""
+        text = value.get_secret_value()
+        secrets = split_list(text) if name == "inference_keys" else [text] if text else []
+        if any(len(secret) < MIN_SECRET_LENGTH for secret in secrets):
+            what = "every key in" if name == "inference_keys" else "the token in"
+            raise ValueError(f"{what} GATEWAY_{name.upper()} must be at least {MIN_SECRET_LENGTH} characters long")
+        return value
 
     @field_validator("artifact_url_allowed_networks")
     @classmethod

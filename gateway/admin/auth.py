@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import Request
 
 from gateway.errors import Forbidden, Unauthorized
-from gateway.settings import Settings, split_list
+from gateway.settings import MIN_SECRET_LENGTH, Settings, split_list
 
 ROLES = ("read", "write")
 
@@ -50,10 +50,10 @@ def _read_tokens_file(path: Path) -> list[Token]:
         if not line or line.startswith("#"):
             continue
         parts = line.split()
-        if len(parts) != 3 or parts[1] not in ROLES or len(parts[2]) < 16:
+        if len(parts) != 3 or parts[1] not in ROLES or len(parts[2]) < MIN_SECRET_LENGTH:
             raise ValueError(
-                f"{path}:{number}: expected 'name role token' with role read or write "
-                "and a token of at least 16 characters"
+                f"{path}:{number} (GATEWAY_TOKENS_FILE): expected 'name role token' with role read or write "
+                f"and a token of at least {MIN_SECRET_LENGTH} characters"
             )
         tokens.append(Token(parts[0], parts[1], parts[2]))
     return tokens
@@ -66,7 +66,10 @@ class Authenticator:
         self.tokens = tokens
 
     def identify(self, request: Request) -> Token:
-        header = request.headers.get("authorization", "")
+        return self.identify_header(request.headers.get("authorization", ""))
+
+    def identify_header(self, header: str) -> Token:
+        """The token an ``Authorization`` header value presents; Unauthorized if none is valid."""
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise Unauthorized("admin routes need an 'Authorization: Bearer <token>' header")
@@ -83,7 +86,11 @@ class Authenticator:
         return found
 
     def require(self, request: Request, role: str) -> Token:
-        token = self.identify(request)
+        return self.require_header(request.headers.get("authorization", ""), role)
+
+    def require_header(self, header: str, role: str) -> Token:
+        """The token of ``header`` if it may act in ``role``; Unauthorized or Forbidden otherwise."""
+        token = self.identify_header(header)
         if role == "write" and token.role != "write":
             raise Forbidden(f"token '{token.name}' is read-only; this action needs a read-write token")
         return token

@@ -26,6 +26,7 @@ from gateway.protocols.common import (
     signature_of,
     table_of,
 )
+from gateway.protocols.limits import decode_bounded
 from gateway.restjson import TENSOR_VALUE_SCHEMA, all_finite, may_hold_bools, parse_json, result_outputs
 from gateway.routing.table import Resolved, parse_version
 from gateway.tensors import DATATYPES, Signature, check_shape, datatype_of, to_array, to_json_value
@@ -180,9 +181,15 @@ async def _infer(request: Request, resolved: Resolved) -> Response:
     mark_route(request, resolved)
     target = resolved.target
     body = await read_body(request)
-    payload = parse_json(body, settings_of(request).max_json_depth)
     signature = require_signature(target, await signature_of(target))
-    inputs, names = decode_infer_request(payload, signature, bools=may_hold_bools(body))
+
+    depth = settings_of(request).max_json_depth
+
+    def decode() -> tuple[Any, dict[str, np.ndarray], tuple[str, ...]]:
+        payload = parse_json(body, depth)
+        return (payload, *decode_infer_request(payload, signature, bools=may_hold_bools(body)))
+
+    payload, inputs, names = await decode_bounded(request, len(body), decode)
     result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form="column", output_filter=names))
     outputs = result_outputs(result, signature)
     answer: dict[str, Any] = {

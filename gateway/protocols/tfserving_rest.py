@@ -23,6 +23,7 @@ from gateway.protocols.common import (
     signature_of,
     table_of,
 )
+from gateway.protocols.limits import decode_bounded
 from gateway.restjson import (
     PREDICT_BODY_EXAMPLES,
     PREDICT_BODY_SCHEMA,
@@ -55,7 +56,8 @@ async def _predict(request: Request, resolved: Resolved) -> Response:
     target = resolved.target
     body = await read_body(request)
     signature = require_signature(target, await signature_of(target))
-    inputs, form = decode_predict_body(body, signature, settings_of(request).max_json_depth)
+    depth = settings_of(request).max_json_depth
+    inputs, form = await decode_bounded(request, len(body), lambda: decode_predict_body(body, signature, depth))
     result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form=form, body=body))
     content = result_body(result, form, signature)
     return Response(content, media_type="application/json", headers=routing_headers(resolved))

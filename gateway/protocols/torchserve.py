@@ -24,6 +24,7 @@ from gateway.protocols.common import (
     table_of,
     timed,
 )
+from gateway.protocols.limits import decode_bounded
 from gateway.restjson import (
     PREDICT_BODY_EXAMPLES,
     PREDICT_BODY_SCHEMA,
@@ -53,13 +54,16 @@ async def _predictions(request: Request, resolved: Resolved) -> Response:
     mark_route(request, resolved)
     target = resolved.target
     body = await read_body(request)
-    headers = routing_headers(resolved)
+    # The answer's content type is the backend's (or, passed through, the model handler's): a
+    # browser must not sniff it into something it would run.
+    headers = {**routing_headers(resolved), "X-Content-Type-Options": "nosniff"}
     if target.backend.raw_passthrough:
         content_type = request.headers.get("content-type", "application/octet-stream")
         raw = await timed(request, target.backend.kind, lambda: target.backend.forward(target, body, content_type))
         return Response(raw.body, status_code=raw.status, media_type=raw.content_type, headers=headers)
     signature = require_signature(target, await signature_of(target))
-    inputs, form = decode_predict_body(body, signature, settings_of(request).max_json_depth)
+    depth = settings_of(request).max_json_depth
+    inputs, form = await decode_bounded(request, len(body), lambda: decode_predict_body(body, signature, depth))
     result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form=form))
     content = result_body(result, form, signature)
     return Response(content, media_type="application/json", headers=headers)

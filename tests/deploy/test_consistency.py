@@ -133,13 +133,24 @@ def test_the_gateway_listens_where_it_is_probed_and_published(compose, k8s, has_
         named = {p["name"]: p["containerPort"] for p in c["ports"]}
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             assert named[c[probe]["httpGet"]["port"]] == kport, (overlay, probe)
-        (service_port,) = objects(docs, "Service")["gateway"]["spec"]["ports"]
-        assert named[service_port["targetPort"]] == kport and service_port["port"] == port
+        service_ports = {p["name"]: p for p in objects(docs, "Service")["gateway"]["spec"]["ports"]}
+        assert named[service_ports["http"]["targetPort"]] == kport and service_ports["http"]["port"] == port
 
 
-def test_metrics_are_served_where_prometheus_looks(has_route, prometheus):
+def test_metrics_are_served_where_prometheus_looks(compose, k8s, prometheus, has_route):
+    """On the metrics port (GATEWAY_METRICS_PORT) everywhere, never published nor on the public port."""
     (job,) = [t for t in scrape_targets(prometheus) if t.host == "gateway"]
-    assert has_route(job.path), f"the gateway serves no {job.path}"
+    env = compose_env(compose, "gateway")
+    metrics_port = int(env["GATEWAY_METRICS_PORT"])
+    assert (job.port, job.path) == (metrics_port, "/metrics") and metrics_port != int(env["GATEWAY_PORT"])
+    assert [p["target"] for p in compose["services"]["gateway"]["ports"]] == [int(env["GATEWAY_PORT"])]
+    assert has_route("/metrics")  # the app's own route: what serves the local stack (no metrics port)
+    for overlay, docs in k8s.items():
+        c = container(objects(docs, "Deployment")["gateway"], "gateway")
+        assert int(env_of(c)["GATEWAY_METRICS_PORT"]) == metrics_port, overlay
+        named = {p["name"]: p["containerPort"] for p in c["ports"]}
+        service_ports = {p["name"]: p for p in objects(docs, "Service")["gateway"]["spec"]["ports"]}
+        assert named[service_ports["metrics"]["targetPort"]] == metrics_port, overlay
 
 
 # --- the backends, as the gateway addresses them ------------------------------------------------
@@ -315,7 +326,7 @@ def expected_metrics(compose) -> dict[str, tuple[int, str]]:
     tf_flags = flags(compose["services"]["tfserving"]["command"])
     dcgm = compose["services"]["dcgm-exporter"]["environment"]["DCGM_EXPORTER_LISTEN"]
     return {
-        "gateway": (int(compose_env(compose, "gateway")["GATEWAY_PORT"]), "/metrics"),
+        "gateway": (int(compose_env(compose, "gateway")["GATEWAY_METRICS_PORT"]), "/metrics"),
         "torchserve": (TS_PORTS["metrics"], "/metrics"),
         "tfserving": (int(tf_flags["rest_api_port"]), MONITORING_PATH),
         "dcgm-exporter": (int(dcgm.rsplit(":", 1)[1]), "/metrics"),

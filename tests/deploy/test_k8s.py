@@ -321,6 +321,12 @@ def test_network_policies_keep_the_backends_behind_the_gateway(k8s):
         "torchserve": ({8080, 8081}, {8082}),
         "tfserving": ({8500}, {8501}),
     }
+    gateway = container(objects(k8s["gpu"], "Deployment")["gateway"], "gateway")
+    ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
+    gateway_labels = gateway_pods["podSelector"]["matchLabels"]
+    (policy,) = [p["spec"] for p in policies.values() if p["spec"]["podSelector"].get("matchLabels") == gateway_labels]
+    by_source = {str(rule.get("from", "anyone")): {p["port"] for p in rule["ports"]} for rule in policy["ingress"]}
+    assert by_source == {"anyone": {ports["http"]}, str([prometheus]): {ports["metrics"]}}
     for backend, (from_gateway, from_prometheus) in expected.items():
         (policy,) = [
             p["spec"]

@@ -43,7 +43,7 @@ RATE_INTERVAL = "15s"
 # The two ways the dashboard is looked at in the test: everything, and one model with two versions
 # (a multi-value selection, formatted as Grafana formats it for a regex matcher).
 SELECTIONS = ({"model": ".+", "version": ".+"}, {"model": "mlp", "version": "(1|2)"})
-COMPOSE_TARGETS = {"gateway:8000", "torchserve:8082", "tfserving:8501", "dcgm-exporter:9400"}
+COMPOSE_TARGETS = {"gateway:8001", "torchserve:8082", "tfserving:8501", "dcgm-exporter:9400"}
 
 
 def _free_port() -> int:
@@ -142,7 +142,7 @@ class Prometheus:
 def prometheus(stack, tmp_path_factory) -> Iterator[Prometheus]:
     binary = require_tool("prometheus")
     targets = {
-        "gateway:8000": _hostport(stack.gateway_url),
+        "gateway:8001": _hostport(stack.gateway_url),  # the local gateway keeps /metrics on its one port
         "torchserve:8082": _hostport(stack.torchserve_metrics_url),
         "tfserving:8501": _hostport(stack.tfserving_rest_url),
         "dcgm-exporter:9400": f"127.0.0.1:{_free_port()}",  # no GPU here: a port nobody listens on

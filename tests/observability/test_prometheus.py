@@ -47,7 +47,7 @@ def test_scrape_jobs_are_the_compose_services():
         for job in config["scrape_configs"]
     }
     assert jobs == {
-        "gateway": ("/metrics", ["gateway:8000"]),
+        "gateway": ("/metrics", ["gateway:8001"]),  # GATEWAY_METRICS_PORT in compose
         "torchserve": ("/metrics", ["torchserve:8082"]),
         "tfserving": ("/monitoring/prometheus/metrics", ["tfserving:8501"]),
         "dcgm": ("/metrics", ["dcgm-exporter:9400"]),
