@@ -185,15 +185,23 @@ class ScrapeTarget:
     path: str
 
 
+def job_targets(job: dict[str, Any]) -> list[str]:
+    """A scrape job's ``host:port`` targets: static ones, and DNS names (type A) with their port."""
+    found = [str(t) for static in job.get("static_configs") or [] for t in static.get("targets") or []]
+    for sd in job.get("dns_sd_configs") or []:
+        assert sd.get("type") == "A" and "port" in sd, sd  # an A lookup needs the port it scrapes
+        found.extend(f"{name}:{sd['port']}" for name in sd["names"])
+    return found
+
+
 def scrape_targets(config: dict[str, Any]) -> list[ScrapeTarget]:
-    """Every static target of a Prometheus configuration, with its job's metrics path."""
+    """Every target of a Prometheus configuration, with its job's metrics path."""
     found = []
     for job in config.get("scrape_configs") or []:
         path = job.get("metrics_path", "/metrics")
-        for static in job.get("static_configs") or []:
-            for target in static.get("targets") or []:
-                host, _, port = str(target).rpartition(":")
-                found.append(ScrapeTarget(job["job_name"], host, int(port), path))
+        for target in job_targets(job):
+            host, _, port = target.rpartition(":")
+            found.append(ScrapeTarget(job["job_name"], host, int(port), path))
     return found
 
 

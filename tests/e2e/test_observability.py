@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.deploy.conftest import job_targets
 from tests.e2e.conftest import STORE
 from tests.observability.tools import (
     PROMETHEUS_DIR,
@@ -58,14 +59,16 @@ def _hostport(url: str) -> str:
 
 
 def local_config(text: str, targets: dict[str, str], interval: str) -> str:
-    """The project's prometheus.yml with its targets and its intervals replaced, nothing else."""
-    replacements = {f'"{old}"': f'"{new}"' for old, new in targets.items()}
-    replacements["scrape_interval: 5s"] = f"scrape_interval: {interval}"
-    replacements["evaluation_interval: 5s"] = f"evaluation_interval: {interval}"
-    for old, new in replacements.items():
-        assert text.count(old) == 1, f"expected {old!r} exactly once in prometheus.yml"
-        text = text.replace(old, new)
-    return text
+    """The project's prometheus.yml with its targets and its intervals replaced, nothing else: each
+    job's targets (static, or DNS names with their port) become the mapped static targets."""
+    config = yaml.safe_load(text)
+    config["global"] = {**config["global"], "scrape_interval": interval, "evaluation_interval": interval}
+    for job in config["scrape_configs"]:
+        theirs = job_targets(job)
+        assert all(t in targets for t in theirs), f"no local target for {theirs}"
+        job.pop("dns_sd_configs", None)
+        job["static_configs"] = [{"targets": [targets[t] for t in theirs]}]
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 class Prometheus:
@@ -162,11 +165,10 @@ def test_the_config_is_the_projects_with_only_targets_and_intervals_replaced(pro
     assert used["rule_files"] == ours["rule_files"]
     assert used["global"] == {"scrape_interval": INTERVAL, "evaluation_interval": INTERVAL}
     assert [j["job_name"] for j in used["scrape_configs"]] == [j["job_name"] for j in ours["scrape_configs"]]
+    where = {"static_configs", "dns_sd_configs"}
     for mine, theirs in zip(used["scrape_configs"], ours["scrape_configs"], strict=True):
-        assert {k: v for k, v in mine.items() if k != "static_configs"} == {
-            k: v for k, v in theirs.items() if k != "static_configs"
-        }
-        assert {t for c in theirs["static_configs"] for t in c["targets"]} <= COMPOSE_TARGETS
+        assert {k: v for k, v in mine.items() if k not in where} == {k: v for k, v in theirs.items() if k not in where}
+        assert set(job_targets(theirs)) <= COMPOSE_TARGETS
 
 
 def _admin(stack) -> httpx.Client:

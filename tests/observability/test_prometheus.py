@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.deploy.conftest import job_targets
 from tests.observability.tools import PROMETHEUS_DIR, gateway_metric_names, metric_names, require_tool
 
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
@@ -43,11 +44,11 @@ def alerts() -> list[dict]:
 def test_scrape_jobs_are_the_compose_services():
     config = yaml.safe_load(CONFIG.read_text())
     jobs = {
-        job["job_name"]: (job.get("metrics_path", "/metrics"), [t for c in job["static_configs"] for t in c["targets"]])
+        job["job_name"]: (job.get("metrics_path", "/metrics"), job_targets(job))
         for job in config["scrape_configs"]
     }
     assert jobs == {
-        "gateway": ("/metrics", ["gateway:8001"]),  # GATEWAY_METRICS_PORT in compose
+        "gateway": ("/metrics", ["gateway:8001"]),  # GATEWAY_METRICS_PORT in compose; every replica
         "torchserve": ("/metrics", ["torchserve:8082"]),
         "tfserving": ("/monitoring/prometheus/metrics", ["tfserving:8501"]),
         "dcgm": ("/metrics", ["dcgm-exporter:9400"]),
