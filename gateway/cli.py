@@ -196,7 +196,7 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from gateway.compare import CompareError, Options, Target, compare
+    from loadgen.compare import CompareError, Options, Target, compare
 
     try:
         options = Options(
