@@ -48,17 +48,20 @@ test-compose: setup models docker-engine
 test-docker: setup models
 	GATEWAY_E2E_BACKENDS=docker $(PY) -m pytest tests/e2e
 
+# The scripts start the local stack (deploy/localstack.py) and measure with loadgen/ from this checkout.
+LOADGEN_PATH := PYTHONPATH=$(CURDIR):$(CURDIR)/deploy
+
 bench: setup models
-	$(PY) scripts/bench_dataplane.py
+	$(LOADGEN_PATH) $(PY) scripts/bench_dataplane.py
 
 # Holds the gateway at 0.9x its measured capacity for 60 s; fails on any error, on more than 1% of
 # the schedule missed, or on memory growth (see docs/benchmarks.md).
 loadtest: setup models
-	$(PY) scripts/load_test.py
+	$(LOADGEN_PATH) $(PY) scripts/load_test.py
 
 lint: setup
-	$(VENV)/bin/ruff check gateway tests deploy
-	$(VENV)/bin/ruff format --check gateway tests deploy
+	$(VENV)/bin/ruff check gateway loadgen scripts tests deploy
+	$(VENV)/bin/ruff format --check gateway loadgen scripts tests deploy
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -196,7 +196,10 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from gateway.compare import CompareError, Options, Target, compare
+    try:  # tooling beside the gateway, in the wheel but not in the serving image
+        from loadgen.compare import CompareError, Options, Target, compare
+    except ImportError as exc:
+        raise CliError(f"gateway compare needs the load generator package 'loadgen' ({exc.name} is missing)") from None
 
     try:
         options = Options(

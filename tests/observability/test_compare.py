@@ -1,6 +1,6 @@
 """``gateway compare`` against a stand-in gateway in process: open loop, report, chart, errors.
 
-The end-to-end run against the real stack is in tests/e2e/test_observability.py.
+The command is ``loadgen.compare``; the end-to-end run against the real stack is in tests/e2e/test_observability.py.
 """
 
 from __future__ import annotations
@@ -19,18 +19,10 @@ from PIL import Image
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from gateway import metrics
-from gateway.compare import (
-    CompareError,
-    Options,
-    Target,
-    _arrays_from_tf_rest,
-    bucket_quantile,
-    compare,
-    encode,
-    gateway_histograms,
-    histogram_delta,
-    random_arrays,
-)
+from loadgen.bodies import arrays_from_tf_rest as _arrays_from_tf_rest
+from loadgen.bodies import encode, random_arrays
+from loadgen.compare import CompareError, Options, Target, compare
+from loadgen.scrape import bucket_quantile, gateway_histograms, histogram_delta
 
 SIGNATURE = [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
 
