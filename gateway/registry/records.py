@@ -22,6 +22,15 @@ OUTCOMES: Final = frozenset({"ok", "failed"})
 """The outcomes a history row can record."""
 
 
+class RegistryInvalid(ValueError):
+    """A registry write's argument breaks a rule (unknown model, missing version, bad percent...).
+
+    The message says what is wrong. The registry's checks raise only this (a ``ValueError``, so
+    older callers still catch it); the rollout service answers it, and nothing else, with a 400,
+    so a programming error inside a change can never pass for a client's mistake.
+    """
+
+
 class RegistryUnavailable(Exception):
     """The registry database cannot be reached (refused, gone, timed out or busy for too long).
 
