@@ -36,6 +36,7 @@ from gateway.rollouts.service import RolloutService
 from gateway.rollouts.shadow import ShadowRunner
 from gateway.rollouts.startup import sync_defaults
 from gateway.routing.router import Router
+from gateway.services import Services
 from gateway.settings import Settings, split_list
 
 log = logging.getLogger("gateway")
@@ -136,25 +137,31 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
         redoc_url="/redoc" if settings.docs_enabled else None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
-    app.state.settings = settings
-    app.state.router = router
-    app.state.registry = registry
-    app.state.shadow = shadow
-    app.state.rollouts = rollouts
-    app.state.guard = rollouts.guard
-    app.state.deployer = deployer
-    app.state.auth = Authenticator(load_tokens(settings))
-    app.state.decode_slots = DecodeSlots(settings.large_body_bytes, settings.large_decodes_max)
-    app.state.inference_keys = InferenceKeys(settings)
-    app.state.backend_guards = {
-        kind: BackendGuard(
-            kind,
-            max_inflight=settings.backend_max_inflight,
-            failure_threshold=settings.breaker_failures,
-            cooldown=settings.breaker_cooldown_seconds,
-        )
-        for kind in adapters
-    }
+    services = Services(
+        settings=settings,
+        router=router,
+        registry=registry,
+        shadow=shadow,
+        rollouts=rollouts,
+        guard=rollouts.guard,
+        deployer=deployer,
+        auth=Authenticator(load_tokens(settings)),
+        decode_slots=DecodeSlots(settings.large_body_bytes, settings.large_decodes_max),
+        inference_keys=InferenceKeys(settings),
+        backend_guards={
+            kind: BackendGuard(
+                kind,
+                max_inflight=settings.backend_max_inflight,
+                failure_threshold=settings.breaker_failures,
+                cooldown=settings.breaker_cooldown_seconds,
+            )
+            for kind in adapters
+        },
+    )
+    app.state.services = services
+    # The old loose attributes, for the modules not yet reading ``services_of`` (protocols, auth).
+    for name in Services.__dataclass_fields__:
+        setattr(app.state, name, getattr(services, name))
     app.state.ready = False
 
     @app.exception_handler(GatewayError)
@@ -198,7 +205,7 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
 
     app.add_middleware(InferenceRoutes)  # innermost: inference without FastAPI's per-request work
     # Admin requests: token and body limit checked before any byte of the body is read.
-    app.add_middleware(AdminGate, authenticator=app.state.auth, settings=settings)
+    app.add_middleware(AdminGate, authenticator=services.auth, settings=settings)
     app.add_middleware(InferenceMetrics)
     app.add_middleware(RequestIdMiddleware)  # every response and log line has an ID
     origins = split_list(settings.cors_origins)

@@ -14,6 +14,7 @@ from pathlib import Path
 from fastapi import Request
 
 from gateway.errors import Forbidden, Unauthorized
+from gateway.services import services_of
 from gateway.settings import MIN_SECRET_LENGTH, Settings, split_list
 
 ROLES = ("read", "write")
@@ -119,5 +120,5 @@ class InferenceKeys:
 
 async def require_inference_key(request: Request) -> None:
     """FastAPI dependency of the inference routers."""
-    keys: InferenceKeys = request.app.state.inference_keys
+    keys = services_of(request).inference_keys
     keys.check(request)

@@ -15,13 +15,12 @@ import yaml
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from gateway.admin.auth import Authenticator
 from gateway.errors import BadRequest, PayloadTooLarge
 from gateway.protocols.common import json_response
-from gateway.rollouts.deploy import Deployer
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.state import apply_state, export_state
 from gateway.rollouts.views import history_view, status_view
+from gateway.services import services_of
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -57,13 +56,11 @@ class LabelBody(BaseModel):
 
 
 def _service(request: Request) -> RolloutService:
-    service: RolloutService = request.app.state.rollouts
-    return service
+    return services_of(request).rollouts
 
 
 def _actor(request: Request, role: str) -> str:
-    auth: Authenticator = request.app.state.auth
-    return auth.require(request, role).name
+    return services_of(request).auth.require(request, role).name
 
 
 @router.get("/models")
@@ -106,7 +103,7 @@ async def deploy(
 ) -> Response:
     """Deploy the version in the request body (a tar stream of its directory), or from ``source``."""
     actor = _actor(request, "write")
-    limit = request.app.state.settings.max_artifact_bytes
+    limit = services_of(request).settings.max_artifact_bytes
     fd, name = tempfile.mkstemp(prefix=".upload-", dir=_upload_dir(request))
     path = Path(name)
     try:
@@ -124,12 +121,12 @@ async def deploy(
     except BaseException:
         path.unlink(missing_ok=True)  # noqa: ASYNC240 - a local temp file, instant
         raise
-    deployer: Deployer = request.app.state.deployer
+    deployer = services_of(request).deployer
     return json_response(await deployer.deploy(model, path, version, canary, actor, source=source))
 
 
 def _upload_dir(request: Request) -> Path:
-    store: Path = request.app.state.settings.model_store
+    store = services_of(request).settings.model_store
     store.mkdir(parents=True, exist_ok=True)
     return store
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from gateway.backends.kinds import Kind
 from gateway.names import canonical_version
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class Backend(Protocol):
     """A model server the gateway forwards to: TorchServe, TF Serving, or a test double."""
 
     #: Name used in response headers and metrics: ``torchserve`` or ``tfserving``.
-    kind: str
+    kind: Kind
     #: True when the backend takes a caller's raw body as is (the TorchServe protocol's pass-through).
     raw_passthrough: bool
 

@@ -8,12 +8,13 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from gateway import metrics
+from gateway.backends.kinds import Kind
 from gateway.errors import GatewayError
 from gateway.routing.router import Router
 
 log = logging.getLogger(__name__)
 
-Restore = Callable[[str], Awaitable[object]]
+Restore = Callable[[Kind], Awaitable[object]]
 
 
 async def probe_backends(router: Router, restore: Restore | None = None, interval: float = 5.0) -> None:
@@ -21,7 +22,7 @@ async def probe_backends(router: Router, restore: Restore | None = None, interva
     of one of its routed versions; when it answers, let ``restore`` load again what it lost."""
     while True:
         await asyncio.sleep(interval)
-        seen: set[str] = set()
+        seen: set[Kind] = set()
         for target in router.table.targets():
             kind = target.backend.kind
             if kind in seen:

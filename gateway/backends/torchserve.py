@@ -9,11 +9,13 @@ PyTorch serving stack could take TorchServe's place.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import zipfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import orjson
@@ -26,6 +28,7 @@ from gateway.backends.base import (
     VersionStatus,
     version_number,
 )
+from gateway.backends.kinds import Kind
 from gateway.backends.resilience import RetryBudget
 from gateway.backends.scrub import scrub
 from gateway.backends.startup import write_if_changed
@@ -41,7 +44,7 @@ from gateway.tensors import Signature
 
 log = logging.getLogger(__name__)
 
-KIND = "torchserve"
+KIND: Final[Kind] = "torchserve"
 #: DELETE attempts when TorchServe could not stop a version's workers (it asks to resend).
 UNREGISTER_ATTEMPTS = 3
 
@@ -96,10 +99,45 @@ def error_for_exception(exc: BaseException, what: str) -> GatewayError:
     return BackendError(f"{what}: {type(exc).__name__}: {scrub(str(exc))}", detail=detail)
 
 
+class MarArtifacts:
+    """TorchServe's artifacts: a version directory holds a ``.mar`` model archive, whose manifest
+    states the version TorchServe registers it under, as an exact string."""
+
+    kind: Kind = KIND
+    platform = "pytorch_torchserve"
+    server = "TorchServe"
+
+    def recognises(self, directory: Path) -> bool:
+        """True when ``directory`` holds a ``.mar``."""
+        return any(directory.glob("*.mar"))
+
+    def stated_version(self, directory: Path) -> str | None:
+        """The first ``.mar``'s manifest version as written ('' for none); None without a ``.mar``."""
+        archives = sorted(directory.glob("*.mar"))
+        if not archives:
+            return None
+        try:
+            with zipfile.ZipFile(archives[0]) as mar:
+                manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
+        except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+            raise ValueError(f"{archives[0].name} is not a valid model archive: {exc}") from None
+        model = manifest.get("model") if isinstance(manifest, dict) else None
+        version = model.get("modelVersion") if isinstance(model, dict) else None
+        return version if isinstance(version, str) else ""
+
+    def rebuild_hint(self, version: int) -> str:
+        """The archiver command that writes ``version`` into the manifest."""
+        return f"torch-model-archiver --version {version}"
+
+
+ARTIFACTS: Final = MarArtifacts()
+"""TorchServe's artifact description (see ``gateway.backends.kinds.Artifacts``)."""
+
+
 class TorchServeBackend:
     """Calls ``POST /predictions/{model}/{version}`` on TorchServe's inference API."""
 
-    kind = KIND
+    kind: Kind = KIND
     raw_passthrough = True
 
     def __init__(

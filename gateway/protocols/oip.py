@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from gateway.admin.auth import require_inference_key
 from gateway.backends.base import InferenceRequest
+from gateway.backends.catalog import PLATFORMS as _PLATFORMS
 from gateway.errors import BadRequest
 from gateway.protocols.common import (
     dispatch,
@@ -35,7 +36,6 @@ router = APIRouter(tags=["Open Inference Protocol (v2)"])
 #: Health routes stay open (probes carry no key); model routes need a key when keys are configured.
 models = APIRouter(dependencies=[Depends(require_inference_key)], tags=["Open Inference Protocol (v2)"])
 
-_PLATFORMS = {"torchserve": "pytorch_torchserve", "tfserving": "tensorflow_savedmodel"}
 
 #: The infer body, for the OpenAPI description (the routes read the raw body themselves).
 _INFER_DOC: dict[str, Any] = {

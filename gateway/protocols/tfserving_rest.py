@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from gateway.admin.auth import require_inference_key
 from gateway.backends.base import InferenceRequest, Target
+from gateway.backends.tfserving.codec import DATATYPE_TO_TF_NAME as _TF_DTYPES
 from gateway.protocols.common import (
     dispatch,
     json_response,
@@ -34,13 +35,6 @@ from gateway.routing.table import Resolved, parse_version
 from gateway.tensors import Signature
 
 router = APIRouter(dependencies=[Depends(require_inference_key)], tags=["TF Serving REST (v1)"])
-
-_TF_DTYPES = {
-    "FP32": "DT_FLOAT", "FP64": "DT_DOUBLE", "FP16": "DT_HALF", "INT8": "DT_INT8",
-    "INT16": "DT_INT16", "INT32": "DT_INT32", "INT64": "DT_INT64", "UINT8": "DT_UINT8",
-    "UINT16": "DT_UINT16", "UINT32": "DT_UINT32", "UINT64": "DT_UINT64", "BOOL": "DT_BOOL",
-    "BYTES": "DT_STRING",
-}  # fmt: skip
 
 #: The predict body, for the OpenAPI description (the routes read the raw body themselves).
 _PREDICT_DOC: dict[str, Any] = {

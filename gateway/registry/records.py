@@ -10,14 +10,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-BACKENDS: Final = frozenset({"torchserve", "tfserving"})
-"""The serving backends a version can live on."""
+from gateway.backends.kinds import KINDS
+
+BACKENDS: Final = frozenset(KINDS)
+"""The serving backends a version can live on (``gateway.backends.kinds.Kind``)."""
 
 VERSION_STATES: Final = frozenset({"available", "retired"})
 """The states of a version: ``available`` can be routed to, ``retired`` is kept for history."""
 
 OUTCOMES: Final = frozenset({"ok", "failed"})
 """The outcomes a history row can record."""
+
+
+class RegistryInvalid(ValueError):
+    """A registry write's argument breaks a rule (unknown model, missing version, bad percent...).
+
+    The message says what is wrong. The registry's checks raise only this (a ``ValueError``, so
+    older callers still catch it); the rollout service answers it, and nothing else, with a 400,
+    so a programming error inside a change can never pass for a client's mistake.
+    """
 
 
 class RegistryUnavailable(Exception):

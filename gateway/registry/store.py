@@ -30,7 +30,7 @@ from gateway.registry.engine import (
     unavailable_error,
 )
 from gateway.registry.locks import Release
-from gateway.registry.records import HistoryRecord, Snapshot
+from gateway.registry.records import HistoryRecord, RegistryInvalid, Snapshot
 from gateway.registry.tx import Tx
 
 __all__ = ["RegistryStore", "Tx"]
@@ -45,12 +45,12 @@ class RegistryStore:
     created by ``migrate``) or ``postgresql+psycopg://user@host:5432/db``. Nothing connects until
     the first call. Every method raises ``RegistryUnavailable`` when the database cannot be
     reached (``connect_timeout`` seconds at most for a PostgreSQL connection attempt), and
-    ``ValueError`` on bad arguments. Safe to use from several threads at once.
+    ``RegistryInvalid`` on bad arguments. Safe to use from several threads at once.
     """
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
         if not math.isfinite(connect_timeout) or connect_timeout <= 0:
-            raise ValueError(f"connect_timeout must be a positive number of seconds, got {connect_timeout!r}")
+            raise RegistryInvalid(f"connect_timeout must be a positive number of seconds, got {connect_timeout!r}")
         self._url = normalize_url(url)
         self.connect_timeout = connect_timeout
         self._engine = create_registry_engine(self._url, connect_timeout=connect_timeout)
@@ -159,14 +159,14 @@ class RegistryStore:
         if model is not None:
             model = check.model_name(model)
         if not isinstance(message, str):
-            raise ValueError(f"message must be a string, got {type(message).__name__}")
+            raise RegistryInvalid(f"message must be a string, got {type(message).__name__}")
         start_detail = dict(check.json_object(detail if detail is not None else {}, "detail"))
         with self._connect(write=True) as conn:
             tx = Tx(conn, model=model, message=message, detail=start_detail)
             tx._lock_scope()
             yield tx
             if not isinstance(tx.message, str):
-                raise ValueError(f"tx.message must be a string, got {type(tx.message).__name__}")
+                raise RegistryInvalid(f"tx.message must be a string, got {type(tx.message).__name__}")
             revision = q.finish_write(
                 conn,
                 model=model,
@@ -198,7 +198,7 @@ class RegistryStore:
         if model is not None:
             model = check.short_text(model, "model", 128)
         if not isinstance(message, str):
-            raise ValueError(f"message must be a string, got {type(message).__name__}")
+            raise RegistryInvalid(f"message must be a string, got {type(message).__name__}")
         values = dict(check.json_object(detail if detail is not None else {}, "detail"))
         with self._connect(write=True) as conn:
             return q.finish_write(
@@ -214,6 +214,6 @@ class RegistryStore:
     def history(self, model: str | None = None, limit: int = 100) -> list[HistoryRecord]:
         """Up to ``limit`` (1-10000) history rows, newest first; only ``model``'s if given."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_HISTORY_LIMIT:
-            raise ValueError(f"limit must be an integer from 1 to {MAX_HISTORY_LIMIT}, got {limit!r}")
+            raise RegistryInvalid(f"limit must be an integer from 1 to {MAX_HISTORY_LIMIT}, got {limit!r}")
         with self._connect() as conn:
             return q.read_history(conn, model, limit)

@@ -10,13 +10,13 @@ from gateway.registry import queries as q
 from gateway.registry import schema as t
 from gateway.registry import validate as check
 from gateway.registry.engine import GLOBAL_LOCK, advisory_key
-from gateway.registry.records import ModelRecord, Policy, VersionRecord
+from gateway.registry.records import ModelRecord, Policy, RegistryInvalid, VersionRecord
 
 
 class Tx:
     """One open write transaction of a ``RegistryStore`` (made by ``RegistryStore.transaction``).
 
-    Every method checks its arguments and raises ``ValueError`` with a clear message on bad ones
+    Every method checks its arguments and raises ``RegistryInvalid`` with a clear message on bad ones
     (unknown model, missing version, out-of-range percent...). Reads see the transaction's own
     writes. ``message`` and ``detail`` may be changed before the block ends: they go into the
     history row written at commit. ``revision`` is the new revision once the block has committed.
@@ -65,7 +65,7 @@ class Tx:
         name = check.model_name(model)
         self._touch(name)
         if not self._model_exists(name):
-            raise ValueError(f"unknown model '{name}'")
+            raise RegistryInvalid(f"unknown model '{name}'")
         return name
 
     def _version_row(self, model: str, version: int) -> Row[Any] | None:
@@ -76,7 +76,7 @@ class Tx:
         number = check.version_number(version, what)
         row = self._version_row(model, number)
         if row is None:
-            raise ValueError(f"model '{model}' has no version {number} ({what})")
+            raise RegistryInvalid(f"model '{model}' has no version {number} ({what})")
         return q.version_from_row(row)
 
     def ensure_model(self, name: str) -> bool:

@@ -1,4 +1,4 @@
-"""Argument checks for the registry's writes; each raises ``ValueError`` saying what is wrong.
+"""Argument checks for the registry's writes; each raises ``RegistryInvalid`` saying what is wrong.
 
 The checks here need no database; the ones that do (does the model, the version exist?) are in
 ``Tx``. The database's own constraints are a second line of defence, not the error messages.
@@ -12,20 +12,47 @@ import re
 from pathlib import PurePosixPath
 from typing import Any, Final
 
-from gateway.names import MAX_VERSION, label_name, model_name, version_number
-from gateway.registry.records import BACKENDS, OUTCOMES, VERSION_STATES, Policy
+from gateway import names
+from gateway.names import MAX_VERSION
+from gateway.registry.records import BACKENDS, OUTCOMES, VERSION_STATES, Policy, RegistryInvalid
 
-# Model names, labels and versions follow the gateway's one rule (``gateway.names``, whose
-# ``InvalidName`` is a ValueError like every check here).
 __all__ = ["MAX_VERSION", "label_name", "model_name", "version_number"]
 # An HTTP header name (RFC 9110 token characters).
 HEADER_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
 
 
+# Model names, labels and versions follow the gateway's one rule (``gateway.names``); its
+# ``InvalidName`` becomes the registry's own error here.
+
+
+def model_name(value: object) -> str:
+    """``value`` if it is a valid model name (``gateway.names.model_name``)."""
+    try:
+        return names.model_name(value)
+    except names.InvalidName as exc:
+        raise RegistryInvalid(str(exc)) from None
+
+
+def label_name(value: object) -> str:
+    """``value`` if it is a valid label name (``gateway.names.label_name``)."""
+    try:
+        return names.label_name(value)
+    except names.InvalidName as exc:
+        raise RegistryInvalid(str(exc)) from None
+
+
+def version_number(value: object, what: str = "version") -> int:
+    """``value`` if it is a valid version number (``gateway.names.version_number``)."""
+    try:
+        return names.version_number(value, what)
+    except names.InvalidName as exc:
+        raise RegistryInvalid(str(exc)) from None
+
+
 def backend(value: object) -> str:
     """``value`` if it names a known backend."""
     if value not in BACKENDS:
-        raise ValueError(f"unknown backend {value!r} (known: {', '.join(sorted(BACKENDS))})")
+        raise RegistryInvalid(f"unknown backend {value!r} (known: {', '.join(sorted(BACKENDS))})")
     assert isinstance(value, str)
     return value
 
@@ -33,7 +60,7 @@ def backend(value: object) -> str:
 def version_state(value: object) -> str:
     """``value`` if it is a known version state."""
     if value not in VERSION_STATES:
-        raise ValueError(f"unknown version state {value!r} (known: {', '.join(sorted(VERSION_STATES))})")
+        raise RegistryInvalid(f"unknown version state {value!r} (known: {', '.join(sorted(VERSION_STATES))})")
     assert isinstance(value, str)
     return value
 
@@ -41,7 +68,7 @@ def version_state(value: object) -> str:
 def outcome(value: object) -> str:
     """``value`` if it is a known history outcome."""
     if value not in OUTCOMES:
-        raise ValueError(f"unknown outcome {value!r} (known: {', '.join(sorted(OUTCOMES))})")
+        raise RegistryInvalid(f"unknown outcome {value!r} (known: {', '.join(sorted(OUTCOMES))})")
     assert isinstance(value, str)
     return value
 
@@ -49,62 +76,62 @@ def outcome(value: object) -> str:
 def artifact(path: object) -> str:
     """``path`` if it is a relative POSIX path inside the model store (no '..', not absolute)."""
     if not isinstance(path, str) or not path or len(path) > 1024 or "\\" in path or "\x00" in path:
-        raise ValueError(f"invalid artifact path {path!r}: a non-empty relative path such as 'mlp/3'")
+        raise RegistryInvalid(f"invalid artifact path {path!r}: a non-empty relative path such as 'mlp/3'")
     parts = PurePosixPath(path).parts
     if path.startswith("/") or ".." in parts or not parts:
-        raise ValueError(f"artifact path {path!r} must be relative to the model store, without '..'")
+        raise RegistryInvalid(f"artifact path {path!r} must be relative to the model store, without '..'")
     return path
 
 
 def short_text(value: object, what: str, limit: int) -> str:
     """``value`` if it is a non-empty string of at most ``limit`` characters."""
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
-        raise ValueError(f"{what} must be a non-empty string of at most {limit} characters, got {value!r}")
+        raise RegistryInvalid(f"{what} must be a non-empty string of at most {limit} characters, got {value!r}")
     return value
 
 
 def json_object(value: object, what: str) -> dict[str, Any]:
     """``value`` if it is a dict that JSON can store as it is (string keys, finite numbers)."""
     if not isinstance(value, dict):
-        raise ValueError(f"{what} must be a JSON object (dict), got {type(value).__name__}")
+        raise RegistryInvalid(f"{what} must be a JSON object (dict), got {type(value).__name__}")
     try:
         # allow_nan=False: NaN and infinity are not JSON; PostgreSQL would refuse them later.
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} is not JSON-serializable: {exc}") from None
+        raise RegistryInvalid(f"{what} is not JSON-serializable: {exc}") from None
     if not all(isinstance(k, str) for k in value):
-        raise ValueError(f"{what} must have string keys only")
+        raise RegistryInvalid(f"{what} must have string keys only")
     return value
 
 
 def percent(value: object, what: str) -> float:
     """``value`` as a float if it is a finite number between 0 and 100."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a number between 0 and 100, got {value!r}")
+        raise RegistryInvalid(f"{what} must be a number between 0 and 100, got {value!r}")
     if not 0.0 <= value <= 100.0:
-        raise ValueError(f"{what} must be between 0 and 100, got {value!r}")
+        raise RegistryInvalid(f"{what} must be between 0 and 100, got {value!r}")
     return float(value)
 
 
 def policy_shape(policy: object) -> Policy:
     """``policy`` if its fields are well-formed on their own (versions are checked by ``Tx``)."""
     if not isinstance(policy, Policy):
-        raise ValueError(f"policy must be a Policy, got {type(policy).__name__}")
+        raise RegistryInvalid(f"policy must be a Policy, got {type(policy).__name__}")
     percent(policy.canary_percent, "canary_percent")
     percent(policy.shadow_percent, "shadow_percent")
     if policy.canary_version is not None:
         version_number(policy.canary_version, "canary_version")
     elif policy.canary_percent > 0:
-        raise ValueError("canary_percent > 0 needs a canary_version")
+        raise RegistryInvalid("canary_percent > 0 needs a canary_version")
     if policy.shadow_version is not None:
         version_number(policy.shadow_version, "shadow_version")
     elif policy.shadow_percent > 0:
-        raise ValueError("shadow_percent > 0 needs a shadow_version")
+        raise RegistryInvalid("shadow_percent > 0 needs a shadow_version")
     header = policy.sticky_header
     if header is not None and not (isinstance(header, str) and HEADER_RE.fullmatch(header)):
-        raise ValueError(f"sticky_header {policy.sticky_header!r} is not a valid HTTP header name")
+        raise RegistryInvalid(f"sticky_header {policy.sticky_header!r} is not a valid HTTP header name")
     if not isinstance(policy.stable_history, tuple | list):
-        raise ValueError("stable_history must be a tuple of versions")
+        raise RegistryInvalid("stable_history must be a tuple of versions")
     for v in policy.stable_history:
         version_number(v, "stable_history entry")
     if policy.guard is not None:

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from gateway.backends.catalog import ARTIFACTS, backend_of
+from gateway.backends.kinds import Kind
 from gateway.errors import DeployFailed
-from gateway.routing.discovery import backend_of, manifest_version
 from gateway.settings import Settings
 
 _CHUNK = 1 << 20
@@ -212,16 +213,22 @@ def _write(source: IO[bytes], parent: int, leaf: str, member: tarfile.TarInfo, t
     return total
 
 
-def mar_version(directory: Path) -> str | None:
-    """The model version a ``.mar``'s manifest states, exactly as written ('' when it states none).
+def stated_version(directory: Path, kind: Kind) -> str | None:
+    """The version ``kind``'s artifact in ``directory`` states, exactly as written ('' when blank).
 
-    Returned as text, never parsed loosely: TorchServe registers the archive under this exact
-    string, so ``1.0`` must not pass for version 1. None when the directory holds no ``.mar``.
+    Returned as text, never parsed loosely: TorchServe registers an archive under its manifest's
+    exact string, so ``1.0`` must not pass for version 1. None when the artifact states none (a
+    SavedModel) or the directory holds none. An unreadable artifact fails the deploy's validation.
     """
     try:
-        return manifest_version(directory)
+        return ARTIFACTS[kind].stated_version(directory)
     except ValueError as exc:
         raise DeployFailed("validate", str(exc)) from None
+
+
+def mar_version(directory: Path) -> str | None:
+    """The version a ``.mar``'s manifest states (``stated_version`` for TorchServe)."""
+    return stated_version(directory, "torchserve")
 
 
 def digest(directory: Path) -> str:

@@ -18,14 +18,15 @@ from typing import Any
 import numpy as np
 
 from gateway.backends.base import InferenceRequest, Target, version_number
+from gateway.backends.catalog import ARTIFACTS, backend_of
+from gateway.backends.kinds import Kind
 from gateway.errors import BadRequest, DeployFailed, GatewayError, RegistryDown
 from gateway.names import MODEL_RULE, is_model_name, shown
 from gateway.registry.store import Tx
 from gateway.restjson import decode_outputs, decode_request, result_outputs
-from gateway.rollouts.artifacts import Limits, digest, mar_version, remove_tree, stage, unpack
+from gateway.rollouts.artifacts import Limits, digest, remove_tree, stage, stated_version, unpack
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.sources import materialise, redact
-from gateway.routing.discovery import backend_of
 from gateway.tensors import Signature
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class Deployer:
             if work is not None:
                 await asyncio.to_thread(remove_tree, work)
 
-    async def restore(self, kind: str) -> list[tuple[str, int]]:
+    async def restore(self, kind: Kind) -> list[tuple[str, int]]:
         """Load again the versions the registry has available on ``kind`` that the backend lost,
         and bring its start-up file in line with the registry.
 
@@ -134,7 +135,7 @@ class Deployer:
         self,
         model: str,
         staged: Path,
-        kind: str,
+        kind: Kind,
         version: int | None,
         canary: float | None,
         actor: str,
@@ -169,7 +170,7 @@ class Deployer:
         self,
         model: str,
         number: int,
-        kind: str,
+        kind: Kind,
         canary: float | None,
         actor: str,
         final: Path,
@@ -203,36 +204,36 @@ class Deployer:
             raise
         return {"model": model, "version": number, "backend": kind, "status": "deployed", "canary": canary}
 
-    def _version(self, source: Path, kind: str, asked: int | None, known: dict[int, Any], model_dir: Path) -> int:
+    def _version(self, source: Path, kind: Kind, asked: int | None, known: dict[int, Any], model_dir: Path) -> int:
         if asked is not None and asked < 1:
             raise DeployFailed("validate", f"version must be a positive integer, got {asked}")
         names = [p.name for p in model_dir.iterdir()] if model_dir.is_dir() else []
         on_disk = [n for n in map(version_number, names) if n is not None]
         following = max([0, *known, *on_disk]) + 1
-        if kind == "torchserve":
-            inside = mar_version(source)
-            number = version_number(inside) if inside is not None else None
-            # TorchServe registers the archive under its manifest's exact string, and the gateway
-            # addresses the version as str(number): the two must be the same text.
-            if inside is not None and (number is None or (asked is not None and number != asked)):
-                fix = asked if asked is not None else number or following
-                stated = f"version {inside!r}" if inside else "no version"
-                raise DeployFailed(
-                    "validate",
-                    f"the archive's manifest states {stated}, but "
-                    + (
-                        f"the deploy asks for version {asked}"
-                        if number is not None
-                        else "TorchServe keys versions by their exact string ('1.0' is not '1') and the "
-                        "gateway addresses versions as plain integers"
-                    )
-                    + f"; rebuild it with torch-model-archiver --version {fix}",
+        inside = stated_version(source, kind)
+        number = version_number(inside) if inside is not None else None
+        # TorchServe registers the archive under its manifest's exact string, and the gateway
+        # addresses the version as str(number): the two must be the same text.
+        if inside is not None and (number is None or (asked is not None and number != asked)):
+            fix = asked if asked is not None else number or following
+            stated = f"version {inside!r}" if inside else "no version"
+            artifacts = ARTIFACTS[kind]
+            raise DeployFailed(
+                "validate",
+                f"the archive's manifest states {stated}, but "
+                + (
+                    f"the deploy asks for version {asked}"
+                    if number is not None
+                    else f"{artifacts.server} keys versions by their exact string ('1.0' is not '1') and the "
+                    "gateway addresses versions as plain integers"
                 )
-            if number is not None:
-                return number
+                + f"; rebuild it with {artifacts.rebuild_hint(fix)}",
+            )
+        if number is not None:
+            return number
         return asked if asked is not None else following
 
-    async def _wait_ready(self, model: str, version: int, kind: str) -> None:
+    async def _wait_ready(self, model: str, version: int, kind: Kind) -> None:
         """Wait until the backend reports the version AVAILABLE, or fail with its last error.
 
         NOT_FOUND (or END without an error, a state left from an earlier unload of the same
@@ -276,7 +277,7 @@ class Deployer:
             504,
         )
 
-    async def _smoke(self, model: str, version: int, kind: str, path: Path) -> None:
+    async def _smoke(self, model: str, version: int, kind: Kind, path: Path) -> None:
         sample_in, sample_out = path / "sample_input.json", path / "sample_output.json"
         if not sample_in.is_file() or not sample_out.is_file():
             raise DeployFailed("smoke", "the version has no sample_input.json and sample_output.json")
@@ -308,7 +309,7 @@ class Deployer:
                 )
 
     async def _route(
-        self, model: str, version: int, kind: str, canary: float | None, actor: str, source: str | None
+        self, model: str, version: int, kind: Kind, canary: float | None, actor: str, source: str | None
     ) -> None:
         def change(tx: Tx) -> None:
             tx.ensure_model(model)

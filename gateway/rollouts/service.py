@@ -19,7 +19,7 @@ from gateway import metrics
 from gateway.backends.base import Backend
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, RegistryDown
 from gateway.names import require_model_name
-from gateway.registry.records import ModelRecord, RegistryUnavailable, Snapshot
+from gateway.registry.records import ModelRecord, RegistryInvalid, RegistryUnavailable, Snapshot
 from gateway.registry.store import RegistryStore, Tx
 from gateway.rollouts.exclusive import BackendLocks
 from gateway.rollouts.guard import CanaryGuard, validate_guard
@@ -89,7 +89,7 @@ class RolloutService:
         before = stable_versions(self.router)
         try:
             await self.read(run)
-        except ValueError as exc:  # the registry's own validation: a clear 400
+        except RegistryInvalid as exc:  # the registry's own validation, and only that: a clear 400
             raise BadRequest(str(exc)) from None
         metrics.ROLLOUT_EVENTS.labels(model or "*", action).inc()
         await self.refresh()

@@ -1,15 +1,14 @@
 """What the model store holds, and the desired-state file.
 
-A version directory's artifact tells its backend: a ``*.mar`` archive is served by TorchServe, a
-``saved_model.pb`` by TF Serving. Its ``signature.json``, when present, describes its tensors;
+A version directory's artifact tells its backend (each adapter recognises its own, see
+``gateway.backends.catalog``): a ``*.mar`` archive is served by TorchServe, a ``saved_model.pb`` by
+TF Serving. Its ``signature.json``, when present, describes its tensors;
 TF Serving versions without one are described by TF Serving's own metadata.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ from typing import Any
 import yaml
 
 from gateway.backends.base import version_number
+from gateway.backends.catalog import ARTIFACTS, backend_of
+from gateway.backends.kinds import Kind
 from gateway.names import is_model_name
 
 log = logging.getLogger(__name__)
@@ -28,50 +29,24 @@ class StoredVersion:
 
     model: str
     version: int
-    backend: str
+    backend: Kind
     path: Path
 
 
-def backend_of(path: Path) -> str | None:
-    """``torchserve`` for a directory holding a .mar, ``tfserving`` for a SavedModel, else None."""
-    if any(path.glob("*.mar")):
-        return "torchserve"
-    if (path / "saved_model.pb").is_file():
-        return "tfserving"
-    return None
+def _mismatch(version_dir: Path, kind: Kind) -> str | None:
+    """Why the backend would serve this directory's artifact under another version than its name.
 
-
-def manifest_version(directory: Path) -> str | None:
-    """The version the first ``.mar``'s manifest states, exactly as written ('' for none).
-
-    None when the directory holds no ``.mar``; ``ValueError`` when the archive is unreadable.
+    An unreadable artifact is not judged here: registering it fails loudly at the backend.
     """
-    archives = sorted(directory.glob("*.mar"))
-    if not archives:
-        return None
+    artifacts = ARTIFACTS[kind]
     try:
-        with zipfile.ZipFile(archives[0]) as mar:
-            manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
-    except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
-        raise ValueError(f"{archives[0].name} is not a valid model archive: {exc}") from None
-    model = manifest.get("model") if isinstance(manifest, dict) else None
-    version = model.get("modelVersion") if isinstance(model, dict) else None
-    return version if isinstance(version, str) else ""
-
-
-def _mismatch(version_dir: Path) -> str | None:
-    """Why TorchServe would serve this directory's archive under another version than its name.
-
-    An unreadable archive is not judged here: registering it fails loudly at the backend.
-    """
-    try:
-        stated = manifest_version(version_dir)
+        stated = artifacts.stated_version(version_dir)
     except ValueError:
         return None
     if stated is not None and stated != version_dir.name:
         return (
-            f"its archive's manifest states version {stated!r}, and TorchServe keys versions by that exact "
-            f"string (rebuild it with torch-model-archiver --version {version_dir.name})"
+            f"its archive's manifest states version {stated!r}, and {artifacts.server} keys versions by that "
+            f"exact string (rebuild it with {artifacts.rebuild_hint(int(version_dir.name))})"
         )
     return None
 
@@ -95,7 +70,7 @@ def scan_store(store: Path) -> list[StoredVersion]:
             if kind is None:
                 log.warning("skipping %s: no .mar or saved_model.pb", version_dir)
                 continue
-            if kind == "torchserve" and (why := _mismatch(version_dir)):
+            if why := _mismatch(version_dir, kind):
                 log.warning("skipping %s: %s", version_dir, why)
                 continue
             found.append(StoredVersion(model_dir.name, version, kind, version_dir))

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import grpc
 from google.protobuf import text_format
@@ -24,6 +24,7 @@ from gateway.backends.base import (
     Target,
     VersionStatus,
 )
+from gateway.backends.kinds import Kind
 from gateway.backends.resilience import RetryBudget
 from gateway.backends.scrub import scrub
 from gateway.backends.startup import write_if_changed
@@ -41,7 +42,7 @@ from gateway.tensors import Signature, TensorSpec
 
 log = logging.getLogger(__name__)
 
-KIND = "tfserving"
+KIND: Final[Kind] = "tfserving"
 PREDICTION = "/tensorflow.serving.PredictionService/"
 MODEL = "/tensorflow.serving.ModelService/"
 
@@ -78,10 +79,35 @@ def error_for_rpc(exc: grpc.aio.AioRpcError, what: str) -> GatewayError:
     return cls(f"{what}: {scrub(server)} ({code})", detail=detail)
 
 
+class SavedModelArtifacts:
+    """TF Serving's artifacts: a version directory holds a SavedModel (``saved_model.pb``), which
+    states no version of its own: the directory's name is the version."""
+
+    kind: Kind = KIND
+    platform = "tensorflow_savedmodel"
+    server = "TF Serving"
+
+    def recognises(self, directory: Path) -> bool:
+        """True when ``directory`` holds a ``saved_model.pb``."""
+        return (directory / "saved_model.pb").is_file()
+
+    def stated_version(self, directory: Path) -> str | None:
+        """None: a SavedModel is versioned by its directory's name."""
+        return None
+
+    def rebuild_hint(self, version: int) -> str:
+        """Where the SavedModel goes for ``version``."""
+        return f"place the SavedModel in a directory named {version}"
+
+
+ARTIFACTS: Final = SavedModelArtifacts()
+"""TF Serving's artifact description (see ``gateway.backends.kinds.Artifacts``)."""
+
+
 class TFServingBackend:
     """Calls TF Serving's gRPC API, always naming an explicit version."""
 
-    kind = KIND
+    kind: Kind = KIND
     raw_passthrough = False
 
     def __init__(

@@ -60,6 +60,14 @@ TF_TO_DATATYPE: dict[int, str] = {
     tf_pb2.DT_BOOL: "BOOL",
     tf_pb2.DT_STRING: "BYTES",
 }
+#: Open Inference Protocol datatype name -> TF DataType enum name (``FP32`` -> ``DT_FLOAT``), as
+#: TF Serving's REST metadata writes it; derived from the table above, never copied.
+DATATYPE_TO_TF_NAME: dict[str, str] = {name: tf_pb2.DataType.Name(tf) for tf, name in TF_TO_DATATYPE.items()}
+
+
+def tf_dtype_name(datatype: str) -> str:
+    """The TF DataType enum name of an OIP datatype (``FP32`` -> ``DT_FLOAT``), ``DT_INVALID`` if none."""
+    return DATATYPE_TO_TF_NAME.get(datatype, "DT_INVALID")
 
 
 def to_tensor_proto(array: np.ndarray, proto: tf_pb2.TensorProto | None = None) -> tf_pb2.TensorProto:
