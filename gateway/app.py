@@ -23,11 +23,12 @@ from gateway.backends.resilience import BackendGuard
 from gateway.backends.tfserving.client import TFServingBackend
 from gateway.backends.torchserve import TorchServeBackend
 from gateway.errors import GatewayError
-from gateway.protocols import oip, tfserving_rest, torchserve
+from gateway.protocols import oip, tfserving_rest
 from gateway.protocols.common import error_response, json_response
 from gateway.protocols.fastpath import InferenceRoutes
 from gateway.protocols.instrument import InferenceMetrics
 from gateway.protocols.limits import DecodeSlots
+from gateway.protocols.routes import router as inference_router
 from gateway.registry.store import RegistryStore
 from gateway.registry.watch import Watcher
 from gateway.requestid import RequestIdMiddleware
@@ -190,10 +191,10 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return json_response({"error": "internal error in the gateway; see its log"}, 500)
 
+    app.include_router(inference_router())  # the inference routes, from the one route table
     app.include_router(tfserving_rest.router)
     app.include_router(oip.router)
     app.include_router(oip.models)
-    app.include_router(torchserve.router)
     app.include_router(admin_routes.router)
 
     if settings.metrics_port is None:  # else only on the metrics port (started in the lifespan)

@@ -32,6 +32,7 @@ class FakeBackend:
         self.fail: GatewayError | None = None
         self.fail_versions: set[int] = set()  # empty: fail every version
         self.requests: list[tuple[Target, InferenceRequest]] = []
+        self.forwarded: list[tuple[Target, bytes]] = []  # pass-through bodies, in order
         self.started = self.closed = False
         self.unloaded: set[tuple[str, int]] = set()
         self.startup: tuple[dict, dict] | None = None  # what the last write_startup was given
@@ -62,7 +63,8 @@ class FakeBackend:
         return InferenceResult(outputs=outputs)
 
     async def forward(self, target: Target, body: bytes, content_type: str) -> RawResult:
-        if self.fail:
+        self.forwarded.append((target, body))
+        if self.fail and (not self.fail_versions or target.version in self.fail_versions):
             raise self.fail
         return RawResult(b"echo:" + body, "text/plain")
 

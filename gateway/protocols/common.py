@@ -1,11 +1,10 @@
-"""What every protocol shares: reading a bounded body, routing, signatures, response headers."""
+"""What every protocol shares: reading a bounded body, the routing table, signatures, response headers
+and error answers (the inference pipeline itself is ``pipeline.serve``)."""
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from fastapi import Request, Response
 
@@ -14,14 +13,10 @@ from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
 from gateway.restjson import dumps
 from gateway.tensors import Signature
 
-T = TypeVar("T")
 log = logging.getLogger("gateway")
 
 if TYPE_CHECKING:
-    from gateway.backends.base import InferenceRequest, InferenceResult, Target
-    from gateway.backends.resilience import BackendGuard
-    from gateway.rollouts.guard import CanaryGuard
-    from gateway.rollouts.shadow import ShadowRunner
+    from gateway.backends.base import Target
     from gateway.routing.table import Resolved, RoutingTable
     from gateway.settings import Settings
 
@@ -100,40 +95,6 @@ def mark_route(request: Request, resolved: Resolved) -> None:
     """Record where the request was routed, for the metrics middleware."""
     target = resolved.target
     request.state.route = (target.model, str(target.version), resolved.label or "", target.backend.kind)
-
-
-async def timed(request: Request, backend: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Run a backend call through that backend's in-flight cap and circuit breaker, timed."""
-    guard: BackendGuard = request.app.state.backend_guards[backend]
-    start = time.perf_counter()
-    try:
-        return await guard.call(call)
-    finally:
-        request.state.backend_seconds = time.perf_counter() - start
-
-
-async def dispatch(request: Request, resolved: Resolved, inference: InferenceRequest) -> InferenceResult:
-    """Run the inference on the routed version; then, maybe, copy it to the shadow version.
-
-    Every protocol's inference goes through here, so routing policy, shadowing and metrics are
-    applied the same way for all of them.
-    """
-    target = resolved.target
-    routes = table_of(request).models.get(target.model)
-    guard: CanaryGuard = request.app.state.guard
-    try:
-        result = await timed(request, target.backend.kind, lambda: target.backend.infer(target, inference))
-    except GatewayError as exc:
-        if exc.status_code >= 500:
-            guard.observe(routes, resolved, request.state.backend_seconds, ok=False)
-        raise
-    guard.observe(routes, resolved, request.state.backend_seconds, ok=True)
-    if routes is not None:
-        shadow = routes.shadow_for(target)
-        if shadow is not None:
-            runner: ShadowRunner = request.app.state.shadow
-            runner.submit(target, shadow, inference, result)
-    return result
 
 
 def error_response(request: Request, exc: GatewayError) -> Response:

@@ -14,11 +14,15 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
+from gateway.protocols.routes import protocol_prefixes
 
-_PROTOCOLS = (("/v1/models/", "tfserving_rest"), ("/v2/models/", "oip"), ("/predictions/", "torchserve"))
+#: (path prefix, protocol) from the route table: a POST under a protocol's prefix is counted under
+#: that protocol even when it names no route (a 404 is part of what its clients see).
+_PROTOCOLS = protocol_prefixes()
 
 
 def protocol_of(path: str) -> str | None:
+    """The protocol label of an inference path, or None for a path outside every protocol."""
     for prefix, name in _PROTOCOLS:
         if path.startswith(prefix):
             return name

@@ -7,33 +7,25 @@ row-major, and a datatype or shape that does not fit the version's signature is 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 
 from gateway.admin.auth import require_inference_key
-from gateway.backends.base import InferenceRequest
+from gateway.backends.base import InferenceRequest, InferenceResult, Target
 from gateway.backends.catalog import PLATFORMS as _PLATFORMS
 from gateway.errors import BadRequest
-from gateway.protocols.common import (
-    dispatch,
-    json_response,
-    mark_route,
-    read_body,
-    require_signature,
-    routing_headers,
-    settings_of,
-    signature_of,
-    table_of,
-)
-from gateway.protocols.limits import decode_bounded
-from gateway.restjson import TENSOR_VALUE_SCHEMA, all_finite, may_hold_bools, parse_json, result_outputs
+from gateway.protocols.common import json_response, require_signature, routing_headers, signature_of, table_of
+from gateway.protocols.pipeline import Decoded
+from gateway.restjson import TENSOR_VALUE_SCHEMA, all_finite, dumps, may_hold_bools, parse_json, result_outputs
 from gateway.routing.table import Resolved, parse_version
 from gateway.tensors import DATATYPES, Signature, check_shape, datatype_of, to_array, to_json_value
 
 router = APIRouter(tags=["Open Inference Protocol (v2)"])
-#: Health routes stay open (probes carry no key); model routes need a key when keys are configured.
+#: Health routes stay open (probes carry no key); model routes need a key when keys are configured
+#: (the infer routes are in ``gateway.protocols.routes``).
 models = APIRouter(dependencies=[Depends(require_inference_key)], tags=["Open Inference Protocol (v2)"])
 
 
@@ -177,41 +169,37 @@ def encode_outputs(outputs: dict[str, np.ndarray], names: tuple[str, ...]) -> li
     ]
 
 
-async def _infer(request: Request, resolved: Resolved) -> Response:
-    mark_route(request, resolved)
-    target = resolved.target
-    body = await read_body(request)
-    signature = require_signature(target, await signature_of(target))
+class InferCodec:
+    """OIP infer: typed tensors in, typed tensors out; the caller's ``id`` is echoed."""
 
-    depth = settings_of(request).max_json_depth
+    protocol = "oip"
+    tag = "Open Inference Protocol (v2)"
+    openapi = _INFER_DOC
+    passthrough = False
+    headers: Mapping[str, str] = {}
 
-    def decode() -> tuple[Any, dict[str, np.ndarray], tuple[str, ...]]:
-        payload = parse_json(body, depth)
-        return (payload, *decode_infer_request(payload, signature, bools=may_hold_bools(body)))
+    def decode(self, body: bytes, signature: Signature, max_depth: int) -> Decoded:
+        payload = parse_json(body, max_depth)
+        inputs, names = decode_infer_request(payload, signature, bools=may_hold_bools(body))
+        request_id = payload.get("id")
+        return Decoded(
+            InferenceRequest(inputs=inputs, form="column", output_filter=names),
+            request_id if isinstance(request_id, str) else None,
+        )
 
-    payload, inputs, names = await decode_bounded(request, len(body), decode)
-    result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form="column", output_filter=names))
-    outputs = result_outputs(result, signature)
-    answer: dict[str, Any] = {
-        "model_name": target.model,
-        "model_version": str(target.version),
-        "outputs": encode_outputs(outputs, names),
-    }
-    if isinstance(payload.get("id"), str):
-        answer["id"] = payload["id"]
-    return json_response(answer, headers=routing_headers(resolved), finite=all_finite(outputs.values()))
-
-
-@models.post("/v2/models/{model}/infer", openapi_extra=_INFER_DOC)
-async def infer(model: str, request: Request) -> Response:
-    """Infer with the model's default version."""
-    return await _infer(request, table_of(request).resolve(model, headers=request.headers))
+    def encode(self, decoded: Decoded, result: InferenceResult, target: Target, signature: Signature) -> bytes:
+        outputs = result_outputs(result, signature)
+        answer: dict[str, Any] = {
+            "model_name": target.model,
+            "model_version": str(target.version),
+            "outputs": encode_outputs(outputs, decoded.request.output_filter),
+        }
+        if decoded.request_id is not None:
+            answer["id"] = decoded.request_id
+        return dumps(answer, finite=all_finite(outputs.values()))
 
 
-@models.post("/v2/models/{model}/versions/{version}/infer", openapi_extra=_INFER_DOC)
-async def infer_version(model: str, version: str, request: Request) -> Response:
-    """Infer with an explicit version."""
-    return await _infer(request, table_of(request).resolve(model, parse_version(version)))
+CODEC = InferCodec()
 
 
 async def _metadata(resolved: Resolved, versions: list[int]) -> Response:

@@ -6,25 +6,16 @@ and column forms, ``{"b64": ...}`` binary values, and errors as ``{"error": "...
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
 from gateway.admin.auth import require_inference_key
-from gateway.backends.base import InferenceRequest, Target
+from gateway.backends.base import InferenceRequest, InferenceResult, Target
 from gateway.backends.tfserving.codec import DATATYPE_TO_TF_NAME as _TF_DTYPES
-from gateway.protocols.common import (
-    dispatch,
-    json_response,
-    mark_route,
-    read_body,
-    require_signature,
-    routing_headers,
-    settings_of,
-    signature_of,
-    table_of,
-)
-from gateway.protocols.limits import decode_bounded
+from gateway.protocols.common import json_response, require_signature, routing_headers, signature_of, table_of
+from gateway.protocols.pipeline import Decoded
 from gateway.restjson import (
     PREDICT_BODY_EXAMPLES,
     PREDICT_BODY_SCHEMA,
@@ -34,6 +25,7 @@ from gateway.restjson import (
 from gateway.routing.table import Resolved, parse_version
 from gateway.tensors import Signature
 
+#: The status and metadata routes; the predict routes are in ``gateway.protocols.routes``.
 router = APIRouter(dependencies=[Depends(require_inference_key)], tags=["TF Serving REST (v1)"])
 
 #: The predict body, for the OpenAPI description (the routes read the raw body themselves).
@@ -45,34 +37,28 @@ _PREDICT_DOC: dict[str, Any] = {
 }
 
 
-async def _predict(request: Request, resolved: Resolved) -> Response:
-    mark_route(request, resolved)
-    target = resolved.target
-    body = await read_body(request)
-    signature = require_signature(target, await signature_of(target))
-    depth = settings_of(request).max_json_depth
-    inputs, form = await decode_bounded(request, len(body), lambda: decode_predict_body(body, signature, depth))
-    result = await dispatch(request, resolved, InferenceRequest(inputs=inputs, form=form, body=body))
-    content = result_body(result, form, signature)
-    return Response(content, media_type="application/json", headers=routing_headers(resolved))
+class PredictCodec:
+    """TF Serving REST predict: the row or column form in, the same form out.
+
+    The caller's body rides along with the decoded inputs, so a backend that speaks this form
+    (the example TorchServe handler) forwards it without encoding it again.
+    """
+
+    protocol = "tfserving_rest"
+    tag = "TF Serving REST (v1)"
+    openapi = _PREDICT_DOC
+    passthrough = False
+    headers: Mapping[str, str] = {}
+
+    def decode(self, body: bytes, signature: Signature, max_depth: int) -> Decoded:
+        inputs, form = decode_predict_body(body, signature, max_depth)
+        return Decoded(InferenceRequest(inputs=inputs, form=form, body=body))
+
+    def encode(self, decoded: Decoded, result: InferenceResult, target: Target, signature: Signature) -> bytes:
+        return result_body(result, decoded.request.form, signature)
 
 
-@router.post("/v1/models/{model}:predict", openapi_extra=_PREDICT_DOC)
-async def predict(model: str, request: Request) -> Response:
-    """Predict with the model's default version (its ``stable`` label, else the highest)."""
-    return await _predict(request, table_of(request).resolve(model, headers=request.headers))
-
-
-@router.post("/v1/models/{model}/versions/{version}:predict", openapi_extra=_PREDICT_DOC)
-async def predict_version(model: str, version: str, request: Request) -> Response:
-    """Predict with an explicit version."""
-    return await _predict(request, table_of(request).resolve(model, parse_version(version)))
-
-
-@router.post("/v1/models/{model}/labels/{label}:predict", openapi_extra=_PREDICT_DOC)
-async def predict_label(model: str, label: str, request: Request) -> Response:
-    """Predict with the version a label points at."""
-    return await _predict(request, table_of(request).resolve(model, label=label))
+CODEC = PredictCodec()
 
 
 async def _status(targets: list[Target]) -> dict[str, Any]:

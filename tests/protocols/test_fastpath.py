@@ -2,38 +2,48 @@
 
 from __future__ import annotations
 
+import itertools
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from gateway.app import create_app
-from gateway.protocols import fastpath
 from gateway.protocols.fastpath import InferenceRoutes
+from gateway.protocols.instrument import protocol_of
+from gateway.protocols.routes import ROUTES, match
 
 ROW = {"instances": [[0.5, -1.0, 0.25, 2.0]]}
 V2 = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0.5, -1.0, 0.25, 2.0]}]}
-REQUESTS = [
-    ("/v1/models/toy:predict", ROW),
-    ("/v1/models/toy/versions/2:predict", ROW),
-    ("/v1/models/toy/versions/3:predict", {"inputs": [[1, 2, 3, 4]]}),
-    ("/v1/models/toy/versions/x:predict", ROW),
-    ("/v1/models/toy/versions/9:predict", ROW),
-    ("/v1/models/toy/labels/canary:predict", ROW),
-    ("/v1/models/toy/labels/nope:predict", ROW),
-    ("/v1/models/a:b:predict", ROW),
-    ("/v1/models/toy:predict/", ROW),
-    ("/v1/models/toy/extra/1:predict", ROW),
-    ("/v1/models/toy:predict", {"instances": [[1, 2]]}),
-    ("/v1/models/toy:predict", "not json"),
-    ("/v2/models/toy/infer", V2),
-    ("/v2/models/toy/versions/2/infer", V2),
-    ("/v2/models/toy/versions/2/infer/x", V2),
-    ("/v2/models/toy/infer", {"inputs": []}),
-    ("/predictions/toy", ROW),
-    ("/predictions/toy/1", ROW),
-    ("/predictions/toy/1/2", ROW),
-    ("/predictions/nope", ROW),
-]
+#: Values for each path parameter: found, unknown, and malformed (``a:b`` is a valid segment).
+SAMPLES = {"model": ["toy", "nope", "a:b"], "version": ["1", "2", "9", "x"], "label": ["canary", "stable", "nope"]}
+BODIES = [ROW, V2, {"inputs": [[1, 2, 3, 4]]}, {"instances": [[1, 2]]}, {"inputs": []}, "not json"]
+
+
+def _paths(template: str) -> list[str]:
+    """Every combination of sample values in ``template``, plus near misses around its first one."""
+    names = re.findall(r"{(\w+)}", template)
+    paths = [
+        template.format(**dict(zip(names, values, strict=True)))
+        for values in itertools.product(*(SAMPLES[n] for n in names))
+    ]
+    first = paths[0]
+    return [*paths, first + "/", first + "/x", "/x" + first, first.replace("toy", "toy/extra", 1)]
+
+
+def _requests() -> list[tuple[str, object]]:
+    """Requests generated from the route table: every path of every route, with every body where
+    the model exists."""
+    return [
+        (path, body)
+        for route in ROUTES
+        for path in _paths(route.path)
+        for body in (BODIES if "/toy" in path else BODIES[:1])
+    ]
+
+
+REQUESTS = _requests()
 
 
 def _answers(app, keys: dict[str, str] | None = None) -> list[tuple[int, bytes, dict[str, str]]]:
@@ -64,4 +74,9 @@ def test_every_inference_route_is_on_the_fast_path(settings, fake_backends):
     app = create_app(settings, backends=fake_backends)
     schema = app.openapi()["paths"]
     posted = {path for path, ops in schema.items() if "post" in ops and not path.startswith("/admin")}
-    assert {pattern.pattern.replace("(?P<", "{").replace(">[^/]+)", "}") for pattern, _ in fastpath._ROUTES} == posted
+    assert {route.path for route in ROUTES} == posted
+    for route in ROUTES:  # each route is exercised above, reached by the fast path, and labelled
+        path = _paths(route.path)[0]
+        assert any(p == path for p, _ in REQUESTS)
+        assert match(path) is not None and match(path)[0] is route
+        assert protocol_of(path) == route.codec.protocol

@@ -1,0 +1,145 @@
+"""In-process data-plane cost: the gateway's own work per inference request, no sockets.
+
+    .venv/bin/python scripts/bench_inprocess.py [--requests 3000] [--warmup 200] [--repeats 5]
+
+Builds the app around no-op backends (they answer at once), then calls it as an ASGI app, one
+request at a time, for each protocol's front door on the ``mlp`` shape (4 floats in, 3 out). What
+is timed is everything the gateway does for a request: routing, decode, dispatch, encode, metrics.
+Prints, per route, the mean CPU microseconds per request of the best and the median of ``--repeats``
+runs (the best run is the least disturbed by other work on the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gateway.app import create_app
+from gateway.backends.base import InferenceRequest, InferenceResult, RawResult, Target, VersionStatus
+from gateway.settings import Settings
+from gateway.tensors import Signature
+
+SIGNATURE = {
+    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+    "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 3]}],
+}
+ROW = json.dumps({"instances": [[0.5, -1.0, 0.25, 2.0]]}).encode()
+X = {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0.5, -1.0, 0.25, 2.0]}
+V2 = json.dumps({"inputs": [X]}).encode()
+CASES = [
+    ("v1 predict (TF Serving version)", "/v1/models/mlp/versions/2:predict", ROW),
+    ("v1 predict (default: TorchServe)", "/v1/models/mlp:predict", ROW),
+    ("v2 infer (TF Serving version)", "/v2/models/mlp/versions/2/infer", V2),
+    ("/predictions pass-through (TorchServe)", "/predictions/mlp/1", ROW),
+]
+
+
+class NoopBackend:
+    """Answers every call at once with a fixed output."""
+
+    def __init__(self, kind: str, raw: bool) -> None:
+        self.kind = kind
+        self.raw_passthrough = raw
+        self.y = np.zeros((1, 3), dtype=np.float32)
+
+    async def infer(self, target: Target, request: InferenceRequest) -> InferenceResult:
+        return InferenceResult(outputs={"y": self.y})
+
+    async def forward(self, target: Target, body: bytes, content_type: str) -> RawResult:
+        return RawResult(b'{"predictions": [[0.0, 0.0, 0.0]]}', "application/json")
+
+    async def signature(self, model: str, version: int) -> Signature | None:
+        return None
+
+    async def status(self, model: str, version: int) -> VersionStatus:
+        return VersionStatus(version, "AVAILABLE")
+
+    async def load(self, model: str, version: int, keep: Mapping[str, Collection[int]]) -> None: ...
+    async def unload(self, model: str, version: int, keep: Mapping[str, Collection[int]]) -> None: ...
+    def write_startup(self, keep: Mapping[str, Collection[int]], defaults: Mapping[str, int]) -> bool:
+        return False
+
+    async def set_default(self, model: str, version: int) -> None: ...
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+async def call(app: Any, path: str, body: bytes) -> int:
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+    sent = False
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+async def run(args: argparse.Namespace, store: Path) -> None:
+    settings = Settings(
+        model_store=store,
+        database_url=f"sqlite:///{store.parent / 'registry.db'}",
+        state_file=store.parent / "state.yaml",
+    )
+    backends = {"torchserve": NoopBackend("torchserve", True), "tfserving": NoopBackend("tfserving", False)}
+    app = create_app(settings, backends=backends)  # type: ignore[arg-type]
+    async with app.router.lifespan_context(app):
+        print("| route | us per request, best run | median run | runs |")
+        print("|---|---|---|---|")
+        for name, path, body in CASES:
+            assert await call(app, path, body) == 200, path
+            for _ in range(args.warmup):
+                await call(app, path, body)
+            runs = []
+            for _ in range(args.repeats):
+                start = time.process_time()  # this process's CPU time: other processes' load stays out
+                for _ in range(args.requests):
+                    await call(app, path, body)
+                runs.append((time.process_time() - start) / args.requests * 1e6)
+            each = ", ".join(f"{r:.0f}" for r in runs)
+            print(f"| {name} | {min(runs):.1f} | {statistics.median(runs):.1f} | {each} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "store"
+        for version, kind in ((1, "torchserve"), (2, "tfserving")):
+            path = store / "mlp" / str(version)
+            path.mkdir(parents=True)
+            (path / ("mlp.mar" if kind == "torchserve" else "saved_model.pb")).write_bytes(b"")
+            (path / "signature.json").write_text(json.dumps(SIGNATURE))
+        (Path(tmp) / "state.yaml").write_text("models:\n  mlp:\n    labels:\n      stable: 1\n")
+        asyncio.run(run(args, store))
+
+
+if __name__ == "__main__":
+    main()
