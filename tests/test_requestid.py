@@ -4,6 +4,7 @@ CR/LF for header or log injection) never reaches the response header or the logs
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 
 import pytest
@@ -69,3 +70,30 @@ def test_the_gateway_answers_with_its_own_id_for_an_over_long_one(client):
     assert GENERATED.fullmatch(r.headers["X-Request-ID"])
     r = client.post("/v1/models/toy:predict", json=ROW, headers={"X-Request-ID": "client-7"})
     assert r.headers["X-Request-ID"] == "client-7"
+
+
+def test_debug_logs_show_headers_with_credentials_redacted(client, caplog):
+    caplog.set_level(logging.DEBUG, logger="gateway.requestid")
+    secret = "Bearer unit-admin-token-0123456789"
+    headers = {
+        "Authorization": secret,
+        "X-API-Key": "key-one-0123456789",
+        "Cookie": "session=abc123secret",
+        "X-Request-ID": "probe-1",
+        "User-Agent": "tester\r\nforged line",
+    }
+    r = client.get("/admin/models/toy", headers=headers)
+    assert r.status_code == 200
+    (line,) = [rec.getMessage() for rec in caplog.records if rec.name == "gateway.requestid"]
+    assert line.startswith("GET /admin/models/toy headers: ")
+    assert "'authorization': [redacted]" in line and "'x-api-key': [redacted]" in line
+    assert "'x-request-id': 'probe-1'" in line
+    for value in ("unit-admin-token", "key-one-0123456789", "abc123secret"):
+        assert value not in line
+    assert "\n" not in line and "\r" not in line  # a forged line stays on this one
+
+
+def test_headers_are_not_described_below_debug(client, caplog):
+    caplog.set_level(logging.INFO)
+    client.get("/admin/models/toy", headers={"Authorization": "Bearer unit-admin-token-0123456789"})
+    assert not [rec for rec in caplog.records if rec.name == "gateway.requestid"]
