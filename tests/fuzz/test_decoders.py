@@ -34,6 +34,7 @@ from tests.fuzz.strategies import (
     arrays_of,
     assert_same,
     concrete_shape,
+    examples,
     flat,
     infer_payloads,
     json_representable,
@@ -50,7 +51,7 @@ pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 # gateway.tensors.to_array
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=examples(300))
 @given(st.sampled_from(list(DATATYPES)), ANY_VALUE)
 def test_to_array_gives_the_datatype_or_a_bad_request_naming_the_input(datatype, value):
     try:
@@ -180,7 +181,7 @@ def test_decode_request_decodes_valid_row_and_column_bodies_exactly(data, signat
 # gateway.protocols.oip.decode_infer_request
 
 
-@settings(FUZZ, max_examples=250)
+@settings(FUZZ, max_examples=examples(250))
 @given(st.data(), signatures())
 def test_decode_infer_request_gives_checked_arrays_or_a_bad_request(data, signature):
     payload = data.draw(infer_payloads(signature) | ANY_VALUE)
@@ -385,7 +386,7 @@ def _wire(proto: tf_pb2.TensorProto) -> tf_pb2.TensorProto:
 
 
 @pytest.mark.parametrize("datatype", NUMERIC)
-@settings(FUZZ, max_examples=50)  # per datatype
+@settings(FUZZ, max_examples=examples(50))  # per datatype
 @given(data=st.data())
 def test_tensor_proto_round_trip_is_exact(datatype, data):
     want = data.draw(arrays_of(datatype, ANY_SHAPE, finite=False))
@@ -425,7 +426,7 @@ def _typed_proto(array: np.ndarray, values: np.ndarray) -> tf_pb2.TensorProto:
 
 
 @pytest.mark.parametrize("datatype", NUMERIC)
-@settings(FUZZ, max_examples=50)  # per datatype
+@settings(FUZZ, max_examples=examples(50))  # per datatype
 @given(data=st.data())
 def test_typed_value_fields_decode_exactly(datatype, data):
     want = data.draw(arrays_of(datatype, ANY_SHAPE, finite=False))
