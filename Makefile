@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 MODELS_STAMP := model_store/.built-stamp
 
-.PHONY: setup models run test test-docker test-compose docker-engine lint typecheck protos bench loadtest prometheus clean
+.PHONY: setup models run test fuzz test-docker test-compose docker-engine lint typecheck protos bench loadtest prometheus clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,11 @@ docker-engine:
 # gateway on 127.0.0.1 (docs/deployment.md, "Compose on a real engine").
 test-compose: setup models docker-engine
 	$(PY) -m pytest tests/compose
+
+# The fuzz tests with fresh random examples on every run, ten times as many as `make test` replays
+# (its fixed, derandomized set): a failure prints the @reproduce_failure blob that replays it.
+fuzz: setup
+	GATEWAY_FUZZ=random $(PY) -m pytest tests/fuzz -q
 
 # The same end-to-end suite against the official TorchServe and TF Serving images (needs a Docker
 # engine; without one the e2e tests say they are skipped).

@@ -3,12 +3,17 @@ development server, and the gateway, as child processes of one launcher.
 
 ``python deploy/localstack.py run`` (what ``make run`` calls) starts all three, waits until each is
 ready, prints where each listens and a curl that works, and on Ctrl-C (or SIGTERM) stops every
-process it started. The test suite starts the same stack on free ports through ``LocalStack``.
+process it started. While it runs it keeps the stack up as compose's ``restart: unless-stopped``
+does: a process that exits is started again, after a delay that doubles with each quick failure
+(see ``RestartPolicy``), through the same start-up path as the first start, so that a dead backend
+is something to watch the gateway handle rather than the end of the session. The test suite starts
+the same stack on free ports through ``LocalStack``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -21,7 +26,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +106,45 @@ def _http(method: str, url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+class Interrupts:
+    """SIGINT and SIGTERM as ``KeyboardInterrupt`` in the launcher, held back while a child process
+    is being started: a signal that landed between ``fork`` and recording the child's pid would
+    leave a process nobody stops. Until ``install`` (in tests, say) signals keep their handlers."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending = False
+        self.stopping = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.stopping:
+            return  # a second Ctrl-C while stopping: the stop is already under way
+        if self.depth:
+            self.pending = True
+            return
+        self.stopping = True
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Delay an interrupt that arrives inside the block to the block's end."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending and not self.stopping:
+                self.stopping = True
+                raise KeyboardInterrupt
+
+
+INTERRUPTS = Interrupts()
+
+
 @dataclass
 class Service:
     """One child process with its own process group and log file."""
@@ -110,21 +154,24 @@ class Service:
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         # A new session: Ctrl-C in the terminal reaches only the launcher, which then stops each
         # group in order, and TorchServe's Java frontend and Python workers go with their group.
-        self.proc = subprocess.Popen(
-            self.argv,
-            cwd=ROOT,
-            env={**os.environ, **self.env},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with INTERRUPTS.held():
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env={**os.environ, **self.env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.started_at = time.monotonic()
         log.close()
 
     def alive(self) -> bool:
@@ -351,11 +398,14 @@ class LocalStack:
         Tests use it to restart the gateway, or to run a second replica on the same registry.
         """
         service = self._gateway(port, name, env)
-        url = f"http://127.0.0.1:{port or self.ports.gateway}/v2/health/ready"
-        service.start()
         self.services[name] = service
-        service.wait_until(lambda: _http("GET", url)[0] == 200, 60, "ready")
+        service.start()
+        self._wait_gateway_ready(service, port)
         return service
+
+    def _wait_gateway_ready(self, service: Service, port: int | None = None) -> None:
+        url = f"http://127.0.0.1:{port or self.ports.gateway}/v2/health/ready"
+        service.wait_until(lambda: _http("GET", url)[0] == 200, 60, "ready")
 
     # --- readiness -------------------------------------------------------------------------
     def _register_torchserve_versions(self, ts: Service) -> None:
@@ -412,6 +462,17 @@ class LocalStack:
             self._tf_available, timeout, "serving every SavedModel version"
         )
 
+    def restart_gateway(self) -> None:
+        """Start the stack's gateway again (after a crash or a kill) and wait until it is ready."""
+        self._wait_gateway_ready(self._replace("gateway", self._gateway()))
+
+    def restarters(self) -> dict[str, Callable[[], None]]:
+        """How to start each of the stack's own services again: what a supervisor calls."""
+        restarts = {"torchserve": self.restart_torchserve, "tfserving": self.restart_tfserving}
+        if self.start_gateway:
+            restarts["gateway"] = self.restart_gateway
+        return restarts
+
     def stop(self) -> None:
         """Stop every service this stack started, gateway first; leaves no process behind."""
         backends = ("tfserving", "torchserve")
@@ -444,18 +505,79 @@ def admin_token(workdir: Path) -> tuple[str, Path]:
     return path.read_text().strip(), path
 
 
+@dataclass
+class RestartPolicy:
+    """When to start a dead service again, as Docker's restart policy times it: the first restart
+    after ``first`` seconds, each further one after twice the previous delay up to ``longest``,
+    and back to ``first`` once a service has stayed up ``reset_after`` seconds."""
+
+    first: float = 1.0
+    longest: float = 60.0
+    reset_after: float = 10.0
+
+
+def _say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _exit_reason(service: Service) -> str:
+    code = service.proc.returncode if service.proc is not None else None
+    if code is None:
+        return "did not become ready"
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"exited with status {code}"
+
+
+class Supervisor:
+    """Keeps a running stack's services up: each pass of ``check`` restarts the services that have
+    died and whose delay has passed. A restart goes through the stack's own restart methods (the
+    backends from the start-up files in the store, TorchServe's versions registered again), so a
+    restarted service comes back exactly as a first start would bring it up."""
+
+    def __init__(self, stack: LocalStack, policy: RestartPolicy | None = None) -> None:
+        self.stack = stack
+        self.policy = policy or RestartPolicy()
+        self.restarters = stack.restarters()
+        self.delay = {name: self.policy.first for name in self.restarters}
+        self.due: dict[str, float] = {}
+        self.restarts = dict.fromkeys(self.restarters, 0)
+
+    def check(self) -> None:
+        for name, restart in self.restarters.items():
+            service = self.stack.services.get(name)
+            if service is None or service.alive():
+                continue
+            now = time.monotonic()
+            if name not in self.due:
+                if now - service.started_at >= self.policy.reset_after:
+                    self.delay[name] = self.policy.first  # it had been up a while: not a crash loop
+                wait = self.delay[name]
+                self.delay[name] = min(wait * 2, self.policy.longest)
+                self.due[name] = now + wait
+                self.restarts[name] += 1
+                _say(f"{name} {_exit_reason(service)}; restart {self.restarts[name]} in {wait:g}s. "
+                     f"End of its log ({service.log_path}):\n{service.log_tail(15)}")  # fmt: skip
+            elif now >= self.due[name]:
+                del self.due[name]
+                _say(f"starting {name} again ...")
+                try:
+                    restart()
+                except Exception as exc:  # a supervisor outlives any one failed start: log, retry
+                    _say(f"{name} did not come back: {exc}")
+                    failed = self.stack.services.get(name)
+                    if failed is not None:  # alive but never ready: stop it, so it is retried
+                        failed.stop()
+                else:
+                    _say(f"{name} is back")
+
+
 def _run(args: argparse.Namespace) -> int:
-    stack = LocalStack(Path(args.store), Path(args.workdir))
-    stopping = False
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    ports = Ports.free() if args.free_ports else Ports()
+    for name, number in args.port:
+        setattr(ports, name, number)
+    stack = LocalStack(Path(args.store), Path(args.workdir), ports)
+    INTERRUPTS.install()
     print(f"starting TorchServe and the TF Serving-compatible server (logs in {stack.workdir}) ...",
           flush=True)  # fmt: skip
     try:
@@ -477,15 +599,13 @@ def _run(args: argparse.Namespace) -> int:
             "Try:\n"
             f"  curl -s -X POST {stack.gateway_url}/v1/models/mlp:predict \\\n"
             "       -d '{\"instances\": [[0.1, 0.2, 0.3, 0.4]]}'\n\n"
-            "Ctrl-C stops everything.",
+            "A process that dies is started again. Ctrl-C stops everything.",
             flush=True,
         )
-        while all(s.alive() for s in stack.services.values()):
+        supervisor = Supervisor(stack, RestartPolicy(first=args.restart_delay))
+        while True:
+            supervisor.check()
             time.sleep(0.5)
-        dead = [n for n, s in stack.services.items() if not s.alive()]
-        print(f"{', '.join(dead)} exited; stopping the stack. Log:\n"
-              + stack.services[dead[0]].log_tail(), file=sys.stderr)  # fmt: skip
-        return 1
     except StartError as exc:
         print(f"start failed: {exc}", file=sys.stderr)
         return 1
@@ -499,12 +619,39 @@ def _run(args: argparse.Namespace) -> int:
         print("stopped.", flush=True)
 
 
+def _port(text: str) -> tuple[str, int]:
+    name, _, number = text.partition("=")
+    if name not in Ports.__dataclass_fields__ or not number.isdigit():
+        names = ", ".join(Ports.__dataclass_fields__)
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=PORT with NAME one of {names}")
+    return name, int(number)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="start the local stack in the foreground; Ctrl-C stops it")
     run.add_argument("--store", default=str(ROOT / "model_store"))
     run.add_argument("--workdir", default=str(ROOT / ".local"))
+    run.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="listen on free ports instead of the documented ones (a second stack, tests)",
+    )
+    run.add_argument(
+        "--port",
+        type=_port,
+        action="append",
+        default=[],
+        metavar="NAME=PORT",
+        help="one service's port, e.g. gateway=18000 (repeatable; over --free-ports)",
+    )
+    run.add_argument(
+        "--restart-delay",
+        type=float,
+        default=RestartPolicy.first,
+        help="seconds before the first restart of a process that died (doubles up to 60)",
+    )
     run.set_defaults(func=_run)
     args = parser.parse_args(argv)
     result: int = args.func(args)

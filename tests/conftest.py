@@ -24,6 +24,12 @@ VEC4 = {
 def fake_store(tmp_path: Path) -> Path:
     """A model store of placeholder artifacts: ``toy`` v1, v3 on TorchServe, v2 on TF Serving;
     ``ints`` (INT64), ``words`` (BYTES) and ``pair`` (two inputs) on TF Serving."""
+    return make_fake_store(tmp_path)
+
+
+def make_fake_store(tmp_path: Path) -> Path:
+    """The ``fake_store`` fixture's store (and its ``state.yaml``) under ``tmp_path``; for
+    fixtures with a wider scope than a function."""
     store = tmp_path / "store"
     make_version(store, "toy", 1, "torchserve", VEC4)
     make_version(store, "toy", 2, "tfserving", VEC4)
@@ -47,6 +53,11 @@ def fake_store(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(fake_store: Path) -> Settings:
+    return unit_settings(fake_store)
+
+
+def unit_settings(fake_store: Path) -> Settings:
+    """The ``settings`` fixture's settings for a store made by ``make_fake_store``."""
     return Settings(
         model_store=fake_store,
         state_file=fake_store.parent / "state.yaml",
@@ -59,6 +70,10 @@ def settings(fake_store: Path) -> Settings:
 
 @pytest.fixture
 def fake_backends() -> dict[str, FakeBackend]:
+    return make_fake_backends()
+
+
+def make_fake_backends() -> dict[str, FakeBackend]:
     return {
         "torchserve": FakeBackend("torchserve", raw_passthrough=True),
         "tfserving": FakeBackend("tfserving"),

@@ -9,6 +9,7 @@ import yaml
 from pydantic import SecretStr
 
 from gateway.app import create_app
+from tests.waiting import wait_until
 
 ADMIN = {"Authorization": "Bearer unit-admin-token-0123456789"}
 READER = {"Authorization": "Bearer unit-read-token-0123456789"}
@@ -122,10 +123,13 @@ def test_shadow_compares_and_never_changes_the_answer(client, percent):
         r = client.post("/v1/models/toy:predict", json=ROW)
         assert r.headers["X-Model-Version"] == "1"
         assert r.json() == {"predictions": [[1.0, 1.0, 1.0, 1.0]]}
-    import time
 
-    time.sleep(0.3)
-    results = client.get("/admin/models/toy", headers=READER).json()["models"][0]["shadow_results"]
+    def all_copies_done() -> list:  # shadow copies run in the background
+        results = client.get("/admin/models/toy", headers=READER).json()["models"][0]["shadow_results"]
+        done = results and results[0]["compared"] + results[0]["errors"] + results[0]["dropped"] >= 10
+        return results if done else []
+
+    results = wait_until(all_copies_done, "the 10 shadow copies compared")
     assert results[0]["requests"] == 10
     assert results[0]["compared"] == 10
     assert results[0]["max_abs_diff"] == 1.0  # version 2 doubles, version 1 does not

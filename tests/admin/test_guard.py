@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 from gateway.errors import BackendError
+from tests.waiting import wait_until
 
 ADMIN = {"Authorization": "Bearer unit-admin-token-0123456789"}
 ROW = {"instances": [[1.0, 1.0, 1.0, 1.0]]}
@@ -21,11 +20,14 @@ def test_failing_canary_is_cut_to_zero(client, fake_backends):
     assert r.status_code == 200, r.text
     codes = [client.post("/v1/models/toy:predict", json=ROW).status_code for _ in range(40)]
     assert 502 in codes
-    time.sleep(0.3)  # the guard writes in the background
+
+    def canary_cut() -> bool:  # the guard writes in the background
+        traffic = client.get("/admin/models/toy", headers=ADMIN).json()["models"][0]["traffic"]
+        return traffic["canary"] == 3 and traffic["percent"] == 0.0
+
+    wait_until(canary_cut, "the guard cutting the canary's share")
     codes = [client.post("/v1/models/toy:predict", json=ROW).status_code for _ in range(40)]
     assert codes == [200] * 40
-    status = client.get("/admin/models/toy", headers=ADMIN).json()["models"][0]
-    assert status["traffic"]["canary"] == 3 and status["traffic"]["percent"] == 0.0
     entry = client.get("/admin/history?model=toy&limit=1", headers=ADMIN).json()["history"][0]
     assert (entry["action"], entry["actor"]) == ("guard", "gateway")
     assert entry["message"].startswith("canary 3 share set to 0: canary error ratio 1.000 > 0.2")

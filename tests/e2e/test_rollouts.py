@@ -185,9 +185,11 @@ def test_deploying_the_same_version_again_is_harmless(rollout_stack, gw):
     assert after["models"][0]["labels"] == before["models"][0]["labels"]
 
 
-async def _load_during(url: str, rps: int, seconds: float, action) -> tuple[list, tuple[float, float]]:
-    """Open-loop load at ``rps`` for ``seconds``; ``action`` runs in the middle. Returns each
-    request's (start, end, status, version, label) and the action's (start, end)."""
+async def _load_during(url: str, rps: int, seconds: float, action, after: int = 0) -> tuple[list, tuple[float, float]]:
+    """Open-loop load at ``rps`` for ``seconds``, and on until the action is done and ``after``
+    more requests were sent (a slow action on a busy machine stretches the run, never shortens
+    what is checked); ``action`` starts in the middle. Returns each request's (start, end, status,
+    version, label) and the action's (start, end)."""
     results: list = []
     body = json.dumps(ROW).encode()
     window: list[float] = []
@@ -218,11 +220,15 @@ async def _load_during(url: str, rps: int, seconds: float, action) -> tuple[list
 
         tasks = [asyncio.create_task(act())]
         begin = time.monotonic()
-        for i in range(int(rps * seconds)):
+        i = sent_after = 0
+        while i < int(rps * seconds) or len(window) < 2 or sent_after < after:
             delay = begin + i / rps - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if len(window) == 2:
+                sent_after += 1
             tasks.append(asyncio.create_task(one()))
+            i += 1
         await asyncio.gather(*tasks)
     return results, (window[0], window[1])
 
@@ -235,9 +241,10 @@ def test_rollback_under_load_fails_no_request(rollout_stack, gw):
             rps=120,
             seconds=10,
             action=lambda: cli(rollout_stack, "rollback", "mlp"),
+            after=100,
         )
     )
-    assert len(results) == 1200
+    assert len(results) >= 1200
     failures = [r for r in results if r[2] != 200]
     assert failures == []
     for start, end, _, version, label in results:
@@ -252,8 +259,8 @@ def test_rollback_under_load_fails_no_request(rollout_stack, gw):
 
 
 def _shadow_results(gw, version: int, requests: int) -> dict:
-    """The shadow results for ``version`` once all ``requests`` copies have finished (5 s at most)."""
-    deadline = time.monotonic() + 5
+    """The shadow results for ``version`` once all ``requests`` copies have finished (a 60 s ceiling)."""
+    deadline = time.monotonic() + 60
     while True:
         results = admin(gw, "GET", "/admin/models/mlp").json()["models"][0]["shadow_results"]
         found = next((r for r in results if r["shadow_version"] == version), None)
@@ -363,18 +370,23 @@ def test_deploy_with_the_backend_down_fails_at_load(rollout_stack, gw, tmp_path)
     assert history(gw)[0]["detail"]["step"] == "load"
 
 
-def test_a_second_replica_sees_a_rollback_within_one_second(rollout_stack, gw):
+def test_a_second_replica_follows_a_rollback(rollout_stack, gw):
+    # How soon is the watcher's business (tests/registry/test_watch.py); here: it follows at all,
+    # through the registry alone, and never goes back.
     assert cli(rollout_stack, "promote", "mlp", "3").returncode == 0
     port = free_port()
     rollout_stack.start_gateway_process(port, name="replica")
     other = f"http://127.0.0.1:{port}/v1/models/mlp:predict"
-    assert httpx.post(other, json=ROW).headers["X-Model-Version"] == "3"
-    assert cli(rollout_stack, "rollback", "mlp").returncode == 0
-    t0 = time.monotonic()
-    while httpx.post(other, json=ROW).headers["X-Model-Version"] != "1":
-        assert time.monotonic() - t0 < 1.0, "the replica did not follow within 1 s"
-        time.sleep(0.02)
-    rollout_stack.services.pop("replica").stop()
+    try:
+        assert httpx.post(other, json=ROW).headers["X-Model-Version"] == "3"
+        assert cli(rollout_stack, "rollback", "mlp").returncode == 0
+        deadline = time.monotonic() + 30  # a ceiling for a broken build, not a latency claim
+        while httpx.post(other, json=ROW, timeout=30).headers["X-Model-Version"] != "1":
+            assert time.monotonic() < deadline, "the replica did not follow the rollback"
+            time.sleep(0.02)
+        assert {httpx.post(other, json=ROW, timeout=30).headers["X-Model-Version"] for _ in range(10)} == {"1"}
+    finally:
+        rollout_stack.services.pop("replica").stop()
 
 
 def test_state_and_history_survive_a_restart(rollout_stack, gw):

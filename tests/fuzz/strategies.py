@@ -1,9 +1,19 @@
 """Hypothesis strategies and helpers the fuzz tests share: arbitrary JSON-like values, valid
-tensors written as JSON, signatures, and TF Serving REST and Open Inference Protocol bodies."""
+tensors written as JSON, signatures, and TF Serving REST and Open Inference Protocol bodies.
+
+Two profiles, chosen by ``GATEWAY_FUZZ``:
+
+- ``fixed`` (the default: ``make test``, CI): derandomized, every run replays the same examples,
+  so a build that passes keeps passing and a failure reproduces anywhere;
+- ``random`` (``make fuzz``): fresh examples on every run and ``RANDOM_SCALE`` times as many, to
+  find what the fixed set does not; a failure prints the blob that replays it
+  (``@reproduce_failure``), and Hypothesis's example database keeps it for the next run.
+"""
 
 from __future__ import annotations
 
 import base64
+import os
 from typing import Any
 
 import numpy as np
@@ -14,7 +24,24 @@ from hypothesis.extra import numpy as hnp
 
 from gateway.tensors import DATATYPES, Signature, TensorSpec, to_json_value
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+FUZZ_MODE = os.environ.get("GATEWAY_FUZZ", "fixed")
+if FUZZ_MODE not in ("fixed", "random"):
+    raise ValueError(f"GATEWAY_FUZZ={FUZZ_MODE!r}: expected 'fixed' or 'random'")
+RANDOM_SCALE = 10
+
+
+def examples(count: int) -> int:
+    """``count`` examples in the fixed profile, ``RANDOM_SCALE`` times as many in the random one."""
+    return count * RANDOM_SCALE if FUZZ_MODE == "random" else count
+
+
+FUZZ = settings(
+    max_examples=examples(150),
+    deadline=None,
+    derandomize=FUZZ_MODE == "fixed",
+    print_blob=FUZZ_MODE == "random",
+    suppress_health_check=[HealthCheck.too_slow],
+)
 NUMERIC = [name for name in DATATYPES if name != "BYTES"]
 
 # ---------------------------------------------------------------------------------------------

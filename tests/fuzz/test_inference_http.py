@@ -21,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 
 from gateway.restjson import decode_outputs
 from gateway.tensors import Signature, TensorSpec, to_array, to_json_value
-from tests.fuzz.strategies import FUZZ, arrays_of, assert_same, infer_payloads, predict_payloads
+from tests.fuzz.strategies import FUZZ, arrays_of, assert_same, examples, infer_payloads, predict_payloads
 
 HTTP = settings(FUZZ, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 # (model, version, stack) of the fake store in tests/conftest.py; toy's default is its stable label.
@@ -110,7 +110,7 @@ def v1_bodies(signature: Signature, inputs: dict[str, np.ndarray]) -> list[tuple
     return [(orjson.dumps(b), form) for b, form in bodies]
 
 
-@settings(HTTP, max_examples=75)  # each example makes up to thirteen requests
+@settings(HTTP, max_examples=examples(75))  # each example makes up to thirteen requests
 @given(data=st.data(), target=st.sampled_from(TARGETS), batch=st.integers(1, 3))
 def test_valid_bodies_come_back_exactly_in_every_protocol(client, signatures, data, target, batch):
     model, version, stack = target

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from schemathesis.specs.openapi.checks import (
 
 from gateway.app import create_app
 from gateway.settings import Settings
-from tests.fuzz.strategies import FUZZ, JSON_VALUES, SCALARS
+from tests.conftest import make_fake_backends, make_fake_store, unit_settings
+from tests.fuzz.strategies import FUZZ, JSON_VALUES, SCALARS, examples
 
 ADMIN = {"Authorization": "Bearer unit-admin-token-0123456789"}
 # What the fake store of tests/conftest.py holds, plus names it does not.
@@ -67,16 +69,22 @@ def errors_are_error_objects(ctx: Any, response: schemathesis.Response, case: sc
     assert isinstance(body["error"], str) and body["error"].strip(), f"empty error message: {body!r}"
 
 
-@pytest.fixture
-def app(settings, fake_backends):
-    return create_app(settings, backends=fake_backends)
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """One gateway for every operation, as one long-lived server would see the fuzzed calls in turn
+    (admin writes included), rather than ~29 of them. schemathesis starts its lifespan with a
+    test's first call and ends it at the test's teardown, so no watcher thread outlives a test."""
+    store = make_fake_store(tmp_path_factory.mktemp("openapi"))
+    yield create_app(unit_settings(store), backends=make_fake_backends())
+    watchers = [t for t in threading.enumerate() if t.name == "registry-watcher"]
+    assert not watchers, f"{len(watchers)} registry watchers outlived the schemathesis tests"
 
 
 @schema.parametrize()
 @settings(
     FUZZ,
-    max_examples=30,  # per operation
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
+    max_examples=examples(30),  # per operation
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 def test_no_server_error_and_answers_match_the_schema(case, app):
     checks = [
@@ -118,7 +126,7 @@ _STATE = st.fixed_dictionaries(
 )
 
 
-@settings(FUZZ, max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(FUZZ, max_examples=examples(100), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=(_STATE | JSON_VALUES).map(json.dumps) | st.text(max_size=30))
 def test_state_documents_give_no_server_error(client, body):
     response = client.put("/admin/state", content=body.encode(), headers=ADMIN)

@@ -30,7 +30,7 @@ SIGNATURE = [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
 class FakeGateway:
     """Answers metadata, v1/v2/TorchServe inference and /metrics like the gateway; each version has a behaviour.
 
-    version 1: fast; 2: 300 ms; 5: every second request takes 600 ms; 7: always 500.
+    version 1: fast; 2: 300 ms; 5: every second request takes 3 s; 7: always 500.
     """
 
     def __init__(self) -> None:
@@ -68,7 +68,7 @@ class FakeGateway:
         )
         self.calls[version] = self.calls.get(version, 0) + 1
         self.bodies.append(await request.read())
-        delay = {"2": 0.3, "5": 0.6 if self.calls[version] % 2 == 0 else 0.0}.get(version, 0.0)
+        delay = {"2": 0.3, "5": 3.0 if self.calls[version] % 2 == 0 else 0.0}.get(version, 0.0)
         self.inflight[version] = self.inflight.get(version, 0) + 1
         self.most_inflight[version] = max(self.most_inflight.get(version, 0), self.inflight[version])
         await asyncio.sleep(delay)
@@ -124,12 +124,14 @@ def test_open_loop_keeps_the_schedule_when_a_target_is_slow(fake, tmp_path):
     elapsed = time.monotonic() - began
     fast, slow = report["targets"]
     assert fast["sent"] == slow["sent"] == 20 and fast["errors"] == slow["errors"] == 0
-    # A closed loop would have one request of the slow version in flight at a time, and 20 of them
-    # one after another would take 6 s; sent on schedule, about 6 overlap and the run ends by ~1.3 s.
+    # A closed loop would have one request of the slow version in flight at a time; sent on
+    # schedule, about 6 overlap (each is held 300 ms, one is sent every 50 ms). A loaded machine
+    # sends late ones in bursts: more overlap, never less.
     assert fake.most_inflight["2"] >= 4, fake.most_inflight
-    assert elapsed < 6.0, elapsed
-    assert slow["latency_ms"]["p50"] >= 300 and fast["latency_ms"]["p50"] < 300
-    assert slow["throughput_rps"] == pytest.approx(20, rel=0.5)
+    assert slow["latency_ms"]["p50"] >= 300  # the fake holds each one 300 ms: a floor, not a bound
+    assert fast["latency_ms"]["p50"] < slow["latency_ms"]["p50"]
+    # Throughput counts the run's own span, which lies within the call's.
+    assert slow["throughput_rps"] >= slow["ok"] / elapsed
     assert (fast["backend"], slow["backend"]) == ("torchserve", "tfserving")
 
 
@@ -166,9 +168,13 @@ def test_bodies_for_each_protocol(fake, tmp_path):
 
 
 def test_errors_and_timeouts_are_counted(fake, tmp_path):
-    report = compare(options(fake.url, tmp_path, "m:1", "m:5", rate=10, seconds=1, warmup=0, timeout=0.3))
+    # Every second request to version 5 takes 3 s, twice the timeout: those 5 time out however
+    # loaded the machine; the others answer at once, so nearly all of them (not all: a loaded
+    # machine may hold one past 1.5 s) come back.
+    report = compare(options(fake.url, tmp_path, "m:1", "m:5", rate=10, seconds=1, warmup=0, timeout=1.5))
     flaky = report["targets"][1]
-    assert flaky["error_kinds"] == {"timeout": flaky["errors"]} and 5 <= flaky["errors"] <= 8  # the 5 slow ones
+    assert flaky["error_kinds"] == {"timeout": flaky["errors"]} and flaky["errors"] >= 5, flaky
+    assert flaky["ok"] >= 1
     assert flaky["ok"] + flaky["errors"] == flaky["sent"] == 10
 
 

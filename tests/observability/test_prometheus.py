@@ -44,8 +44,7 @@ def alerts() -> list[dict]:
 def test_scrape_jobs_are_the_compose_services():
     config = yaml.safe_load(CONFIG.read_text())
     jobs = {
-        job["job_name"]: (job.get("metrics_path", "/metrics"), job_targets(job))
-        for job in config["scrape_configs"]
+        job["job_name"]: (job.get("metrics_path", "/metrics"), job_targets(job)) for job in config["scrape_configs"]
     }
     assert jobs == {
         "gateway": ("/metrics", ["gateway:8001"]),  # GATEWAY_METRICS_PORT in compose; every replica

@@ -96,8 +96,8 @@ def test_reload_waits_for_a_new_model_and_drops_a_removed_one(
 
     server.reload(model_config(model_paths, {"pair": None}))
     # Unloads happen on the manager's next ticks, after the reload returned.
-    wait_for(lambda: server.states("late") == {2: END}, 10, "late unloaded")
-    wait_for(lambda: server.states("pair") == {1: END}, 10, "pair unloaded")
+    wait_for(lambda: server.states("late") == {2: END}, 30, "late unloaded")
+    wait_for(lambda: server.states("pair") == {1: END}, 30, "pair unloaded")
 
 
 def test_reload_rejects_invalid_configs(server: ServerProcess, model_paths: dict[str, Path]) -> None:

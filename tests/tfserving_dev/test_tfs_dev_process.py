@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -40,13 +39,14 @@ def test_single_model_flags_and_sigterm(model_paths: dict[str, Path], tmp_path: 
         # Default policy latest{1}: version 2 only; the .mar directory 3 is skipped.
         wait_until_serving(server, {"solo": {2: AVAILABLE}})
         assert server.states("solo") == {2: AVAILABLE}
-        started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
-        assert server.proc.wait(timeout=5) == 0
-        assert time.monotonic() - started < 2.0, server.log()
+        assert server.proc.wait(timeout=60) == 0
     finally:
         server.stop()
-    assert "Received SIGTERM" in server.log()
+    # The graceful stop ran to its end: the 1.5 s fallback exit (also status 0) would skip this line.
+    log = server.log()
+    assert "Received SIGTERM" in log
+    assert log.rstrip().endswith("Server stopped"), log[-2000:]
 
 
 def test_startup_labels_need_the_flag(model_paths: dict[str, Path], tmp_path: Path) -> None:
