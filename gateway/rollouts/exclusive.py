@@ -52,13 +52,20 @@ class BackendLocks:
 
     @asynccontextmanager
     async def try_hold(self, kind: str) -> AsyncIterator[bool]:
-        """Hold ``kind``'s lock for the block if nobody has it; the block gets whether it does."""
+        """Hold ``kind``'s lock for the block if nobody has it; the block gets whether it does.
+        While the registry cannot be reached, only this process's lock is held."""
         local = self._local.setdefault(kind, asyncio.Lock())
         if local.locked():
             yield False
             return
         async with local:
-            release = await self._acquire(kind, wait=False)
+            try:
+                release = await self._acquire(kind, wait=False)
+            except RegistryDown:
+                # No registry, so no deploy or retire on any replica (they need it): a repair from
+                # this replica's routing table alone cannot undo anyone's change.
+                yield True
+                return
             if release is None:
                 yield False
                 return

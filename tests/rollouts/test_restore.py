@@ -76,3 +76,19 @@ def test_retire_rewrites_the_start_up_file_without_the_version(client, fake_back
     answer = client.post("/admin/models/toy/versions/2/retire", headers=ADMIN)
     assert answer.status_code == 200, answer.text
     assert 2 not in tf.startup[0].get("toy", [])
+
+
+def test_restore_works_from_the_routing_table_while_the_registry_is_down(client, fake_backends, monkeypatch):
+    """The cross-replica lock lives in the registry; with the registry gone nobody can deploy or
+    retire, and a backend that restarted still gets its versions back."""
+    from gateway.registry.records import RegistryUnavailable
+
+    registry = client.app.state.registry  # type: ignore[union-attr]
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise RegistryUnavailable("registry database is unavailable: connection refused")
+
+    monkeypatch.setattr(registry, "lock", down)
+    monkeypatch.setattr(registry, "snapshot", down)
+    fake_backends["tfserving"].unloaded.add(("toy", 2))
+    assert restore(client, "tfserving") == [("toy", 2)]
