@@ -15,28 +15,28 @@ from starlette.middleware.cors import CORSMiddleware
 
 from gateway import metrics
 from gateway.admin import routes as admin_routes
-from gateway.admin.auth import Authenticator, InferenceKeys, load_tokens
 from gateway.admin.gate import AdminGate
-from gateway.backends.base import Backend
-from gateway.backends.probe import probe_backends
 from gateway.backends.resilience import BackendGuard
 from gateway.backends.tfserving.client import TFServingBackend
 from gateway.backends.torchserve import TorchServeBackend
-from gateway.errors import GatewayError
+from gateway.core.auth import Authenticator, InferenceKeys, load_tokens
+from gateway.core.errors import GatewayError
+from gateway.core.limits import DecodeSlots
+from gateway.core.types import Backend
 from gateway.protocols import oip, tfserving_rest
 from gateway.protocols.common import error_response, json_response
 from gateway.protocols.fastpath import InferenceRoutes
 from gateway.protocols.instrument import InferenceMetrics
-from gateway.protocols.limits import DecodeSlots
 from gateway.protocols.routes import router as inference_router
 from gateway.registry.store import RegistryStore
 from gateway.registry.watch import Watcher
 from gateway.requestid import RequestIdMiddleware
 from gateway.rollouts.deploy import Deployer
+from gateway.rollouts.probe import probe_backends
 from gateway.rollouts.service import RolloutService
-from gateway.rollouts.shadow import ShadowRunner
 from gateway.rollouts.startup import sync_defaults
 from gateway.routing.router import Router
+from gateway.routing.shadow import ShadowRunner
 from gateway.services import Services
 from gateway.settings import Settings, split_list
 

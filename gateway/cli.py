@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gateway import names
+from gateway.core import names
 from gateway.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -227,7 +227,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _checked(check: Any) -> Any:
-    """An argparse ``type`` from a ``gateway.names`` check: a bad name is a usage error, never a URL."""
+    """An argparse ``type`` from a ``gateway.core.names`` check: a bad name is a usage error, never a URL."""
 
     def convert(text: str) -> Any:
         try:

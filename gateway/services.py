@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 from starlette.requests import HTTPConnection
 
 if TYPE_CHECKING:  # annotations only: importing these here would tie this module into cycles
-    from gateway.admin.auth import Authenticator, InferenceKeys
     from gateway.backends.resilience import BackendGuard
-    from gateway.protocols.limits import DecodeSlots
+    from gateway.core.auth import Authenticator, InferenceKeys
+    from gateway.core.limits import DecodeSlots
     from gateway.registry.store import RegistryStore
     from gateway.rollouts.deploy import Deployer
-    from gateway.rollouts.guard import CanaryGuard
     from gateway.rollouts.service import RolloutService
-    from gateway.rollouts.shadow import ShadowRunner
+    from gateway.routing.guard import CanaryGuard
     from gateway.routing.router import Router
+    from gateway.routing.shadow import ShadowRunner
     from gateway.settings import Settings
 
 

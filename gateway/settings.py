@@ -202,7 +202,7 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, ge=1, description="Largest inference request body; larger answers 413."
     )
     # At most 512: bodies holding NaN are read by the standard library's parser, which recurses and
-    # must stay well inside Python's recursion limit (1000 frames); gateway/jsonbody.py.
+    # must stay well inside Python's recursion limit (1000 frames); gateway/core/jsonbody.py.
     max_json_depth: int = Field(
         64,
         ge=2,

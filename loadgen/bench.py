@@ -43,8 +43,8 @@ class Stack:
 
 def grpc_direct(target: str, model: str, version: int, x: np.ndarray) -> Callable[[], Awaitable[float]]:
     """A direct TF Serving gRPC Predict (the gateway's own lean client, no HTTP, no JSON)."""
-    from gateway.backends.base import InferenceRequest, Target
     from gateway.backends.tfserving.client import TFServingBackend
+    from gateway.core.types import InferenceRequest, Target
 
     backend = TFServingBackend(target)
     request = InferenceRequest(inputs={"x": x})

@@ -1,6 +1,6 @@
 """Request bodies for a target: a given file, the store's sample input, or random inputs of its signature.
 
-Encoded with the gateway's own helpers (``gateway.restjson``, ``gateway.tensors``), so the load
+Encoded with the gateway's own helpers (``gateway.core.restjson``, ``gateway.core.tensors``), so the load
 sends exactly the JSON forms the gateway reads: TF Serving REST (row form for one input, column form
 for several; TorchServe paths take the same body) and the Open Inference Protocol's typed tensors.
 """
@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gateway import restjson
-from gateway.errors import BadRequest
-from gateway.tensors import DATATYPES, Signature, to_json_value
+from gateway.core import restjson
+from gateway.core.errors import BadRequest
+from gateway.core.tensors import DATATYPES, Signature, to_json_value
 from loadgen.targets import CompareError, Target
 
 if TYPE_CHECKING:

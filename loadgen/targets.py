@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway import names
+from gateway.core import names
 
 PROTOCOLS = ("v1", "v2", "torchserve")
 

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from gateway.app import create_app
-from gateway.backends.base import InferenceRequest, InferenceResult, RawResult, Target, VersionStatus
+from gateway.core.tensors import Signature
+from gateway.core.types import InferenceRequest, InferenceResult, RawResult, Target, VersionStatus
 from gateway.settings import Settings
-from gateway.tensors import Signature
 
 SIGNATURE = {
     "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],

@@ -1,5 +1,5 @@
 """Microbenchmark of reading inference JSON bodies: before (orjson, then the standard library
-again when a NaN made orjson fail) and now (gateway.jsonbody: one depth-and-token scan, then one
+again when a NaN made orjson fail) and now (gateway.core.jsonbody: one depth-and-token scan, then one
 parser), with and without a NaN, from one row to the 16 MiB body limit.
 
     .venv/bin/python scripts/bench_json.py [--repeat 15]
@@ -24,9 +24,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway import jsonbody
-from gateway.restjson import decode_request
-from gateway.tensors import Signature
+from gateway.core import jsonbody
+from gateway.core.restjson import decode_request
+from gateway.core.tensors import Signature
 
 
 def before(body: bytes) -> Any:

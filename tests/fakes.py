@@ -13,16 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.backends.base import (
+from gateway.core.errors import GatewayError
+from gateway.core.restjson import encode_outputs
+from gateway.core.tensors import Signature
+from gateway.core.types import (
     InferenceRequest,
     InferenceResult,
     RawResult,
     Target,
     VersionStatus,
 )
-from gateway.errors import GatewayError
-from gateway.restjson import encode_outputs
-from gateway.tensors import Signature
 
 
 class FakeBackend:

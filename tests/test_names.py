@@ -1,4 +1,4 @@
-"""One name rule (gateway.names) at every entry point: a model name, label or version that breaks
+"""One name rule (gateway.core.names) at every entry point: a model name, label or version that breaks
 it is a 400 that says so, and never reaches a backend, the registry, the store, a header or a log.
 
 The classic hole: ``re.match`` with a pattern ending in ``$`` accepts ``'evil\\n'``, since ``$``
@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 import pytest
 
-from gateway import names
 from gateway.cli import build_parser
+from gateway.core import names
 
 ADMIN = {"Authorization": "Bearer unit-admin-token-0123456789"}
 READER = {"Authorization": "Bearer unit-read-token-0123456789"}

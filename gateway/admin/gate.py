@@ -18,8 +18,8 @@ import re
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.admin.auth import Authenticator
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.core.auth import Authenticator
+from gateway.core.errors import BadRequest, GatewayError, PayloadTooLarge
 from gateway.protocols.common import error_response
 from gateway.settings import Settings
 

@@ -15,7 +15,7 @@ import yaml
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.core.errors import BadRequest, PayloadTooLarge
 from gateway.protocols.common import json_response
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.state import apply_state, export_state

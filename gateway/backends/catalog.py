@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from gateway.backends.kinds import KINDS, Artifacts, Kind
 from gateway.backends.tfserving.client import ARTIFACTS as TFSERVING
 from gateway.backends.torchserve import ARTIFACTS as TORCHSERVE
+from gateway.core.kinds import KINDS, Artifacts, Kind
 
 ARTIFACTS: Final[dict[Kind, Artifacts]] = {a.kind: a for a in (TORCHSERVE, TFSERVING)}
 """Kind -> its artifact description, in the order a directory is recognised."""

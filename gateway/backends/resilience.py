@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from gateway import metrics
-from gateway.errors import BackendTimeout, BackendUnavailable
+from gateway.core.errors import BackendTimeout, BackendUnavailable
 
 T = TypeVar("T")
 

@@ -20,7 +20,20 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
-from gateway.backends.base import (
+from gateway.backends.resilience import RetryBudget
+from gateway.backends.scrub import scrub
+from gateway.backends.startup import write_if_changed
+from gateway.core.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    BadRequest,
+    GatewayError,
+)
+from gateway.core.kinds import Kind
+from gateway.core.restjson import encode_inputs_column
+from gateway.core.tensors import Signature
+from gateway.core.types import (
     InferenceRequest,
     InferenceResult,
     RawResult,
@@ -28,19 +41,6 @@ from gateway.backends.base import (
     VersionStatus,
     version_number,
 )
-from gateway.backends.kinds import Kind
-from gateway.backends.resilience import RetryBudget
-from gateway.backends.scrub import scrub
-from gateway.backends.startup import write_if_changed
-from gateway.errors import (
-    BackendError,
-    BackendTimeout,
-    BackendUnavailable,
-    BadRequest,
-    GatewayError,
-)
-from gateway.restjson import encode_inputs_column
-from gateway.tensors import Signature
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class MarArtifacts:
 
 
 ARTIFACTS: Final = MarArtifacts()
-"""TorchServe's artifact description (see ``gateway.backends.kinds.Artifacts``)."""
+"""TorchServe's artifact description (see ``gateway.core.kinds.Artifacts``)."""
 
 
 class TorchServeBackend:

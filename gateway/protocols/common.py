@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING
 from fastapi import Request, Response
 
 from gateway.backends.scrub import scrub
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
-from gateway.restjson import dumps
-from gateway.tensors import Signature
+from gateway.core.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.core.restjson import dumps
+from gateway.core.tensors import Signature
 
 log = logging.getLogger("gateway")
 
 if TYPE_CHECKING:
-    from gateway.backends.base import Target
+    from gateway.core.types import Target
     from gateway.routing.table import Resolved, RoutingTable
     from gateway.settings import Settings
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
 from gateway.protocols.common import error_response
 from gateway.protocols.pipeline import serve
 from gateway.protocols.routes import match

@@ -13,15 +13,15 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 
-from gateway.admin.auth import require_inference_key
-from gateway.backends.base import InferenceRequest, InferenceResult, Target
 from gateway.backends.catalog import PLATFORMS as _PLATFORMS
-from gateway.errors import BadRequest
+from gateway.core.errors import BadRequest
+from gateway.core.restjson import TENSOR_VALUE_SCHEMA, all_finite, dumps, may_hold_bools, parse_json, result_outputs
+from gateway.core.tensors import DATATYPES, Signature, check_shape, datatype_of, to_array, to_json_value
+from gateway.core.types import InferenceRequest, InferenceResult, Target
 from gateway.protocols.common import json_response, require_signature, routing_headers, signature_of, table_of
+from gateway.protocols.keys import require_inference_key
 from gateway.protocols.pipeline import Decoded
-from gateway.restjson import TENSOR_VALUE_SCHEMA, all_finite, dumps, may_hold_bools, parse_json, result_outputs
 from gateway.routing.table import Resolved, parse_version
-from gateway.tensors import DATATYPES, Signature, check_shape, datatype_of, to_array, to_json_value
 
 router = APIRouter(tags=["Open Inference Protocol (v2)"])
 #: Health routes stay open (probes carry no key); model routes need a key when keys are configured

@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from fastapi import Request, Response
 
-from gateway.admin.auth import require_inference_key
-from gateway.backends.base import InferenceRequest, InferenceResult, RawResult, Target
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
+from gateway.core.types import InferenceRequest, InferenceResult, RawResult, Target
 from gateway.protocols.common import (
     mark_route,
     read_body,
@@ -32,14 +31,15 @@ from gateway.protocols.common import (
     signature_of,
     table_of,
 )
+from gateway.protocols.keys import require_inference_key
 from gateway.protocols.limits import decode_bounded
 from gateway.routing.table import Resolved, parse_version
 
 if TYPE_CHECKING:
     from gateway.backends.resilience import BackendGuard
-    from gateway.rollouts.guard import CanaryGuard
-    from gateway.rollouts.shadow import ShadowRunner
-    from gateway.tensors import Signature
+    from gateway.core.tensors import Signature
+    from gateway.routing.guard import CanaryGuard
+    from gateway.routing.shadow import ShadowRunner
 
 T = TypeVar("T")
 log = logging.getLogger("gateway")

@@ -11,19 +11,19 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from gateway.admin.auth import require_inference_key
-from gateway.backends.base import InferenceRequest, InferenceResult, Target
 from gateway.backends.tfserving.codec import DATATYPE_TO_TF_NAME as _TF_DTYPES
-from gateway.protocols.common import json_response, require_signature, routing_headers, signature_of, table_of
-from gateway.protocols.pipeline import Decoded
-from gateway.restjson import (
+from gateway.core.restjson import (
     PREDICT_BODY_EXAMPLES,
     PREDICT_BODY_SCHEMA,
     decode_predict_body,
     result_body,
 )
+from gateway.core.tensors import Signature
+from gateway.core.types import InferenceRequest, InferenceResult, Target
+from gateway.protocols.common import json_response, require_signature, routing_headers, signature_of, table_of
+from gateway.protocols.keys import require_inference_key
+from gateway.protocols.pipeline import Decoded
 from gateway.routing.table import Resolved, parse_version
-from gateway.tensors import Signature
 
 #: The status and metadata routes; the predict routes are in ``gateway.protocols.routes``.
 router = APIRouter(dependencies=[Depends(require_inference_key)], tags=["TF Serving REST (v1)"])

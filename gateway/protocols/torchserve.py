@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.backends.base import InferenceRequest, InferenceResult, Target
-from gateway.protocols.pipeline import Decoded
-from gateway.restjson import (
+from gateway.core.restjson import (
     PREDICT_BODY_EXAMPLES,
     PREDICT_BODY_SCHEMA,
     decode_predict_body,
     result_body,
 )
-from gateway.tensors import Signature
+from gateway.core.tensors import Signature
+from gateway.core.types import InferenceRequest, InferenceResult, Target
+from gateway.protocols.pipeline import Decoded
 
 #: The body and answer, for the OpenAPI description (the routes read the raw body themselves).
 _PREDICTIONS_DOC: dict[str, Any] = {

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from gateway.backends.kinds import KINDS
+from gateway.core.kinds import KINDS
 
 BACKENDS: Final = frozenset(KINDS)
-"""The serving backends a version can live on (``gateway.backends.kinds.Kind``)."""
+"""The serving backends a version can live on (``gateway.core.kinds.Kind``)."""
 
 VERSION_STATES: Final = frozenset({"available", "retired"})
 """The states of a version: ``available`` can be routed to, ``retired`` is kept for history."""

@@ -12,8 +12,8 @@ import re
 from pathlib import PurePosixPath
 from typing import Any, Final
 
-from gateway import names
-from gateway.names import MAX_VERSION
+from gateway.core import names
+from gateway.core.names import MAX_VERSION
 from gateway.registry.records import BACKENDS, OUTCOMES, VERSION_STATES, Policy, RegistryInvalid
 
 __all__ = ["MAX_VERSION", "label_name", "model_name", "version_number"]
@@ -21,12 +21,12 @@ __all__ = ["MAX_VERSION", "label_name", "model_name", "version_number"]
 HEADER_RE: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
 
 
-# Model names, labels and versions follow the gateway's one rule (``gateway.names``); its
+# Model names, labels and versions follow the gateway's one rule (``gateway.core.names``); its
 # ``InvalidName`` becomes the registry's own error here.
 
 
 def model_name(value: object) -> str:
-    """``value`` if it is a valid model name (``gateway.names.model_name``)."""
+    """``value`` if it is a valid model name (``gateway.core.names.model_name``)."""
     try:
         return names.model_name(value)
     except names.InvalidName as exc:
@@ -34,7 +34,7 @@ def model_name(value: object) -> str:
 
 
 def label_name(value: object) -> str:
-    """``value`` if it is a valid label name (``gateway.names.label_name``)."""
+    """``value`` if it is a valid label name (``gateway.core.names.label_name``)."""
     try:
         return names.label_name(value)
     except names.InvalidName as exc:
@@ -42,7 +42,7 @@ def label_name(value: object) -> str:
 
 
 def version_number(value: object, what: str = "version") -> int:
-    """``value`` if it is a valid version number (``gateway.names.version_number``)."""
+    """``value`` if it is a valid version number (``gateway.core.names.version_number``)."""
     try:
         return names.version_number(value, what)
     except names.InvalidName as exc:

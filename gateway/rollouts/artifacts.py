@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import IO
 
 from gateway.backends.catalog import ARTIFACTS, backend_of
-from gateway.backends.kinds import Kind
-from gateway.errors import DeployFailed
+from gateway.core.errors import DeployFailed
+from gateway.core.kinds import Kind
 from gateway.settings import Settings
 
 _CHUNK = 1 << 20

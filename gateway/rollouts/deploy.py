@@ -17,17 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from gateway.backends.base import InferenceRequest, Target, version_number
 from gateway.backends.catalog import ARTIFACTS, backend_of
-from gateway.backends.kinds import Kind
-from gateway.errors import BadRequest, DeployFailed, GatewayError, RegistryDown
-from gateway.names import MODEL_RULE, is_model_name, shown
+from gateway.core.errors import BadRequest, DeployFailed, GatewayError, RegistryDown
+from gateway.core.kinds import Kind
+from gateway.core.names import MODEL_RULE, is_model_name, shown
+from gateway.core.restjson import decode_outputs, decode_request, result_outputs
+from gateway.core.tensors import Signature
+from gateway.core.types import InferenceRequest, Target, version_number
 from gateway.registry.store import Tx
-from gateway.restjson import decode_outputs, decode_request, result_outputs
 from gateway.rollouts.artifacts import Limits, digest, remove_tree, stage, stated_version, unpack
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.sources import materialise, redact
-from gateway.tensors import Signature
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from gateway.errors import Conflict, RegistryDown
+from gateway.core.errors import Conflict, RegistryDown
 from gateway.registry.locks import LockTimeout, Release
 from gateway.registry.records import RegistryUnavailable
 from gateway.registry.store import RegistryStore

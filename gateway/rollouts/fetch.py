@@ -27,7 +27,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from gateway.errors import DeployFailed, Forbidden, PayloadTooLarge
+from gateway.core.errors import DeployFailed, Forbidden, PayloadTooLarge
 from gateway.settings import Settings, split_list
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

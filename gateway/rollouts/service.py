@@ -16,17 +16,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway import metrics
-from gateway.backends.base import Backend
-from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, RegistryDown
-from gateway.names import require_model_name
+from gateway.core.errors import BadRequest, Conflict, GatewayError, NotFound, RegistryDown
+from gateway.core.names import require_model_name
+from gateway.core.types import Backend
 from gateway.registry.records import ModelRecord, RegistryInvalid, RegistryUnavailable, Snapshot
 from gateway.registry.store import RegistryStore, Tx
 from gateway.rollouts.exclusive import BackendLocks
-from gateway.rollouts.guard import CanaryGuard, validate_guard
-from gateway.rollouts.shadow import ShadowRunner
 from gateway.rollouts.startup import loaded_versions, stable_versions, sync_defaults, write_startup
 from gateway.routing.discovery import read_state, scan_store
+from gateway.routing.guard import CanaryGuard, validate_guard
 from gateway.routing.router import Router
+from gateway.routing.shadow import ShadowRunner
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from gateway.errors import BadRequest, DeployFailed, Forbidden, PayloadTooLarge
+from gateway.core.errors import BadRequest, DeployFailed, Forbidden, PayloadTooLarge
 from gateway.rollouts.artifacts import DEFAULT_LIMITS, Limits
 from gateway.rollouts.fetch import fetch_url
 from gateway.settings import Settings, split_list

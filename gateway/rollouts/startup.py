@@ -13,8 +13,8 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from gateway.backends.base import Backend
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
+from gateway.core.types import Backend
 from gateway.registry.records import Snapshot
 from gateway.routing.router import Router
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from gateway import names
-from gateway.errors import BadRequest
+from gateway.core import names
+from gateway.core.errors import BadRequest
 from gateway.registry.records import ModelRecord, Snapshot
 from gateway.registry.store import Tx
 from gateway.rollouts.service import RolloutService

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.errors import NotFound
-from gateway.names import require_model_name
+from gateway.core.errors import NotFound
+from gateway.core.names import require_model_name
 from gateway.rollouts.service import RolloutService
 
 

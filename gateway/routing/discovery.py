@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from gateway.backends.base import version_number
 from gateway.backends.catalog import ARTIFACTS, backend_of
-from gateway.backends.kinds import Kind
-from gateway.names import is_model_name
+from gateway.core.kinds import Kind
+from gateway.core.names import is_model_name
+from gateway.core.types import version_number
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from gateway import metrics
-from gateway.backends.base import Backend, Target
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
+from gateway.core.tensors import Signature
+from gateway.core.types import Backend, Target
 from gateway.registry.records import Snapshot
 from gateway.routing.table import ModelRoutes, RoutePolicy, RoutingTable
-from gateway.tensors import Signature
 
 log = logging.getLogger(__name__)
 

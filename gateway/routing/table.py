@@ -11,9 +11,9 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gateway import names
-from gateway.backends.base import Target
-from gateway.errors import BadRequest, NotFound
+from gateway.core import names
+from gateway.core.errors import BadRequest, NotFound
+from gateway.core.types import Target
 
 
 def parse_version(text: str) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.errors import BackendError
+from gateway.core.errors import BackendError
 from tests.waiting import wait_until
 
 ADMIN = {"Authorization": "Bearer unit-admin-token-0123456789"}

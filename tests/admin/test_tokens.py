@@ -6,8 +6,8 @@ import pytest
 import uvicorn
 from pydantic import ValidationError
 
-from gateway.admin.auth import load_tokens
 from gateway.cli import main
+from gateway.core.auth import load_tokens
 from gateway.settings import Settings
 
 

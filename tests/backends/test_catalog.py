@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from gateway.backends.catalog import ARTIFACTS, PLATFORMS, backend_of
-from gateway.backends.kinds import KINDS, as_kind
 from gateway.backends.tfserving.codec import DATATYPE_TO_TF_NAME, tf_dtype_name
+from gateway.core.kinds import KINDS, as_kind
+from gateway.core.tensors import DATATYPES
 from gateway.registry.records import BACKENDS
-from gateway.tensors import DATATYPES
 from tests.fakes import write_mar
 
 

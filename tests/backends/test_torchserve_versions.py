@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.backends.torchserve import TorchServeBackend
-from gateway.errors import BackendError
+from gateway.core.errors import BackendError
 from tests.backends.fake_torchserve import FakeTorchServe
 from tests.fakes import write_mar
 

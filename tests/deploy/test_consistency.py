@@ -16,7 +16,7 @@ from google.protobuf import text_format
 from gateway.backends.tfserving.client import TFServingBackend
 from gateway.backends.tfserving.protos import serving_pb2 as pb
 from gateway.backends.torchserve import link_archive
-from gateway.names import MODEL_NAME_PATTERN, canonical_version, is_model_name
+from gateway.core.names import MODEL_NAME_PATTERN, canonical_version, is_model_name
 from gateway.routing.discovery import scan_store
 from gateway.settings import Settings
 from tests.deploy.conftest import (

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gateway.tensors import DATATYPES, Signature, TensorSpec, to_json_value
+from gateway.core.tensors import DATATYPES, Signature, TensorSpec, to_json_value
 
 FUZZ_MODE = os.environ.get("GATEWAY_FUZZ", "fixed")
 if FUZZ_MODE not in ("fixed", "random"):

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from gateway.backends.tfserving.codec import from_tensor_proto, to_tensor_proto
 from gateway.backends.tfserving.protos import tensorflow_pb2 as tf_pb2
-from gateway.errors import BackendError, BadRequest, GatewayError
+from gateway.core.errors import BackendError, BadRequest, GatewayError
+from gateway.core.restjson import decode_outputs, decode_request, encode_outputs
+from gateway.core.tensors import DATATYPES, Signature, TensorSpec, check_shape, to_array, to_json_value
 from gateway.protocols.oip import decode_infer_request
-from gateway.restjson import decode_outputs, decode_request, encode_outputs
-from gateway.tensors import DATATYPES, Signature, TensorSpec, check_shape, to_array, to_json_value
 from tests.fuzz.strategies import (
     ANY_SHAPE,
     ANY_VALUE,
@@ -48,7 +48,7 @@ from tests.fuzz.strategies import (
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
 # ---------------------------------------------------------------------------------------------
-# gateway.tensors.to_array
+# gateway.core.tensors.to_array
 
 
 @settings(FUZZ, max_examples=examples(300))
@@ -135,7 +135,7 @@ def test_bytes_of_33_to_64_dimensions_decode(depth):
 
 
 # ---------------------------------------------------------------------------------------------
-# gateway.restjson.decode_request (TF Serving REST row and column forms)
+# gateway.core.restjson.decode_request (TF Serving REST row and column forms)
 
 
 def _assert_decoded(inputs: dict[str, np.ndarray], signature: Signature) -> None:
@@ -249,7 +249,7 @@ def test_decode_infer_request_regressions(item, message):
 
 
 # ---------------------------------------------------------------------------------------------
-# gateway.restjson.decode_outputs (a backend's REST answer)
+# gateway.core.restjson.decode_outputs (a backend's REST answer)
 
 
 def answer_bodies(signature: Signature) -> st.SearchStrategy[bytes]:

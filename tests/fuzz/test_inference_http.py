@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gateway.restjson import decode_outputs
-from gateway.tensors import Signature, TensorSpec, to_array, to_json_value
+from gateway.core.restjson import decode_outputs
+from gateway.core.tensors import Signature, TensorSpec, to_array, to_json_value
 from tests.fuzz.strategies import FUZZ, arrays_of, assert_same, examples, infer_payloads, predict_payloads
 
 HTTP = settings(FUZZ, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from gateway import jsonbody
-from gateway.jsonbody import JsonLimit
+from gateway.core import jsonbody
+from gateway.core.jsonbody import JsonLimit
 from tests.fuzz.strategies import FUZZ, JSON_VALUES
 
 HTTP = settings(FUZZ, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

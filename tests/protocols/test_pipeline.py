@@ -10,8 +10,8 @@ import time
 
 import orjson
 
-from gateway.backends.base import RawResult, Target
-from gateway.errors import BackendError
+from gateway.core.errors import BackendError
+from gateway.core.types import RawResult, Target
 
 ADMIN = {"Authorization": "Bearer unit-admin-token-0123456789"}
 ROW = {"instances": [[1.0, 1.0, 1.0, 1.0]]}

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from gateway.errors import BackendError, BackendTimeout, BackendUnavailable
+from gateway.core.errors import BackendError, BackendTimeout, BackendUnavailable
 
 ROW = {"instances": [[1.0, 2.0, 3.0, 4.0], [0.5, 0.5, 0.5, 0.5]]}
 

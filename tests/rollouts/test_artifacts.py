@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.errors import DeployFailed
+from gateway.core.errors import DeployFailed
 from gateway.rollouts import deploy as deploy_module
 from gateway.rollouts.artifacts import DEFAULT_LIMITS, Limits, mar_version, unpack
 from gateway.routing.discovery import scan_store

@@ -12,8 +12,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.backends.base import VersionStatus
-from gateway.errors import BackendError
+from gateway.core.errors import BackendError
+from gateway.core.types import VersionStatus
 
 ADMIN = {"Authorization": "Bearer unit-admin-token-0123456789"}
 

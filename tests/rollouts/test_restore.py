@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.backends.base import VersionStatus
+from gateway.core.types import VersionStatus
 
 ADMIN = {"Authorization": "Bearer unit-admin-token-0123456789"}
 

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.errors import BadRequest, DeployFailed, Forbidden
+from gateway.core.errors import BadRequest, DeployFailed, Forbidden
 from gateway.rollouts.sources import check_path, check_url, pack_path, redact
 from tests.conftest import VEC4
 from tests.fakes import make_version

@@ -6,7 +6,7 @@ from functools import partial
 
 import pytest
 
-from gateway.errors import BadRequest
+from gateway.core.errors import BadRequest
 from gateway.registry import RegistryInvalid, Tx
 
 

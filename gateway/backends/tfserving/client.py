@@ -17,20 +17,12 @@ import grpc
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
-from gateway.backends.base import (
-    InferenceRequest,
-    InferenceResult,
-    RawResult,
-    Target,
-    VersionStatus,
-)
-from gateway.backends.kinds import Kind
 from gateway.backends.resilience import RetryBudget
 from gateway.backends.scrub import scrub
 from gateway.backends.startup import write_if_changed
 from gateway.backends.tfserving.codec import TF_TO_DATATYPE, from_tensor_proto, to_tensor_proto
 from gateway.backends.tfserving.protos import serving_pb2 as pb
-from gateway.errors import (
+from gateway.core.errors import (
     BackendError,
     BackendTimeout,
     BackendUnavailable,
@@ -38,7 +30,15 @@ from gateway.errors import (
     GatewayError,
     NotFound,
 )
-from gateway.tensors import Signature, TensorSpec
+from gateway.core.kinds import Kind
+from gateway.core.tensors import Signature, TensorSpec
+from gateway.core.types import (
+    InferenceRequest,
+    InferenceResult,
+    RawResult,
+    Target,
+    VersionStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class SavedModelArtifacts:
 
 
 ARTIFACTS: Final = SavedModelArtifacts()
-"""TF Serving's artifact description (see ``gateway.backends.kinds.Artifacts``)."""
+"""TF Serving's artifact description (see ``gateway.core.kinds.Artifacts``)."""
 
 
 class TFServingBackend:

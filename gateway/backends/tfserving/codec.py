@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from gateway.backends.tfserving.protos import tensorflow_pb2 as tf_pb2
-from gateway.errors import BackendError, BadRequest
+from gateway.core.errors import BackendError, BadRequest
 
 # numpy dtype <-> TF DataType, and the typed field each dtype uses when tensor_content is empty.
 _TO_TF: dict[np.dtype[Any], tf_pb2.DataType] = {

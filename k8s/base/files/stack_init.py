@@ -37,7 +37,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-# The gateway's rule (gateway/names.py: MODEL_NAME_PATTERN, canonical_version), copied since this
+# The gateway's rule (gateway/core/names.py: MODEL_NAME_PATTERN, canonical_version), copied since this
 # script runs without the gateway installed; tests/deploy/test_consistency.py checks they agree.
 # Always ``fullmatch``: with ``match`` and ``$``, a name ending in a newline would pass.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")

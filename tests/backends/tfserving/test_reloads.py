@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from gateway.backends.tfserving.client import TFServingBackend
-from gateway.errors import BackendTimeout, BackendUnavailable, DeployFailed
+from gateway.core.errors import BackendTimeout, BackendUnavailable, DeployFailed
 from gateway.rollouts.deploy import Deployer
 from gateway.settings import Settings
 from tests.backends.tfserving.fake_model_service import FakeModelService

@@ -1,4 +1,4 @@
-"""Admin tokens: read-only and read-write bearer tokens, compared in constant time.
+"""Admin tokens (read-only and read-write bearer tokens) and inference API keys, compared in constant time.
 
 Tokens come from the environment (``GATEWAY_ADMIN_TOKEN``, ``GATEWAY_READ_TOKEN``) or a secret
 file (``GATEWAY_TOKENS_FILE``, lines ``name role token``). A token's *name*, never its secret, is
@@ -13,8 +13,7 @@ from pathlib import Path
 
 from fastapi import Request
 
-from gateway.errors import Forbidden, Unauthorized
-from gateway.services import services_of
+from gateway.core.errors import Forbidden, Unauthorized
 from gateway.settings import MIN_SECRET_LENGTH, Settings, split_list
 
 ROLES = ("read", "write")
@@ -116,9 +115,3 @@ class InferenceKeys:
         candidate = presented.encode()
         if not any([hmac.compare_digest(candidate, key) for key in self.keys]):
             raise Unauthorized("the API key is not valid")
-
-
-async def require_inference_key(request: Request) -> None:
-    """FastAPI dependency of the inference routers."""
-    keys = services_of(request).inference_keys
-    keys.check(request)

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from gateway import jsonbody
-from gateway.backends.base import Form, InferenceResult
-from gateway.errors import BackendError, BadRequest
-from gateway.jsonbody import DEFAULT_MAX_DEPTH, JsonLimit
-from gateway.tensors import Signature, TensorSpec, check_shape, to_array, to_json_value
+from gateway.core import jsonbody
+from gateway.core.errors import BackendError, BadRequest
+from gateway.core.jsonbody import DEFAULT_MAX_DEPTH, JsonLimit
+from gateway.core.tensors import Signature, TensorSpec, check_shape, to_array, to_json_value
+from gateway.core.types import Form, InferenceResult
 
 _ORJSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 

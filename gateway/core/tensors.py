@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.errors import BadRequest
+from gateway.core.errors import BadRequest
 
 #: Open Inference Protocol datatype -> numpy dtype. BYTES arrays are object arrays of ``bytes``.
 DATATYPES: dict[str, np.dtype[Any]] = {

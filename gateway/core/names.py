@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from gateway.errors import BadRequest
+from gateway.core.errors import BadRequest
 
 #: Model names: 1-128 ASCII letters, digits, '_', '.', '-', starting with a letter or digit.
 MODEL_NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}"

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from gateway.backends.kinds import Kind
-from gateway.names import canonical_version
+from gateway.core.kinds import Kind
+from gateway.core.names import canonical_version
 
 if TYPE_CHECKING:
-    from gateway.tensors import Signature
+    from gateway.core.tensors import Signature
 
 Form = Literal["row", "column"]
 
@@ -26,7 +26,7 @@ def version_number(text: str) -> int | None:
 
     Versions are positive integers in their canonical decimal form: ``1``, ``12``. TorchServe keys
     versions by their exact string (``1.0``, ``01`` and ``1`` are three different versions), so
-    anything else is never read loosely as a number (the rule is ``gateway.names``').
+    anything else is never read loosely as a number (the rule is ``gateway.core.names``').
     """
     return canonical_version(text)
 

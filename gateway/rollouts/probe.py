@@ -8,8 +8,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from gateway import metrics
-from gateway.backends.kinds import Kind
-from gateway.errors import GatewayError
+from gateway.core.errors import GatewayError
+from gateway.core.kinds import Kind
 from gateway.routing.router import Router
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from gateway import metrics
-from gateway.backends.base import InferenceRequest, InferenceResult, Target
-from gateway.errors import GatewayError
-from gateway.restjson import result_outputs
+from gateway.core.errors import GatewayError
+from gateway.core.restjson import result_outputs
+from gateway.core.types import InferenceRequest, InferenceResult, Target
 
 log = logging.getLogger(__name__)
 
