@@ -67,6 +67,7 @@ loadtest: setup models
 lint: setup
 	$(VENV)/bin/ruff check gateway loadgen scripts tests deploy
 	$(VENV)/bin/ruff format --check gateway loadgen scripts tests deploy
+	$(VENV)/bin/lint-imports --no-logo  # the layer contract: pyproject.toml, [tool.importlinter]
 
 typecheck: setup
 	$(VENV)/bin/mypy

@@ -1,7 +1,9 @@
 """The one interface every backend adapter implements, and the shapes that cross it.
 
 An adapter is chosen once, when the routing table is built (each ``Target`` holds its backend),
-never by comparing backend names on each request.
+never by comparing backend names on each request. The interface sits here, in the bottom layer,
+with the shapes (target, request, result) that the front doors, routing, the control plane and the
+adapters all pass each other; the adapters in ``gateway.backends`` implement it.
 """
 
 from __future__ import annotations
