@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from gateway.errors import BadRequest, PayloadTooLarge
 from gateway.protocols.common import json_response
+from gateway.registry.guardspec import GuardSpec
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.state import apply_state, export_state
 from gateway.rollouts.views import history_view, status_view
@@ -36,14 +37,7 @@ class TrafficBody(BaseModel):
     canary: Version | None = Field(None, description="version to receive the share; null: canary off")
     percent: Percent = 0.0
     sticky_header: str | None = Field(None, max_length=128, pattern=r"^[A-Za-z0-9-]+$")
-    guard: GuardBody | None = Field(None, description="thresholds that set the canary share to 0")
-
-
-class GuardBody(BaseModel):
-    max_error_ratio: float | None = Field(None, ge=0, le=1, description="canary share of failed calls")
-    max_p99_ratio: float | None = Field(None, ge=1, description="canary p99 / stable p99")
-    window_seconds: float = Field(60.0, gt=0)
-    min_requests: int = Field(20, ge=1)
+    guard: GuardSpec | None = Field(None, description="thresholds that set the canary share to 0")
 
 
 class ShadowBody(BaseModel):
@@ -147,8 +141,7 @@ async def rollback(model: str, request: Request) -> Response:
 async def traffic(model: str, body: TrafficBody, request: Request) -> Response:
     """Set the canary version and its share (and an optional sticky header)."""
     actor = _actor(request, "write")
-    guard = body.guard.model_dump(exclude_none=True) if body.guard else None
-    result = await _service(request).traffic(model, body.canary, body.percent, body.sticky_header, actor, guard)
+    result = await _service(request).traffic(model, body.canary, body.percent, body.sticky_header, actor, body.guard)
     return json_response(result)
 
 

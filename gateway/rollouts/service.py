@@ -19,10 +19,11 @@ from gateway import metrics
 from gateway.backends.base import Backend
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, RegistryDown
 from gateway.names import require_model_name
+from gateway.registry.guardspec import GuardSpec, guard_thresholds
 from gateway.registry.records import ModelRecord, RegistryInvalid, RegistryUnavailable, Snapshot
 from gateway.registry.store import RegistryStore, Tx
 from gateway.rollouts.exclusive import BackendLocks
-from gateway.rollouts.guard import CanaryGuard, validate_guard
+from gateway.rollouts.guard import CanaryGuard
 from gateway.rollouts.shadow import ShadowRunner
 from gateway.rollouts.startup import loaded_versions, stable_versions, sync_defaults, write_startup
 from gateway.routing.discovery import read_state, scan_store
@@ -242,12 +243,12 @@ class RolloutService:
         percent: float,
         sticky_header: str | None,
         actor: str,
-        guard: dict[str, Any] | None = None,
+        guard: GuardSpec | dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Send ``percent`` of the requests that name no version to ``canary``, optionally guarded."""
         try:
-            thresholds = validate_guard(guard)
-        except ValueError as exc:
+            thresholds = guard_thresholds(guard)  # the registry's check, before the history's detail
+        except RegistryInvalid as exc:
             raise BadRequest(str(exc)) from None
 
         def change(tx: Tx) -> None:
