@@ -3,8 +3,8 @@
 ``export`` writes what the registry holds; ``apply`` makes the registry match a document, in one
 transaction, and does nothing (no history entry) when it already matches. Each model's entry is a
 ``Desired`` command of the routing plan (``gateway.rollouts.plan``): the dry run is its plan
-against the current state, the change writes the plan made inside the transaction. Teams keep the file in
-git. Versions themselves come from deploys, not from this file.
+against the current state, the change writes the plan made inside the transaction. Teams keep
+the file in git. Versions themselves come from deploys, not from this file.
 """
 
 from __future__ import annotations
