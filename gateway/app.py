@@ -38,7 +38,7 @@ from gateway.rollouts.startup import sync_defaults
 from gateway.routing.router import Router
 from gateway.routing.shadow import ShadowRunner
 from gateway.services import Services
-from gateway.settings import Settings, split_list
+from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
 
@@ -209,8 +209,7 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
     app.add_middleware(AdminGate, authenticator=services.auth, settings=settings)
     app.add_middleware(InferenceMetrics)
     app.add_middleware(RequestIdMiddleware)  # every response and log line has an ID
-    origins = split_list(settings.cors_origins)
-    if origins:  # off unless configured; outermost, so preflights never reach a route
+    if origins := settings.cors_origins:  # off unless configured; outermost, so preflights never reach a route
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,

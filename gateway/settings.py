@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Shortest admin token or inference key accepted (environment and tokens file alike).
 MIN_SECRET_LENGTH = 16
@@ -18,6 +19,18 @@ MIN_SECRET_LENGTH = 16
 def split_list(text: str) -> list[str]:
     """A comma-separated setting as a list, blanks dropped."""
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _comma_list(value: Any) -> Any:
+    """A comma-separated string (as the environment gives it) as a list; a list passes as it is."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return split_list(value) if isinstance(value, str) else value
+
+
+# A list setting: ``a, b,,c`` in the environment (not JSON) is ["a", "b", "c"], parsed once here.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
+SecretList = Annotated[list[SecretStr], NoDecode, BeforeValidator(_comma_list)]
 
 
 class Settings(BaseSettings):
@@ -76,8 +89,8 @@ class Settings(BaseSettings):
         description="More admin tokens, one per line: 'name role token' with role read or write "
         "(a mounted secret file).",
     )
-    inference_keys: SecretStr | None = Field(
-        None,
+    inference_keys: SecretList = Field(
+        [],
         description="Comma-separated API keys; when set, inference routes need 'Authorization: Bearer "
         "<key>' or 'X-API-Key: <key>'. Unset: inference is open.",
     )
@@ -98,18 +111,18 @@ class Settings(BaseSettings):
         1e-4, ge=0, description="Largest absolute difference a deploy's smoke output may have."
     )
     max_artifact_bytes: int = Field(2 * 1024**3, ge=1, description="Largest artifact a deploy accepts.")
-    artifact_url_prefixes: str = Field(
-        "",
+    artifact_url_prefixes: CommaList = Field(
+        [],
         description="Comma-separated URL prefixes (e.g. https://models.example.com/releases/) a deploy may "
         "fetch artifacts from; empty: deploy from a URL is refused (403).",
     )
-    artifact_dirs: str = Field(
-        "",
+    artifact_dirs: CommaList = Field(
+        [],
         description="Comma-separated directories on the gateway (e.g. a mounted volume) a deploy may take "
         "file:// artifacts from, symlinks resolved; empty: refused (403).",
     )
-    artifact_url_allowed_networks: str = Field(
-        "",
+    artifact_url_allowed_networks: CommaList = Field(
+        [],
         description="Comma-separated networks (e.g. 10.20.0.0/16, fd00::/8) an artifact URL's host may "
         "resolve to although they are loopback, link-local or private; a host name that resolves into "
         "any other such address is refused (403). A prefix of GATEWAY_ARTIFACT_URL_PREFIXES that names "
@@ -193,8 +206,8 @@ class Settings(BaseSettings):
         "(let the load balancer stop sending; 5-10 in Kubernetes).",
     )
 
-    cors_origins: str = Field(
-        "",
+    cors_origins: CommaList = Field(
+        [],
         description="Comma-separated origins (e.g. https://app.example.com) browsers may call the gateway "
         "from; empty: CORS off, no cross-origin browser call is allowed.",
     )
@@ -247,23 +260,24 @@ class Settings(BaseSettings):
 
     @field_validator("admin_token", "read_token", "inference_keys")
     @classmethod
-    def _long_enough(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+    def _long_enough(
+        cls, value: SecretStr | list[SecretStr] | None, info: ValidationInfo
+    ) -> SecretStr | list[SecretStr] | None:
         """Tokens and keys of at least MIN_SECRET_LENGTH characters: short ones can be guessed.
         An empty value means unset (compose passes ``GATEWAY_READ_TOKEN=`` when none is given)."""
         if value is None:
             return value
         name = info.field_name or ""
-        text = value.get_secret_value()
-        secrets = split_list(text) if name == "inference_keys" else [text] if text else []
-        if any(len(secret) < MIN_SECRET_LENGTH for secret in secrets):
+        secrets = [s.get_secret_value() for s in (value if isinstance(value, list) else [value])]
+        if any(secret and len(secret) < MIN_SECRET_LENGTH for secret in secrets):
             what = "every key in" if name == "inference_keys" else "the token in"
             raise ValueError(f"{what} GATEWAY_{name.upper()} must be at least {MIN_SECRET_LENGTH} characters long")
         return value
 
     @field_validator("artifact_url_allowed_networks")
     @classmethod
-    def _networks(cls, value: str) -> str:
-        for item in split_list(value):
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
             try:
                 ipaddress.ip_network(item, strict=False)
             except ValueError:

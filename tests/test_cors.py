@@ -24,7 +24,7 @@ def test_cors_is_off_by_default(client):
 
 
 def test_configured_origins_and_only_those(settings, fake_backends):
-    settings = settings.model_copy(update={"cors_origins": f"{ORIGIN}, https://other.example.com"})
+    settings = settings.model_copy(update={"cors_origins": [ORIGIN, "https://other.example.com"]})
     with TestClient(create_app(settings, backends=fake_backends)) as client:
         r = client.options("/v1/models/toy:predict", headers=PREFLIGHT)
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == ORIGIN

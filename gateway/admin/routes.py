@@ -17,6 +17,19 @@ from pydantic import BaseModel, Field
 
 from gateway.core.errors import BadRequest, PayloadTooLarge
 from gateway.protocols.common import json_response
+from gateway.registry.guardspec import GuardSpec
+from gateway.rollouts.answers import (
+    Answer,
+    ApplyAnswer,
+    DeployAnswer,
+    HistoryAnswer,
+    LabelAnswer,
+    RetireAnswer,
+    ShadowAnswer,
+    StableAnswer,
+    StatusAnswer,
+    TrafficAnswer,
+)
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.state import apply_state, export_state
 from gateway.rollouts.views import history_view, status_view
@@ -36,14 +49,7 @@ class TrafficBody(BaseModel):
     canary: Version | None = Field(None, description="version to receive the share; null: canary off")
     percent: Percent = 0.0
     sticky_header: str | None = Field(None, max_length=128, pattern=r"^[A-Za-z0-9-]+$")
-    guard: GuardBody | None = Field(None, description="thresholds that set the canary share to 0")
-
-
-class GuardBody(BaseModel):
-    max_error_ratio: float | None = Field(None, ge=0, le=1, description="canary share of failed calls")
-    max_p99_ratio: float | None = Field(None, ge=1, description="canary p99 / stable p99")
-    window_seconds: float = Field(60.0, gt=0)
-    min_requests: int = Field(20, ge=1)
+    guard: GuardSpec | None = Field(None, description="thresholds that set the canary share to 0")
 
 
 class ShadowBody(BaseModel):
@@ -55,6 +61,11 @@ class LabelBody(BaseModel):
     version: Version
 
 
+def answer(result: Answer) -> Response:
+    """The JSON of a typed answer (the route declares its model for the OpenAPI schema)."""
+    return json_response(result.body())
+
+
 def _service(request: Request) -> RolloutService:
     return services_of(request).rollouts
 
@@ -63,30 +74,30 @@ def _actor(request: Request, role: str) -> str:
     return services_of(request).auth.require(request, role).name
 
 
-@router.get("/models")
+@router.get("/models", response_model=StatusAnswer)
 async def status_all(request: Request) -> Response:
     """Every model: versions (and their backend state), labels, traffic, shadow and its results."""
     _actor(request, "read")
-    return json_response(await status_view(_service(request)))
+    return answer(await status_view(_service(request)))
 
 
-@router.get("/models/{model}")
+@router.get("/models/{model}", response_model=StatusAnswer)
 async def status_one(model: str, request: Request) -> Response:
     """One model's status."""
     _actor(request, "read")
-    return json_response(await status_view(_service(request), model))
+    return answer(await status_view(_service(request), model))
 
 
-@router.get("/history")
+@router.get("/history", response_model=HistoryAnswer)
 async def history(
     request: Request, model: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
 ) -> Response:
     """The audit history, newest first."""
     _actor(request, "read")
-    return json_response({"history": await history_view(_service(request), model, limit)})
+    return answer(await history_view(_service(request), model, limit))
 
 
-@router.post("/models/{model}/deploy")
+@router.post("/models/{model}/deploy", response_model=DeployAnswer)
 async def deploy(
     model: str,
     request: Request,
@@ -131,47 +142,46 @@ def _upload_dir(request: Request) -> Path:
     return store
 
 
-@router.post("/models/{model}/promote")
+@router.post("/models/{model}/promote", response_model=StableAnswer)
 async def promote(model: str, body: PromoteBody, request: Request) -> Response:
     """``stable`` moves to the canary (or the named version)."""
-    return json_response(await _service(request).promote(model, body.version, _actor(request, "write")))
+    return answer(await _service(request).promote(model, body.version, _actor(request, "write")))
 
 
-@router.post("/models/{model}/rollback")
+@router.post("/models/{model}/rollback", response_model=StableAnswer)
 async def rollback(model: str, request: Request) -> Response:
     """``stable`` moves back to the previous stable version."""
-    return json_response(await _service(request).rollback(model, _actor(request, "write")))
+    return answer(await _service(request).rollback(model, _actor(request, "write")))
 
 
-@router.put("/models/{model}/traffic")
+@router.put("/models/{model}/traffic", response_model=TrafficAnswer)
 async def traffic(model: str, body: TrafficBody, request: Request) -> Response:
     """Set the canary version and its share (and an optional sticky header)."""
     actor = _actor(request, "write")
-    guard = body.guard.model_dump(exclude_none=True) if body.guard else None
-    result = await _service(request).traffic(model, body.canary, body.percent, body.sticky_header, actor, guard)
-    return json_response(result)
+    result = await _service(request).traffic(model, body.canary, body.percent, body.sticky_header, actor, body.guard)
+    return answer(result)
 
 
-@router.put("/models/{model}/shadow")
+@router.put("/models/{model}/shadow", response_model=ShadowAnswer)
 async def shadow(model: str, body: ShadowBody, request: Request) -> Response:
     """Copy a share of live requests to a version (``version: null`` turns shadowing off)."""
     actor = _actor(request, "write")
-    return json_response(await _service(request).set_shadow(model, body.version, body.percent, actor))
+    return answer(await _service(request).set_shadow(model, body.version, body.percent, actor))
 
 
-@router.put("/models/{model}/labels/{label}")
+@router.put("/models/{model}/labels/{label}", response_model=LabelAnswer)
 async def label(model: str, label: str, body: LabelBody, request: Request) -> Response:
     """Point a label at a version."""
     if not label.replace("-", "").replace("_", "").isalnum() or len(label) > 64:
         raise BadRequest("label must be letters, digits, '-' or '_' (at most 64)")
     actor = _actor(request, "write")
-    return json_response(await _service(request).label(model, label, body.version, actor))
+    return answer(await _service(request).label(model, label, body.version, actor))
 
 
-@router.post("/models/{model}/versions/{version}/retire")
+@router.post("/models/{model}/versions/{version}/retire", response_model=RetireAnswer)
 async def retire(model: str, version: int, request: Request) -> Response:
     """Unload a version no label, policy or rollback uses."""
-    return json_response(await _service(request).retire(model, version, _actor(request, "write")))
+    return answer(await _service(request).retire(model, version, _actor(request, "write")))
 
 
 @router.get(
@@ -188,7 +198,7 @@ async def export(request: Request) -> Response:
     return Response(yaml.safe_dump(document, sort_keys=False), media_type="application/yaml")
 
 
-@router.put("/state")
+@router.put("/state", response_model=ApplyAnswer)
 async def apply(request: Request) -> Response:
     """Make the registry match a YAML (or JSON) state document; idempotent."""
     actor = _actor(request, "write")
@@ -196,4 +206,4 @@ async def apply(request: Request) -> Response:
         document: Any = yaml.safe_load(await request.body())
     except yaml.YAMLError as exc:
         raise BadRequest(f"state document is not valid YAML: {exc}") from None
-    return json_response(await apply_state(_service(request), document, actor))
+    return answer(await apply_state(_service(request), document, actor))

@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi import Request
 
 from gateway.core.errors import Forbidden, Unauthorized
-from gateway.settings import MIN_SECRET_LENGTH, Settings, split_list
+from gateway.settings import MIN_SECRET_LENGTH, Settings
 
 ROLES = ("read", "write")
 
@@ -100,8 +100,7 @@ class InferenceKeys:
     """Optional API keys for the inference routes; with none configured, inference is open."""
 
     def __init__(self, settings: Settings) -> None:
-        raw = settings.inference_keys.get_secret_value() if settings.inference_keys else ""
-        self.keys = [k.encode() for k in split_list(raw)]
+        self.keys = [k.get_secret_value().encode() for k in settings.inference_keys]
 
     def check(self, request: Request) -> None:
         if not self.keys:

@@ -153,7 +153,7 @@ class Tx:
         version is allowed is the rollout service's decision).
         """
         model = self._require_model(model)
-        check.policy_shape(policy)
+        policy = check.policy_shape(policy)
         if policy.canary_version is not None:
             self._require_version(model, policy.canary_version, "canary_version")
         if policy.shadow_version is not None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import PurePosixPath
 from typing import Any, Final
 
 from gateway.core import names
 from gateway.core.names import MAX_VERSION
+from gateway.registry.guardspec import guard_thresholds
 from gateway.registry.records import BACKENDS, OUTCOMES, VERSION_STATES, Policy, RegistryInvalid
 
 __all__ = ["MAX_VERSION", "label_name", "model_name", "version_number"]
@@ -114,7 +116,8 @@ def percent(value: object, what: str) -> float:
 
 
 def policy_shape(policy: object) -> Policy:
-    """``policy`` if its fields are well-formed on their own (versions are checked by ``Tx``)."""
+    """``policy`` if its fields are well-formed on their own (versions are checked by ``Tx``), its
+    guard in the stored form."""
     if not isinstance(policy, Policy):
         raise RegistryInvalid(f"policy must be a Policy, got {type(policy).__name__}")
     percent(policy.canary_percent, "canary_percent")
@@ -134,6 +137,6 @@ def policy_shape(policy: object) -> Policy:
         raise RegistryInvalid("stable_history must be a tuple of versions")
     for v in policy.stable_history:
         version_number(v, "stable_history entry")
-    if policy.guard is not None:
-        json_object(policy.guard, "guard")
+    if policy.guard is not None:  # the canary guard's one check (``guardspec``), in its stored form
+        policy = replace(policy, guard=guard_thresholds(policy.guard))
     return policy

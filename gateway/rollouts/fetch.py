@@ -28,7 +28,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from gateway.core.errors import DeployFailed, Forbidden, PayloadTooLarge
-from gateway.settings import Settings, split_list
+from gateway.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -37,7 +37,7 @@ _CHUNK = 1 << 20
 
 def allowed_networks(settings: Settings) -> list[IPNetwork]:
     """``GATEWAY_ARTIFACT_URL_ALLOWED_NETWORKS`` as networks (validated when settings load)."""
-    return [ipaddress.ip_network(item, strict=False) for item in split_list(settings.artifact_url_allowed_networks)]
+    return [ipaddress.ip_network(item, strict=False) for item in settings.artifact_url_allowed_networks]
 
 
 def is_public(address: IPAddress) -> bool:

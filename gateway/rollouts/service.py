@@ -2,8 +2,11 @@
 
 Writes go through the registry in one transaction each; then the router rebuilds its table, and
 other replicas follow through the registry's change notification. Routing changes (promote,
-rollback, traffic, shadow, label) never touch a backend, so they are instant. Deploy and retire
-do, and a failing step leaves routing exactly as it was.
+rollback, traffic, shadow, label) never touch a backend, so they are instant: each is a command
+whose new routing state ``gateway.rollouts.plan`` computes (a pure function, checked with the
+registry's rules) and ``route`` writes. Deploy and retire do touch one, and a failing step leaves
+routing exactly as it was. Commands answer typed values (``answers``); the read views are in
+``views`` and the state document in ``state``.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,18 +21,35 @@ from gateway import metrics
 from gateway.core.errors import BadRequest, Conflict, GatewayError, NotFound, RegistryDown
 from gateway.core.names import require_model_name
 from gateway.core.types import Backend
+from gateway.registry.guardspec import GuardSpec, guard_thresholds
 from gateway.registry.records import ModelRecord, RegistryInvalid, RegistryUnavailable, Snapshot
 from gateway.registry.store import RegistryStore, Tx
+from gateway.rollouts.answers import LabelAnswer, RetireAnswer, ShadowAnswer, StableAnswer, TrafficAnswer
 from gateway.rollouts.exclusive import BackendLocks
+from gateway.rollouts.plan import (
+    Command,
+    CutCanary,
+    Plan,
+    Promote,
+    Rollback,
+    RoutingState,
+    SetLabel,
+    SetShadow,
+    SetTraffic,
+    available,
+    plan,
+    write_state,
+)
 from gateway.rollouts.startup import loaded_versions, stable_versions, sync_defaults, write_startup
 from gateway.routing.discovery import read_state, scan_store
-from gateway.routing.guard import CanaryGuard, validate_guard
+from gateway.routing.guard import CanaryGuard
 from gateway.routing.router import Router
 from gateway.routing.shadow import ShadowRunner
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Detail = dict[str, Any] | None
 
 
 class RolloutService:
@@ -117,12 +136,6 @@ class RolloutService:
             raise NotFound(f"model '{name}' not found")
         return record
 
-    @staticmethod
-    def _available(record: ModelRecord, version: int) -> None:
-        stored = record.versions.get(version)
-        if stored is None or stored.state != "available":
-            raise NotFound(f"model '{record.name}' has no available version {version}")
-
     def loaded(self, snapshot: Snapshot, backend: str) -> dict[str, set[int]]:
         """Every version of ``backend`` that must stay loaded: the registry's available ones."""
         return loaded_versions(snapshot, backend)
@@ -181,59 +194,34 @@ class RolloutService:
         return True
 
     # --- routing operations (no backend involved) ----------------------------------------------
-    async def promote(self, model: str, version: int | None, actor: str) -> dict[str, Any]:
+    async def route(
+        self, model: str, command: Command, *, actor: str, action: str, message: str = "", detail: Detail = None
+    ) -> Plan:
+        """Plan ``command`` on the model as the registry holds it and write the planned state, in
+        one transaction; the plan's message and detail (if any) go to the history."""
+        planned: list[Plan] = []
+
+        def change(tx: Tx) -> None:
+            record = self._model(tx, model)
+            step = plan(record, command)
+            write_state(tx, model, RoutingState.of(record), step.state)
+            tx.message = step.message or tx.message
+            if step.detail is not None:
+                tx.detail = step.detail
+            planned.append(step)
+
+        await self.write(actor=actor, action=action, model=model, change=change, message=message, detail=detail)
+        return planned[-1]
+
+    async def promote(self, model: str, version: int | None, actor: str) -> StableAnswer:
         """``stable`` moves to the canary (or ``version``); the canary share goes to 0."""
-        result: dict[str, Any] = {}
+        done = await self.route(model, Promote(version), actor=actor, action="promote")
+        return StableAnswer(model=model, **done.facts)
 
-        def change(tx: Tx) -> None:
-            record = self._model(tx, model)
-            policy = record.policy
-            target = version if version is not None else policy.canary_version or record.labels.get("canary")
-            if target is None:
-                raise Conflict(f"model '{model}' has no canary to promote; name a version")
-            self._available(record, target)
-            old = record.labels.get("stable")
-            history = policy.stable_history
-            if old is not None and old != target:
-                history = (*history, old)
-            tx.set_label(model, "stable", target)
-            if "canary" in record.labels:
-                tx.delete_label(model, "canary")
-            tx.set_policy(model, replace(policy, canary_version=None, canary_percent=0.0, stable_history=history))
-            result.update(model=model, stable=target, previous=old)
-            tx.message = f"stable {old} -> {target}"
-
-        await self.write(actor=actor, action="promote", model=model, change=change)
-        return result
-
-    async def rollback(self, model: str, actor: str) -> dict[str, Any]:
+    async def rollback(self, model: str, actor: str) -> StableAnswer:
         """``stable`` moves back to the previous stable version, still loaded; canary share 0."""
-        result: dict[str, Any] = {}
-
-        def change(tx: Tx) -> None:
-            record = self._model(tx, model)
-            policy = record.policy
-            current = record.labels.get("stable")
-            history = list(policy.stable_history)
-            while history:
-                candidate = history.pop()
-                stored = record.versions.get(candidate)
-                if candidate != current and stored is not None and stored.state == "available":
-                    tx.set_label(model, "stable", candidate)
-                    if "canary" in record.labels:
-                        tx.delete_label(model, "canary")
-                    tx.set_policy(
-                        model,
-                        replace(policy, canary_version=None, canary_percent=0.0, stable_history=tuple(history)),
-                    )
-                    result.update(model=model, stable=candidate, previous=current)
-                    tx.message = f"stable {current} -> {candidate}"
-                    tx.detail = {"from": current, "to": candidate}
-                    return
-            raise Conflict(f"model '{model}' has no previous stable version to roll back to")
-
-        await self.write(actor=actor, action="rollback", model=model, change=change)
-        return result
+        done = await self.route(model, Rollback(), actor=actor, action="rollback")
+        return StableAnswer(model=model, **done.facts)
 
     async def traffic(
         self,
@@ -242,118 +230,63 @@ class RolloutService:
         percent: float,
         sticky_header: str | None,
         actor: str,
-        guard: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        guard: GuardSpec | dict[str, Any] | None = None,
+    ) -> TrafficAnswer:
         """Send ``percent`` of the requests that name no version to ``canary``, optionally guarded."""
         try:
-            thresholds = validate_guard(guard)
-        except ValueError as exc:
+            thresholds = guard_thresholds(guard)  # the registry's check, before the history's detail
+        except RegistryInvalid as exc:
             raise BadRequest(str(exc)) from None
-
-        def change(tx: Tx) -> None:
-            record = self._model(tx, model)
-            if canary is not None:
-                self._available(record, canary)
-                tx.set_label(model, "canary", canary)
-            elif "canary" in record.labels:
-                tx.delete_label(model, "canary")
-            share = percent if canary is not None else 0.0
-            tx.set_policy(
-                model,
-                replace(
-                    record.policy,
-                    canary_version=canary,
-                    canary_percent=share,
-                    sticky_header=sticky_header,
-                    guard=thresholds,
-                ),
-            )
-            tx.message = f"canary {canary} at {share}%" + (f", sticky on {sticky_header}" if sticky_header else "")
-
-        await self.write(
-            actor=actor,
-            action="traffic",
-            model=model,
-            change=change,
-            detail={"canary": canary, "percent": percent, "sticky_header": sticky_header, "guard": thresholds},
-        )
+        detail = {"canary": canary, "percent": percent, "sticky_header": sticky_header, "guard": thresholds}
+        command = SetTraffic(canary, percent, sticky_header, thresholds)
+        await self.route(model, command, actor=actor, action="traffic", detail=detail)
         if canary is not None:
             self.guard.reset(model, canary)
-        return {"model": model, "canary": canary, "percent": percent if canary else 0.0, "guard": thresholds}
+        return TrafficAnswer(model=model, canary=canary, percent=percent if canary else 0.0, guard=thresholds)
 
     async def trip_guard(self, model: str, canary: int, reason: str) -> None:
         """The canary crossed a guard threshold: its share goes to 0, the reason to the history."""
-
-        def change(tx: Tx) -> None:
-            record = self._model(tx, model)
-            if record.policy.canary_version == canary and record.policy.canary_percent > 0:
-                tx.set_policy(model, replace(record.policy, canary_percent=0.0))
-
         log.warning("guard tripped for %s canary v%d: %s", model, canary, reason)
         try:
-            await self.write(
+            await self.route(
+                model,
+                CutCanary(canary),
                 actor="gateway",
                 action="guard",
-                model=model,
-                change=change,
                 message=f"canary {canary} share set to 0: {reason}",
                 detail={"canary": canary, "reason": reason},
             )
         except GatewayError as exc:
             log.error("could not apply the guard for %s: %s", model, exc.message)
 
-    async def set_shadow(self, model: str, version: int | None, percent: float, actor: str) -> dict[str, Any]:
+    async def set_shadow(self, model: str, version: int | None, percent: float, actor: str) -> ShadowAnswer:
         """Copy ``percent`` of the model's live requests to ``version`` (None: shadow off)."""
+        detail = {"version": version, "percent": percent}
+        await self.route(model, SetShadow(version, percent), actor=actor, action="shadow", detail=detail)
+        return ShadowAnswer(model=model, shadow=version, percent=percent if version else 0.0)
 
-        def change(tx: Tx) -> None:
-            record = self._model(tx, model)
-            if version is not None:
-                self._available(record, version)
-            share = percent if version is not None else 0.0
-            tx.set_policy(model, replace(record.policy, shadow_version=version, shadow_percent=share))
-            tx.message = f"shadow {version} at {share}%" if version is not None else "shadow off"
-
-        await self.write(
-            actor=actor,
-            action="shadow",
-            model=model,
-            change=change,
-            detail={"version": version, "percent": percent},
-        )
-        return {"model": model, "shadow": version, "percent": percent if version else 0.0}
-
-    async def label(self, model: str, name: str, version: int, actor: str) -> dict[str, Any]:
+    async def label(self, model: str, name: str, version: int, actor: str) -> LabelAnswer:
         """Point label ``name`` at ``version``."""
-
-        def change(tx: Tx) -> None:
-            record = self._model(tx, model)
-            self._available(record, version)
-            old = record.labels.get(name)
-            if name == "stable" and old is not None and old != version:
-                tx.set_policy(model, replace(record.policy, stable_history=(*record.policy.stable_history, old)))
-            tx.set_label(model, name, version)
-            tx.message = f"label {name}: {old} -> {version}"
-
-        await self.write(actor=actor, action="label", model=model, change=change)
-        return {"model": model, "label": name, "version": version}
+        await self.route(model, SetLabel(name, version), actor=actor, action="label")
+        return LabelAnswer(model=model, label=name, version=version)
 
     # --- backend operations -----------------------------------------------------------------
-    async def retire(self, model: str, version: int, actor: str) -> dict[str, Any]:
+    async def retire(self, model: str, version: int, actor: str) -> RetireAnswer:
         """Unload a version; refused while a label, the traffic or shadow policy, or rollback needs it."""
         require_model_name(model)  # before the snapshot: a clear 400, never a query or a log line
         record = (await self.snapshot()).models.get(model)
         if record is None:
             raise NotFound(f"model '{model}' not found")
-        self._available(record, version)
+        available(record, version)
         async with self.locks.hold(record.versions[version].backend):
             return await self._retire(model, version, actor)
 
-    async def _retire(self, model: str, version: int, actor: str) -> dict[str, Any]:
+    async def _retire(self, model: str, version: int, actor: str) -> RetireAnswer:
         snapshot = await self.snapshot()  # read under the backend's lock: nobody changes it now
         record = snapshot.models.get(model)
         if record is None:
             raise NotFound(f"model '{model}' not found")
-        self._available(record, version)
+        available(record, version)
         users = [f"label '{n}'" for n, v in sorted(record.labels.items()) if v == version]
         if record.policy.canary_version == version:
             users.append("the canary traffic policy")
@@ -380,11 +313,5 @@ class RolloutService:
             await backend.unload(model, version, keep)
         except GatewayError as exc:
             log.warning("retired %s v%d but unloading it failed: %s", model, version, exc.message)
-            return {
-                "model": model,
-                "version": version,
-                "retired": True,
-                "unloaded": False,
-                "error": exc.message,
-            }
-        return {"model": model, "version": version, "retired": True, "unloaded": True}
+            return RetireAnswer(model=model, version=version, retired=True, unloaded=False, error=exc.message)
+        return RetireAnswer(model=model, version=version, retired=True, unloaded=True)

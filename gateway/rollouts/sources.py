@@ -31,7 +31,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 from gateway.core.errors import BadRequest, DeployFailed, Forbidden, PayloadTooLarge
 from gateway.rollouts.artifacts import DEFAULT_LIMITS, Limits
 from gateway.rollouts.fetch import fetch_url
-from gateway.settings import Settings, split_list
+from gateway.settings import Settings
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _CHUNK = 1 << 20
@@ -226,8 +226,8 @@ async def materialise(source: str, into: Path, settings: Settings) -> None:
     """Check ``source`` against its allow-list, then write its tar into ``into``."""
     limit = settings.max_artifact_bytes
     if urlsplit(source).scheme == "file":
-        path = check_path(source, split_list(settings.artifact_dirs))
+        path = check_path(source, settings.artifact_dirs)
         await asyncio.to_thread(pack_path, path, into, limit, Limits.of(settings))
     else:
-        url = check_url(source, split_list(settings.artifact_url_prefixes))
+        url = check_url(source, settings.artifact_url_prefixes)
         await fetch_url(url, redact(url), into, settings)

@@ -1,19 +1,22 @@
 """The desired state as a declarative document: labels, traffic and shadow per model.
 
 ``export`` writes what the registry holds; ``apply`` makes the registry match a document, in one
-transaction, and does nothing (no history entry) when it already matches. Teams keep the file in
-git. Versions themselves come from deploys, not from this file.
+transaction, and does nothing (no history entry) when it already matches. Each model's entry is a
+``Desired`` command of the routing plan (``gateway.rollouts.plan``): the dry run is its plan
+against the current state, the change writes the plan made inside the transaction. Teams keep
+the file in git. Versions themselves come from deploys, not from this file.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from gateway.core import names
 from gateway.core.errors import BadRequest
-from gateway.registry.records import ModelRecord, Snapshot
+from gateway.registry.records import ModelRecord, RegistryInvalid, Snapshot
 from gateway.registry.store import Tx
+from gateway.rollouts.answers import ApplyAnswer
+from gateway.rollouts.plan import Desired, Plan, RoutingState, plan, write_state
 from gateway.rollouts.service import RolloutService
 
 
@@ -33,7 +36,9 @@ def export_state(snapshot: Snapshot) -> dict[str, Any]:
     return {"models": models}
 
 
-def _desired(name: str, spec: Any) -> tuple[dict[str, int], dict[str, Any], dict[str, Any]]:
+def desired(name: str, spec: Any) -> Desired:
+    """Model ``name``'s entry of a state document as the state it asks for (BadRequest naming the
+    entry's field when it is malformed)."""
     if not isinstance(spec, dict):
         raise BadRequest(f"models.{name} must be a mapping with labels, traffic and shadow")
     unknown = set(spec) - {"labels", "traffic", "shadow"}
@@ -56,47 +61,26 @@ def _desired(name: str, spec: Any) -> tuple[dict[str, int], dict[str, Any], dict
         percent = value.get("percent", 0) or 0
         if not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
             raise BadRequest(f"models.{name}.{key}.percent must be a number in [0, 100], got {percent!r}")
-    return dict(labels), traffic, shadow
-
-
-def _apply_model(tx: Tx, record: ModelRecord, spec: Any) -> list[str]:
-    labels, traffic, shadow = _desired(record.name, spec)
-    changes: list[str] = []
-    for label, number in labels.items():
-        found = record.versions.get(number)
-        if found is None or found.state != "available":
-            raise BadRequest(f"models.{record.name}.labels.{label}: version {number} is not available")
-        if record.labels.get(label) != number:
-            tx.set_label(record.name, label, number)
-            changes.append(f"{record.name} label {label} -> {number}")
-    for label in sorted(set(record.labels) - set(labels)):
-        tx.delete_label(record.name, label)
-        changes.append(f"{record.name} label {label} removed")
-    canary = traffic.get("canary")
-    share = float(traffic.get("percent") or 0) if canary is not None else 0.0
-    shadow_version = shadow.get("version")
-    shadow_share = float(shadow.get("percent") or 0) if shadow_version is not None else 0.0
-    for what, wanted_version in (("traffic.canary", canary), ("shadow.version", shadow_version)):
-        if wanted_version is None:
-            continue
-        stored = record.versions.get(wanted_version)
-        if stored is None or stored.state != "available":
-            raise BadRequest(f"models.{record.name}.{what}: version {wanted_version} is not available")
-    wanted = replace(
-        record.policy,
-        canary_version=canary,
-        canary_percent=share,
+    return Desired(
+        labels=dict(labels),
+        canary=traffic.get("canary"),
+        percent=float(traffic.get("percent") or 0),
         sticky_header=traffic.get("sticky_header"),
-        shadow_version=shadow_version,
-        shadow_percent=shadow_share,
+        shadow_version=shadow.get("version"),
+        shadow_percent=float(shadow.get("percent") or 0),
     )
-    if wanted != record.policy:
-        tx.set_policy(record.name, wanted)
-        changes.append(f"{record.name} traffic/shadow updated")
-    return changes
 
 
-async def apply_state(service: RolloutService, document: Any, actor: str) -> dict[str, Any]:
+def _dry_run(record: ModelRecord, wanted: Desired) -> Plan:
+    """The plan of one model's entry; a registry rule it breaks is the client's 400 (as it is
+    when the change writes it: ``RolloutService.write``)."""
+    try:
+        return plan(record, wanted)
+    except RegistryInvalid as exc:
+        raise BadRequest(str(exc)) from None
+
+
+async def apply_state(service: RolloutService, document: Any, actor: str) -> ApplyAnswer:
     """Make the registry match ``document``; a no-op (and no history) when it already does."""
     if not isinstance(document, dict) or not isinstance(document.get("models"), dict):
         raise BadRequest("the state document must be a mapping with a 'models' mapping")
@@ -108,26 +92,21 @@ async def apply_state(service: RolloutService, document: Any, actor: str) -> dic
     for name in models:
         if name not in snapshot.models:
             raise BadRequest(f"models.{name}: no such model in the registry (deploy it first)")
-    # Validate against the current state first, so an invalid document changes nothing.
-    dry: list[str] = []
-
-    class DryTx:
-        def __getattr__(self, _: str) -> Any:
-            return lambda *a, **k: None
-
-    for name, spec in models.items():
-        dry += _apply_model(DryTx(), snapshot.models[name], spec)  # type: ignore[arg-type]
-    if not dry:
-        return {"changed": False, "changes": []}
+    wanted = {name: desired(name, spec) for name, spec in models.items()}
+    # A dry run first: plan against the current state, so an invalid document changes nothing.
+    if not any(_dry_run(snapshot.models[name], want).facts["changes"] for name, want in wanted.items()):
+        return ApplyAnswer(changed=False, changes=[])
     applied: list[str] = []
 
     def change(tx: Tx) -> None:
-        for name, spec in models.items():
+        for name, want in wanted.items():
             record = tx.model(name)
             assert record is not None
-            applied.extend(_apply_model(tx, record, spec))
+            step = plan(record, want)
+            write_state(tx, name, RoutingState.of(record), step.state)
+            applied.extend(step.facts["changes"])
         tx.message = "; ".join(applied)
         tx.detail = {"changes": applied}
 
     await service.write(actor=actor, action="apply", model=None, change=change)
-    return {"changed": True, "changes": applied}
+    return ApplyAnswer(changed=True, changes=applied)

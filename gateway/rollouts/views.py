@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from gateway.core.errors import NotFound
 from gateway.core.names import require_model_name
+from gateway.registry.records import ModelRecord
+from gateway.rollouts.answers import (
+    HistoryAnswer,
+    HistoryEntry,
+    ModelStatus,
+    ShadowResult,
+    ShadowView,
+    StatusAnswer,
+    TrafficView,
+    VersionStatus,
+)
 from gateway.rollouts.service import RolloutService
 
 
-async def status_view(service: RolloutService, model: str | None = None) -> dict[str, Any]:
+async def status_view(service: RolloutService, model: str | None = None) -> StatusAnswer:
     """Versions (with what their backend reports), labels, policies and shadow results."""
     if model is not None:
         require_model_name(model)
@@ -17,51 +26,46 @@ async def status_view(service: RolloutService, model: str | None = None) -> dict
     if model is not None and model not in snapshot.models:
         raise NotFound(f"model '{model}' not found")
     names = [model] if model is not None else sorted(snapshot.models)
-    models = []
-    for name in names:
-        record = snapshot.models[name]
-        versions = []
-        for number, stored in sorted(record.versions.items()):
-            entry: dict[str, Any] = {"version": number, "backend": stored.backend, "state": stored.state}
-            if stored.state == "available" and stored.backend in service.backends:
-                reported = await service.backends[stored.backend].status(name, number)
-                entry["backend_state"] = reported.state
-                if reported.error:
-                    entry["backend_error"] = reported.error
-            versions.append(entry)
-        p = record.policy
-        models.append(
-            {
-                "model": name,
-                "versions": versions,
-                "labels": dict(sorted(record.labels.items())),
-                "traffic": {
-                    "canary": p.canary_version,
-                    "percent": p.canary_percent,
-                    "sticky_header": p.sticky_header,
-                },
-                "shadow": {"version": p.shadow_version, "percent": p.shadow_percent},
-                "shadow_results": service.shadow.for_model(name),
-                "stable_history": list(p.stable_history),
-            }
-        )
-    return {"revision": snapshot.revision, "models": models}
+    models = [await _model_status(service, snapshot.models[name]) for name in names]
+    return StatusAnswer(revision=snapshot.revision, models=models)
 
 
-async def history_view(service: RolloutService, model: str | None, limit: int) -> list[dict[str, Any]]:
+async def _model_status(service: RolloutService, record: ModelRecord) -> ModelStatus:
+    versions = []
+    for number, stored in sorted(record.versions.items()):
+        entry = VersionStatus(version=number, backend=stored.backend, state=stored.state)
+        if stored.state == "available" and stored.backend in service.backends:
+            reported = await service.backends[stored.backend].status(record.name, number)
+            entry = entry.model_copy(update={"backend_state": reported.state, "backend_error": reported.error or None})
+        versions.append(entry)
+    p = record.policy
+    return ModelStatus(
+        model=record.name,
+        versions=versions,
+        labels=dict(sorted(record.labels.items())),
+        traffic=TrafficView(canary=p.canary_version, percent=p.canary_percent, sticky_header=p.sticky_header),
+        shadow=ShadowView(version=p.shadow_version, percent=p.shadow_percent),
+        shadow_results=[ShadowResult.model_validate(s) for s in service.shadow.for_model(record.name)],
+        stable_history=list(p.stable_history),
+    )
+
+
+async def history_view(service: RolloutService, model: str | None, limit: int) -> HistoryAnswer:
+    """Up to ``limit`` history entries, newest first (only ``model``'s if given)."""
     if model is not None:
         require_model_name(model)
     rows = await service.read(lambda: service.registry.history(model, limit))
-    return [
-        {
-            "id": r.id,
-            "at": r.at.isoformat(),
-            "model": r.model,
-            "action": r.action,
-            "actor": r.actor,
-            "outcome": r.outcome,
-            "message": r.message,
-            "detail": r.detail,
-        }
+    entries = [
+        HistoryEntry(
+            id=r.id,
+            at=r.at.isoformat(),
+            model=r.model,
+            action=r.action,
+            actor=r.actor,
+            outcome=r.outcome,
+            message=r.message,
+            detail=r.detail,
+        )
         for r in rows
     ]
+    return HistoryAnswer(history=entries)

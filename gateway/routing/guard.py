@@ -22,26 +22,6 @@ from gateway.routing.table import ModelRoutes, Resolved
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, float] = {"window_seconds": 60.0, "min_requests": 20.0}
-KEYS = ("max_error_ratio", "max_p99_ratio", "window_seconds", "min_requests")
-
-
-def validate_guard(guard: dict[str, Any] | None) -> dict[str, float] | None:
-    """A guard with known keys and sensible numbers, or ValueError naming the problem."""
-    if not guard:
-        return None
-    unknown = set(guard) - set(KEYS)
-    if unknown:
-        raise ValueError(f"guard: unknown keys {sorted(unknown)} (known: {', '.join(KEYS)})")
-    clean = {**DEFAULTS, **{k: float(v) for k, v in guard.items() if v is not None}}
-    if "max_error_ratio" not in clean and "max_p99_ratio" not in clean:
-        raise ValueError("guard: give max_error_ratio and/or max_p99_ratio")
-    if not 0 <= clean.get("max_error_ratio", 0) <= 1:
-        raise ValueError("guard: max_error_ratio must be in [0, 1]")
-    if clean.get("max_p99_ratio", 1) < 1 or clean["window_seconds"] <= 0 or clean["min_requests"] < 1:
-        raise ValueError("guard: max_p99_ratio >= 1, window_seconds > 0 and min_requests >= 1")
-    return clean
-
 
 @dataclass
 class _Window:

@@ -140,7 +140,9 @@ def test_inference_is_open_unless_keys_are_configured(settings, fake_backends, c
     from fastapi.testclient import TestClient
 
     assert client.post("/v1/models/toy:predict", json=ROW).status_code == 200
-    keyed = settings.model_copy(update={"inference_keys": SecretStr("key-one-0123456789,key-two-0123456789")})
+    keyed = settings.model_copy(
+        update={"inference_keys": [SecretStr("key-one-0123456789"), SecretStr("key-two-0123456789")]}
+    )
     with TestClient(create_app(keyed, backends=fake_backends)) as c:
         r = c.post("/v1/models/toy:predict", json=ROW)
         assert r.status_code == 401 and "API key" in r.json()["error"]

@@ -57,7 +57,7 @@ def _answers(app, keys: dict[str, str] | None = None) -> list[tuple[int, bytes, 
     return answers
 
 
-@pytest.mark.parametrize("keys", [None, {"inference_keys": SecretStr("key-0123456789abcdef")}])
+@pytest.mark.parametrize("keys", [None, {"inference_keys": [SecretStr("key-0123456789abcdef")]}])
 def test_answers_are_those_of_the_fastapi_routes(settings, fake_backends, keys):
     settings = settings.model_copy(update=keys or {})
     fast = create_app(settings, backends=fake_backends)

@@ -129,7 +129,7 @@ def test_history_is_newest_first_and_filters_by_model(store: RegistryStore) -> N
 def test_snapshot_holds_every_model_version_state_label_and_policy(store: RegistryStore) -> None:
     deploy(store, "mlp", 1)
     deploy(store, "cnn", 7, "tfserving")
-    guard = {"max_error_rate": 0.05, "min_requests": 100, "window_s": 60}
+    guard = {"max_error_ratio": 0.05, "min_requests": 100.0, "window_seconds": 60.0}
     with store.transaction(actor="admin", action="traffic", model="mlp") as tx:
         created = tx.upsert_version("mlp", 2, "torchserve", "mlp/2")
         tx.set_label("mlp", "canary", 2)

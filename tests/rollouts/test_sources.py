@@ -147,7 +147,7 @@ def fetch_client(settings, fake_backends, artifact_server, tmp_path: Path):
     allowed = tmp_path / "artifacts"
     allowed.mkdir()
     settings = settings.model_copy(
-        update={"artifact_url_prefixes": f"{artifact_server}/releases/", "artifact_dirs": str(allowed)}
+        update={"artifact_url_prefixes": [f"{artifact_server}/releases/"], "artifact_dirs": [str(allowed)]}
     )
     with TestClient(create_app(settings, backends=fake_backends)) as client:
         yield client
@@ -309,7 +309,7 @@ def test_a_host_name_that_resolves_to_a_private_address_is_refused(settings, fak
     port = server.server_address[1]
     url = f"http://artifacts.test:{port}/releases/good.tar.gz"
     try:
-        prefixes = f"http://artifacts.test:{port}/releases/"
+        prefixes = [f"http://artifacts.test:{port}/releases/"]
         with _client(settings, fake_backends, artifact_url_prefixes=prefixes) as client:
             r = client.post("/admin/models/fetched/deploy", params={"source": url}, headers=ADMIN)
             assert r.status_code == 403, r.text
@@ -324,7 +324,7 @@ def test_a_host_name_that_resolves_to_a_private_address_is_refused(settings, fak
             r = client.post("/admin/models/fetched/deploy", params={"source": url}, headers=ADMIN)
             assert r.status_code == 403 and "169.254.169.254" in r.json()["error"]
         dns.answers = ["127.0.0.1"]
-        allowed = {"artifact_url_prefixes": prefixes, "artifact_url_allowed_networks": "127.0.0.0/8"}
+        allowed = {"artifact_url_prefixes": prefixes, "artifact_url_allowed_networks": ["127.0.0.0/8"]}
         with _client(settings, fake_backends, **allowed) as client:
             r = client.post("/admin/models/fetched/deploy", params={"source": url}, headers=ADMIN)
             assert r.status_code == 200, r.text
@@ -342,8 +342,8 @@ def test_the_connection_goes_to_the_address_that_was_checked(settings, fake_back
     dns.answers = ["127.0.0.1", "127.0.0.2"]
     try:
         update = {
-            "artifact_url_prefixes": f"http://artifacts.test:{port}/releases/",
-            "artifact_url_allowed_networks": "127.0.0.1/32",
+            "artifact_url_prefixes": [f"http://artifacts.test:{port}/releases/"],
+            "artifact_url_allowed_networks": ["127.0.0.1/32"],
         }
         with _client(settings, fake_backends, **update) as client:
             source = f"http://artifacts.test:{port}/releases/good.tar.gz"
@@ -394,7 +394,7 @@ def gated_server(tmp_path: Path) -> Iterator[tuple[str, threading.Event, threadi
 def test_a_stalled_download_fails_at_the_idle_timeout(settings, fake_backends, gated_server):
     url, requested, _ = gated_server
     update = {
-        "artifact_url_prefixes": url.rsplit("/", 1)[0] + "/",
+        "artifact_url_prefixes": [url.rsplit("/", 1)[0] + "/"],
         "artifact_fetch_idle_seconds": 0.5,
         "artifact_fetch_timeout_seconds": 60.0,
     }
@@ -413,7 +413,7 @@ def test_a_download_does_not_hold_the_models_lock(settings, fake_backends, gated
     to the end."""
     url, requested, release = gated_server
     update = {
-        "artifact_url_prefixes": url.rsplit("/", 1)[0] + "/",
+        "artifact_url_prefixes": [url.rsplit("/", 1)[0] + "/"],
         "artifact_fetch_idle_seconds": 300.0,
         "artifact_fetch_timeout_seconds": 30.0,  # bounds the run of this test without the fix
     }
