@@ -15,7 +15,7 @@ from gateway.admin.auth import require_inference_key
 from gateway.backends.base import InferenceRequest, InferenceResult, Target
 from gateway.backends.tfserving.codec import DATATYPE_TO_TF_NAME as _TF_DTYPES
 from gateway.protocols.common import json_response, require_signature, routing_headers, signature_of, table_of
-from gateway.protocols.pipeline import Decoded
+from gateway.protocols.pipeline import Decoded, Encoded
 from gateway.restjson import (
     PREDICT_BODY_EXAMPLES,
     PREDICT_BODY_SCHEMA,
@@ -50,12 +50,12 @@ class PredictCodec:
     passthrough = False
     headers: Mapping[str, str] = {}
 
-    def decode(self, body: bytes, signature: Signature, max_depth: int) -> Decoded:
+    def decode(self, body: bytes, signature: Signature, max_depth: int, headers: Mapping[str, str]) -> Decoded:
         inputs, form = decode_predict_body(body, signature, max_depth)
         return Decoded(InferenceRequest(inputs=inputs, form=form, body=body))
 
-    def encode(self, decoded: Decoded, result: InferenceResult, target: Target, signature: Signature) -> bytes:
-        return result_body(result, decoded.request.form, signature)
+    def encode(self, decoded: Decoded, result: InferenceResult, target: Target, signature: Signature) -> Encoded:
+        return Encoded(result_body(result, decoded.request.form, signature))
 
 
 CODEC = PredictCodec()

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.backends.base import InferenceRequest, InferenceResult, Target
-from gateway.protocols.pipeline import Decoded
+from gateway.protocols.pipeline import Decoded, Encoded
 from gateway.restjson import (
     PREDICT_BODY_EXAMPLES,
     PREDICT_BODY_SCHEMA,
@@ -49,12 +49,12 @@ class PredictionsCodec:
     passthrough = True
     headers: Mapping[str, str] = {"X-Content-Type-Options": "nosniff"}
 
-    def decode(self, body: bytes, signature: Signature, max_depth: int) -> Decoded:
+    def decode(self, body: bytes, signature: Signature, max_depth: int, headers: Mapping[str, str]) -> Decoded:
         inputs, form = decode_predict_body(body, signature, max_depth)
         return Decoded(InferenceRequest(inputs=inputs, form=form))
 
-    def encode(self, decoded: Decoded, result: InferenceResult, target: Target, signature: Signature) -> bytes:
-        return result_body(result, decoded.request.form, signature)
+    def encode(self, decoded: Decoded, result: InferenceResult, target: Target, signature: Signature) -> Encoded:
+        return Encoded(result_body(result, decoded.request.form, signature))
 
 
 CODEC = PredictionsCodec()
