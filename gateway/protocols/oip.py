@@ -35,6 +35,22 @@ models = APIRouter(dependencies=[Depends(require_inference_key)], tags=["Open In
 
 #: The infer body, for the OpenAPI description (the routes read the raw body themselves).
 _INFER_DOC: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": oip_binary.HEADER,
+            "in": "header",
+            "required": False,
+            "description": "binary tensor data extension: the JSON header's length; the tensors' bytes follow it",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    ],
+    "responses": {
+        "200": {
+            "description": "the outputs; with binary outputs, the JSON header then their bytes",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "headers": {oip_binary.HEADER: {"description": "with binary outputs", "schema": {"type": "integer"}}},
+        }
+    },
     "requestBody": {
         "required": True,
         "content": {
@@ -50,13 +66,16 @@ _INFER_DOC: dict[str, Any] = {
                             "minItems": 1,
                             "items": {
                                 "type": "object",
-                                "required": ["name", "shape", "datatype", "data"],
+                                "required": ["name", "shape", "datatype"],
                                 "properties": {
                                     "name": {"type": "string"},
                                     "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                                     "datatype": {"type": "string", "enum": list(DATATYPES)},
                                     "data": {**TENSOR_VALUE_SCHEMA, "description": "the values, row-major (flat)"},
-                                    "parameters": {"type": "object"},
+                                    "parameters": {
+                                        "type": "object",
+                                        "description": "binary_data_size: its bytes follow the JSON header",
+                                    },
                                 },
                             },
                         },
@@ -75,9 +94,13 @@ _INFER_DOC: dict[str, Any] = {
                     "id": "42",
                     "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.1, 0.2, 0.3, 0.4]}],
                 },
-            }
+            },
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "the binary tensor data extension: a JSON header, then the binary tensors",
+            },
         },
-    }
+    },
 }
 
 
