@@ -27,6 +27,7 @@ from gateway.protocols import oip, tfserving_rest
 from gateway.protocols.common import error_response, json_response
 from gateway.protocols.fastpath import InferenceRoutes
 from gateway.protocols.instrument import InferenceMetrics
+from gateway.protocols.oip_binary import HEADER as OIP_BINARY_HEADER
 from gateway.protocols.routes import router as inference_router
 from gateway.registry.store import RegistryStore
 from gateway.registry.watch import Watcher
@@ -214,8 +215,11 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
             CORSMiddleware,
             allow_origins=origins,
             allow_methods=["GET", "POST", "PUT"],
-            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
-            expose_headers=["X-Model-Name", "X-Model-Version", "X-Model-Label", "X-Backend", "X-Request-ID"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID", OIP_BINARY_HEADER],
+            expose_headers=[
+                *("X-Model-Name", "X-Model-Version", "X-Model-Label", "X-Backend", "X-Request-ID"),
+                OIP_BINARY_HEADER,
+            ],
             max_age=600,
         )
     return app

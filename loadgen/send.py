@@ -75,10 +75,13 @@ async def send_due(
     return Sample(due=due - origin, latency=end - due, lag=max(lag, 0.0), status=status, error=error)
 
 
-async def timed_post(session: aiohttp.ClientSession, url: str, body: bytes) -> float:
-    """Milliseconds of one POST that must answer 200 (``RuntimeError`` otherwise)."""
+async def timed_post(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str] | None = None
+) -> float:
+    """Milliseconds of one POST that must answer 200 (``RuntimeError`` otherwise); ``headers``
+    replace the JSON content type."""
     start = time.perf_counter()
-    async with session.post(url, data=body, headers=JSON) as r:
+    async with session.post(url, data=body, headers=JSON if headers is None else headers) as r:
         await r.read()
         if r.status != 200:
             raise RuntimeError(f"{url} -> {r.status}")

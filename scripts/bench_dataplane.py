@@ -2,6 +2,7 @@
 
     make bench
     PYTHONPATH=.:deploy .venv/bin/python scripts/bench_dataplane.py [--requests 2000] [--seconds 10] [--concurrency 16]
+        [--only-oip]
 
 Starts the local stack on free ports (real TorchServe, the TF Serving-compatible server, the
 gateway as its own process) and runs ``loadgen.bench`` against it: latency one request at a time
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--only-oip", action="store_true", help="only cnn through OIP, JSON against binary")
     args = parser.parse_args()
     print(f"command: {' '.join(sys.argv)}\nmachine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
     with (
@@ -73,7 +75,7 @@ def main() -> None:
             gateway_pid=gateway.pid,
             start_to_ready=lambda: start_to_ready(stack),
         )
-        asyncio.run(bench.run(target, args.requests, args.seconds, args.concurrency))
+        asyncio.run(bench.run(target, args.requests, args.seconds, args.concurrency, only_oip=args.only_oip))
 
 
 if __name__ == "__main__":

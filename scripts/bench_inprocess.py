@@ -1,9 +1,11 @@
 """In-process data-plane cost: the gateway's own work per inference request, no sockets.
 
-    .venv/bin/python scripts/bench_inprocess.py [--requests 3000] [--warmup 200] [--repeats 5]
+    .venv/bin/python scripts/bench_inprocess.py [--requests 3000] [--warmup 200] [--repeats 5] [--only cnn]
 
 Builds the app around no-op backends (they answer at once), then calls it as an ASGI app, one
-request at a time, for each protocol's front door on the ``mlp`` shape (4 floats in, 3 out). What
+request at a time, for each protocol's front door on the ``mlp`` shape (4 floats in, 3 out), and
+for the Open Inference Protocol on the ``cnn`` shape (3x32x32 floats in, 10 out a row) as JSON and
+in the binary tensor data form (``--only`` keeps the routes whose name holds its text). What
 is timed is everything the gateway does for a request: routing, decode, dispatch, encode, metrics.
 Prints, per route, the mean CPU microseconds per request of the best and the median of ``--repeats``
 runs (the best run is the least disturbed by other work on the machine).
@@ -35,11 +37,35 @@ SIGNATURE = {
 ROW = json.dumps({"instances": [[0.5, -1.0, 0.25, 2.0]]}).encode()
 X = {"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [0.5, -1.0, 0.25, 2.0]}
 V2 = json.dumps({"inputs": [X]}).encode()
-CASES = [
-    ("v1 predict (TF Serving version)", "/v1/models/mlp/versions/2:predict", ROW),
-    ("v1 predict (default: TorchServe)", "/v1/models/mlp:predict", ROW),
-    ("v2 infer (TF Serving version)", "/v2/models/mlp/versions/2/infer", V2),
-    ("/predictions pass-through (TorchServe)", "/predictions/mlp/1", ROW),
+CNN = {
+    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3, 32, 32]}],
+    "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
+}
+
+
+def cnn_bodies(batch: int) -> tuple[tuple[bytes, dict[str, str]], tuple[bytes, dict[str, str]]]:
+    """A ``cnn`` request of ``batch`` images as JSON, and in the binary form (binary answer too)."""
+    x = np.random.default_rng(batch).normal(size=(batch, 3, 32, 32)).astype(np.float32)
+    tensor = {"name": "x", "datatype": "FP32", "shape": list(x.shape)}
+    as_json = json.dumps({"inputs": [{**tensor, "data": x.ravel().tolist()}]}).encode()
+    raw = x.astype("<f4").tobytes()
+    header = json.dumps({
+        "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
+        "parameters": {"binary_data_output": True},
+    }).encode()  # fmt: skip
+    return (as_json, {}), (header + raw, {"inference-header-content-length": str(len(header))})
+
+
+(CNN1_JSON, CNN1_BINARY), (CNN8_JSON, CNN8_BINARY) = cnn_bodies(1), cnn_bodies(8)
+CASES: list[tuple[str, str, tuple[bytes, dict[str, str]]]] = [
+    ("v1 predict (TF Serving version)", "/v1/models/mlp/versions/2:predict", (ROW, {})),
+    ("v1 predict (default: TorchServe)", "/v1/models/mlp:predict", (ROW, {})),
+    ("v2 infer (TF Serving version)", "/v2/models/mlp/versions/2/infer", (V2, {})),
+    ("/predictions pass-through (TorchServe)", "/predictions/mlp/1", (ROW, {})),
+    ("v2 infer cnn, 1 image, JSON", "/v2/models/cnn/versions/2/infer", CNN1_JSON),
+    ("v2 infer cnn, 1 image, binary", "/v2/models/cnn/versions/2/infer", CNN1_BINARY),
+    ("v2 infer cnn, 8 images, JSON", "/v2/models/cnn/versions/2/infer", CNN8_JSON),
+    ("v2 infer cnn, 8 images, binary", "/v2/models/cnn/versions/2/infer", CNN8_BINARY),
 ]
 
 
@@ -52,6 +78,8 @@ class NoopBackend:
         self.y = np.zeros((1, 3), dtype=np.float32)
 
     async def infer(self, target: Target, request: InferenceRequest) -> InferenceResult:
+        if target.model == "cnn":
+            return InferenceResult(outputs={"logits": np.zeros((len(request.inputs["x"]), 10), np.float32)})
         return InferenceResult(outputs={"y": self.y})
 
     async def forward(self, target: Target, body: bytes, content_type: str) -> RawResult:
@@ -73,11 +101,13 @@ class NoopBackend:
     async def close(self) -> None: ...
 
 
-async def call(app: Any, path: str, body: bytes) -> int:
+async def call(app: Any, path: str, request: tuple[bytes, dict[str, str]], answer: list[bytes] | None = None) -> int:
+    body, extra = request
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
         "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    *((k.encode(), v.encode()) for k, v in extra.items())],
         "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000),
     }  # fmt: skip
     sent = False
@@ -94,6 +124,8 @@ async def call(app: Any, path: str, body: bytes) -> int:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
+        elif answer is not None:
+            answer.append(message.get("body", b""))
 
     await app(scope, receive, send)
     return status
@@ -111,7 +143,10 @@ async def run(args: argparse.Namespace, store: Path) -> None:
         print("| route | us per request, best run | median run | runs |")
         print("|---|---|---|---|")
         for name, path, body in CASES:
-            assert await call(app, path, body) == 200, path
+            if args.only not in name:
+                continue
+            answer: list[bytes] = []
+            assert await call(app, path, body, answer) == 200, (path, b"".join(answer)[:500])
             for _ in range(args.warmup):
                 await call(app, path, body)
             runs = []
@@ -129,14 +164,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", default="", help="run the routes whose name holds this text")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store"
-        for version, kind in ((1, "torchserve"), (2, "tfserving")):
-            path = store / "mlp" / str(version)
-            path.mkdir(parents=True)
-            (path / ("mlp.mar" if kind == "torchserve" else "saved_model.pb")).write_bytes(b"")
-            (path / "signature.json").write_text(json.dumps(SIGNATURE))
+        for model, signature in (("mlp", SIGNATURE), ("cnn", CNN)):
+            for version, kind in ((1, "torchserve"), (2, "tfserving")):
+                path = store / model / str(version)
+                path.mkdir(parents=True)
+                (path / (f"{model}.mar" if kind == "torchserve" else "saved_model.pb")).write_bytes(b"")
+                (path / "signature.json").write_text(json.dumps(signature))
         (Path(tmp) / "state.yaml").write_text("models:\n  mlp:\n    labels:\n      stable: 1\n")
         asyncio.run(run(args, store))
 

@@ -35,3 +35,21 @@ def test_configured_origins_and_only_those(settings, fake_backends):
         assert r.status_code == 400 and "access-control-allow-origin" not in r.headers
         r = client.post("/v1/models/toy:predict", json=ROW, headers={"Origin": "https://evil.example.com"})
         assert "access-control-allow-origin" not in r.headers
+
+
+def test_the_binary_tensor_header_may_be_sent_and_read(settings, fake_backends):
+    settings = settings.model_copy(update={"cors_origins": ORIGIN})
+    with TestClient(create_app(settings, backends=fake_backends)) as client:
+        preflight = {**PREFLIGHT, "Access-Control-Request-Headers": "inference-header-content-length"}
+        r = client.options("/v2/models/toy/infer", headers=preflight)
+        assert (
+            r.status_code == 200
+            and "inference-header-content-length" in r.headers["access-control-allow-headers"].lower()
+        )
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}],
+                "parameters": {"binary_data_output": True}}  # fmt: skip
+        r = client.post("/v2/models/toy/infer", json=body, headers={"Origin": ORIGIN})
+        assert (
+            r.status_code == 200
+            and "inference-header-content-length" in r.headers["access-control-expose-headers"].lower()
+        )

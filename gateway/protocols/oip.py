@@ -7,7 +7,9 @@ row-major, and a datatype or shape that does not fit the version's signature is 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import version as _package_version
 from typing import Any
 
 import numpy as np
@@ -18,11 +20,13 @@ from gateway.core.errors import BadRequest
 from gateway.core.restjson import TENSOR_VALUE_SCHEMA, all_finite, dumps, may_hold_bools, parse_json, result_outputs
 from gateway.core.tensors import DATATYPES, Signature, check_shape, datatype_of, to_array, to_json_value
 from gateway.core.types import InferenceRequest, InferenceResult, Target
+from gateway.protocols import oip_binary
 from gateway.protocols.common import json_response, require_signature, routing_headers, signature_of, table_of
 from gateway.protocols.keys import require_inference_key
-from gateway.protocols.pipeline import Decoded
+from gateway.protocols.pipeline import Decoded, Encoded
 from gateway.routing.table import Resolved, parse_version
 
+_VERSION = _package_version("twin-stack-gateway")
 router = APIRouter(tags=["Open Inference Protocol (v2)"])
 #: Health routes stay open (probes carry no key); model routes need a key when keys are configured
 #: (the infer routes are in ``gateway.protocols.routes``).
@@ -31,6 +35,22 @@ models = APIRouter(dependencies=[Depends(require_inference_key)], tags=["Open In
 
 #: The infer body, for the OpenAPI description (the routes read the raw body themselves).
 _INFER_DOC: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": oip_binary.HEADER,
+            "in": "header",
+            "required": False,
+            "description": "binary tensor data extension: the JSON header's length; the tensors' bytes follow it",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    ],
+    "responses": {
+        "200": {
+            "description": "the outputs; with binary outputs, the JSON header then their bytes",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            "headers": {oip_binary.HEADER: {"description": "with binary outputs", "schema": {"type": "integer"}}},
+        }
+    },
     "requestBody": {
         "required": True,
         "content": {
@@ -46,13 +66,16 @@ _INFER_DOC: dict[str, Any] = {
                             "minItems": 1,
                             "items": {
                                 "type": "object",
-                                "required": ["name", "shape", "datatype", "data"],
+                                "required": ["name", "shape", "datatype"],
                                 "properties": {
                                     "name": {"type": "string"},
                                     "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                                     "datatype": {"type": "string", "enum": list(DATATYPES)},
                                     "data": {**TENSOR_VALUE_SCHEMA, "description": "the values, row-major (flat)"},
-                                    "parameters": {"type": "object"},
+                                    "parameters": {
+                                        "type": "object",
+                                        "description": "binary_data_size: its bytes follow the JSON header",
+                                    },
                                 },
                             },
                         },
@@ -71,9 +94,13 @@ _INFER_DOC: dict[str, Any] = {
                     "id": "42",
                     "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0.1, 0.2, 0.3, 0.4]}],
                 },
-            }
+            },
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "the binary tensor data extension: a JSON header, then the binary tensors",
+            },
         },
-    }
+    },
 }
 
 
@@ -96,11 +123,18 @@ async def ready(request: Request) -> Response:
     return json_response(body, status_code=200 if is_ready else 503)
 
 
+@router.get("/v2")
+async def server_metadata() -> Response:
+    """The server's name, version and the protocol extensions it speaks."""
+    return json_response({"name": "twin-stack-gateway", "version": _VERSION, "extensions": [oip_binary.EXTENSION]})
+
+
 def decode_infer_request(
-    payload: Any, signature: Signature, *, bools: bool = True
+    payload: Any, signature: Signature, *, bools: bool = True, binary: oip_binary.BinaryReader | None = None
 ) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
     """Decode an OIP infer body into arrays checked against ``signature``, and the output names
-    (``bools``: as for ``restjson.decode_request``)."""
+    (``bools``: as for ``restjson.decode_request``; ``binary``: the bytes after the JSON header of a
+    request in the binary tensor data form, which its inputs with a ``binary_data_size`` take)."""
     if not isinstance(payload, dict):
         raise BadRequest("body must be a JSON object with an 'inputs' list")
     items = payload.get("inputs")
@@ -128,9 +162,17 @@ def decode_infer_request(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
         ):
             raise BadRequest(f"{where}: shape must be a list of non-negative integers")
-        if "data" not in item:
+        size = oip_binary.binary_size(where, item.get("parameters"))
+        if size is not None:
+            if binary is None:
+                raise BadRequest(f"{where}: binary_data_size given but the request has no {oip_binary.HEADER} header")
+            if "data" in item:
+                raise BadRequest(f"{where}: give its values either in 'data' or as binary data, not both")
+            array = oip_binary.to_array(name, binary.take(name, size), datatype, shape)
+        elif "data" not in item:
             raise BadRequest(f"{where}: missing 'data'")
-        array = to_array(name, item["data"], datatype, bools=bools)
+        else:
+            array = to_array(name, item["data"], datatype, bools=bools)
         count = math.prod(shape)
         if array.size != count:
             raise BadRequest(f"{where}: shape {shape} needs {count} values, got {array.size}")
@@ -140,6 +182,8 @@ def decode_infer_request(
             raise BadRequest(f"{where}: shape {shape} is not a valid tensor shape ({exc})") from None
         check_shape(spec, array)
         inputs[name] = array
+    if binary is not None:
+        binary.finish()
     for spec in signature.inputs:
         if spec.name not in inputs:
             raise BadRequest(f"missing input '{spec.name}'")
@@ -154,23 +198,50 @@ def decode_infer_request(
     return inputs, names
 
 
-def encode_outputs(outputs: dict[str, np.ndarray], names: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Output arrays as OIP output tensors, flat row-major data."""
-    selected = names or tuple(outputs)
-    return [
-        {
-            "name": name,
-            "datatype": datatype_of(outputs[name]),
-            "shape": list(outputs[name].shape),
-            "data": to_json_value(outputs[name].reshape(-1)),
-        }
-        for name in selected
-        if name in outputs
-    ]
+def encode_outputs(
+    outputs: dict[str, np.ndarray], names: tuple[str, ...], binary: Collection[str] = ()
+) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """Output arrays as OIP output tensors, flat row-major data; those in ``binary`` carry only their
+    ``binary_data_size``, and their bytes (``oip_binary.to_bytes``) come second, in order."""
+    tensors: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for name in names or tuple(outputs):
+        if name not in outputs:
+            continue
+        array = outputs[name]
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype_of(array), "shape": list(array.shape)}
+        if name in binary:
+            chunks.append(oip_binary.to_bytes(array))
+            tensor["parameters"] = {"binary_data_size": len(chunks[-1])}
+        else:
+            tensor["data"] = to_json_value(array.reshape(-1))
+        tensors.append(tensor)
+    return tensors, chunks
+
+
+@dataclass(slots=True)
+class InferDecoded(Decoded):
+    """An OIP request: also which outputs the caller wants as binary data (``binary_data`` per
+    output, else the request's ``binary_data_output``)."""
+
+    binary_outputs: Mapping[str, bool] = field(default_factory=dict)
+    binary_default: bool = False
+
+
+def _binary_outputs(payload: dict[str, Any]) -> tuple[dict[str, bool], bool]:
+    default = oip_binary.wants_binary("request", payload.get("parameters"), "binary_data_output")
+    chosen: dict[str, bool] = {}
+    for wanted in payload.get("outputs") or []:
+        where = f"output '{wanted['name']}'"
+        choice = oip_binary.wants_binary(where, wanted.get("parameters"), "binary_data")
+        if choice is not None:
+            chosen[wanted["name"]] = choice
+    return chosen, bool(default)
 
 
 class InferCodec:
-    """OIP infer: typed tensors in, typed tensors out; the caller's ``id`` is echoed."""
+    """OIP infer: typed tensors in, typed tensors out; the caller's ``id`` is echoed. Tensors may
+    come and go as JSON or in the binary tensor data form (``oip_binary``), mixed in one request."""
 
     protocol = "oip"
     tag = "Open Inference Protocol (v2)"
@@ -178,25 +249,38 @@ class InferCodec:
     passthrough = False
     headers: Mapping[str, str] = {}
 
-    def decode(self, body: bytes, signature: Signature, max_depth: int) -> Decoded:
+    def decode(self, body: bytes, signature: Signature, max_depth: int, headers: Mapping[str, str]) -> Decoded:
+        length = oip_binary.header_length(headers, len(body))
+        binary = None
+        if length is not None:
+            binary = oip_binary.BinaryReader(memoryview(body)[length:])
+            body = body[:length]
         payload = parse_json(body, max_depth)
-        inputs, names = decode_infer_request(payload, signature, bools=may_hold_bools(body))
+        inputs, names = decode_infer_request(payload, signature, bools=may_hold_bools(body), binary=binary)
+        chosen, default = _binary_outputs(payload)
         request_id = payload.get("id")
-        return Decoded(
+        return InferDecoded(
             InferenceRequest(inputs=inputs, form="column", output_filter=names),
             request_id if isinstance(request_id, str) else None,
+            chosen,
+            default,
         )
 
-    def encode(self, decoded: Decoded, result: InferenceResult, target: Target, signature: Signature) -> bytes:
+    def encode(self, decoded: Decoded, result: InferenceResult, target: Target, signature: Signature) -> Encoded:
         outputs = result_outputs(result, signature)
-        answer: dict[str, Any] = {
-            "model_name": target.model,
-            "model_version": str(target.version),
-            "outputs": encode_outputs(outputs, decoded.request.output_filter),
-        }
+        chosen, default = (
+            (decoded.binary_outputs, decoded.binary_default) if isinstance(decoded, InferDecoded) else ({}, False)
+        )
+        binary = {name for name in outputs if chosen.get(name, default)}
+        tensors, chunks = encode_outputs(outputs, decoded.request.output_filter, binary)
+        answer: dict[str, Any] = {"model_name": target.model, "model_version": str(target.version), "outputs": tensors}
         if decoded.request_id is not None:
             answer["id"] = decoded.request_id
-        return dumps(answer, finite=all_finite(outputs.values()))
+        header = dumps(answer, finite=all_finite(a for name, a in outputs.items() if name not in binary))
+        if not chunks:
+            return Encoded(header)
+        headers = {oip_binary.HEADER: str(len(header))}
+        return Encoded(b"".join([header, *chunks]), oip_binary.MEDIA_TYPE, headers)
 
 
 CODEC = InferCodec()

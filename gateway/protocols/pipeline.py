@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from fastapi import Request, Response
@@ -61,6 +61,15 @@ class Decoded:
     request_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """What a codec wrote: the answer's body, its content type, and headers of its own."""
+
+    body: bytes
+    media_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 class Codec(Protocol):
     """One protocol's translation between its bytes and the internal request and result."""
 
@@ -74,12 +83,13 @@ class Codec(Protocol):
     #: Headers every answer of this protocol carries, beside the routing headers.
     headers: Mapping[str, str]
 
-    def decode(self, body: bytes, signature: Signature, max_depth: int) -> Decoded:
-        """The body as an internal request checked against ``signature`` (a 400 names what is wrong)."""
+    def decode(self, body: bytes, signature: Signature, max_depth: int, headers: Mapping[str, str]) -> Decoded:
+        """The body as an internal request checked against ``signature`` (a 400 names what is wrong);
+        ``headers`` are the request's (lower-case names), for a framing a header describes."""
         ...
 
-    def encode(self, decoded: Decoded, result: InferenceResult, target: Target, signature: Signature) -> bytes:
-        """The answer's JSON body."""
+    def encode(self, decoded: Decoded, result: InferenceResult, target: Target, signature: Signature) -> Encoded:
+        """The answer's body, content type and own headers."""
         ...
 
 
@@ -113,11 +123,11 @@ async def serve(request: Request, codec: Codec, params: Mapping[str, str]) -> Re
         return Response(raw.body, status_code=raw.status, media_type=raw.content_type, headers=headers)
     signature = require_signature(target, await signature_of(target))
     depth = settings_of(request).max_json_depth
-    decoded = await decode_bounded(request, len(body), lambda: codec.decode(body, signature, depth))
+    decoded = await decode_bounded(request, len(body), lambda: codec.decode(body, signature, depth, request.headers))
     result = await dispatch(request, codec, resolved, decoded.request)
     assert isinstance(result, InferenceResult)  # an InferenceRequest is answered by infer()
-    content = codec.encode(decoded, result, target, signature)
-    return Response(content, media_type="application/json", headers=headers)
+    encoded = codec.encode(decoded, result, target, signature)
+    return Response(encoded.body, media_type=encoded.media_type, headers={**headers, **encoded.headers})
 
 
 async def timed(request: Request, backend: str, call: Callable[[], Awaitable[T]]) -> T:
@@ -181,9 +191,9 @@ async def _shadow_copy(
     signature = await signature_of(target)
     if signature is None:
         return None
-    body, depth = call.body, settings_of(request).max_json_depth
+    body, depth, headers = call.body, settings_of(request).max_json_depth, request.headers
     try:
-        decoded = await decode_bounded(request, len(body), lambda: codec.decode(body, signature, depth))
+        decoded = await decode_bounded(request, len(body), lambda: codec.decode(body, signature, depth, headers))
     except GatewayError as exc:
         log.debug("no shadow copy of %s v%d: %s", target.model, target.version, exc.message)
         return None

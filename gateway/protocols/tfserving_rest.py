@@ -22,7 +22,7 @@ from gateway.core.tensors import Signature
 from gateway.core.types import InferenceRequest, InferenceResult, Target
 from gateway.protocols.common import json_response, require_signature, routing_headers, signature_of, table_of
 from gateway.protocols.keys import require_inference_key
-from gateway.protocols.pipeline import Decoded
+from gateway.protocols.pipeline import Decoded, Encoded
 from gateway.routing.table import Resolved, parse_version
 
 #: The status and metadata routes; the predict routes are in ``gateway.protocols.routes``.
@@ -50,12 +50,12 @@ class PredictCodec:
     passthrough = False
     headers: Mapping[str, str] = {}
 
-    def decode(self, body: bytes, signature: Signature, max_depth: int) -> Decoded:
+    def decode(self, body: bytes, signature: Signature, max_depth: int, headers: Mapping[str, str]) -> Decoded:
         inputs, form = decode_predict_body(body, signature, max_depth)
         return Decoded(InferenceRequest(inputs=inputs, form=form, body=body))
 
-    def encode(self, decoded: Decoded, result: InferenceResult, target: Target, signature: Signature) -> bytes:
-        return result_body(result, decoded.request.form, signature)
+    def encode(self, decoded: Decoded, result: InferenceResult, target: Target, signature: Signature) -> Encoded:
+        return Encoded(result_body(result, decoded.request.form, signature))
 
 
 CODEC = PredictCodec()

@@ -19,7 +19,7 @@ from gateway.core.restjson import (
 )
 from gateway.core.tensors import Signature
 from gateway.core.types import InferenceRequest, InferenceResult, Target
-from gateway.protocols.pipeline import Decoded
+from gateway.protocols.pipeline import Decoded, Encoded
 
 #: The body and answer, for the OpenAPI description (the routes read the raw body themselves).
 _PREDICTIONS_DOC: dict[str, Any] = {
@@ -49,12 +49,12 @@ class PredictionsCodec:
     passthrough = True
     headers: Mapping[str, str] = {"X-Content-Type-Options": "nosniff"}
 
-    def decode(self, body: bytes, signature: Signature, max_depth: int) -> Decoded:
+    def decode(self, body: bytes, signature: Signature, max_depth: int, headers: Mapping[str, str]) -> Decoded:
         inputs, form = decode_predict_body(body, signature, max_depth)
         return Decoded(InferenceRequest(inputs=inputs, form=form))
 
-    def encode(self, decoded: Decoded, result: InferenceResult, target: Target, signature: Signature) -> bytes:
-        return result_body(result, decoded.request.form, signature)
+    def encode(self, decoded: Decoded, result: InferenceResult, target: Target, signature: Signature) -> Encoded:
+        return Encoded(result_body(result, decoded.request.form, signature))
 
 
 CODEC = PredictionsCodec()
