@@ -16,8 +16,6 @@ import contextvars
 from collections.abc import Callable
 from typing import TypeVar
 
-from fastapi import Request
-
 from gateway.errors import Overloaded
 
 T = TypeVar("T")
@@ -51,9 +49,3 @@ class DecodeSlots:
 
     def _release(self, _: object) -> None:
         self.active -= 1
-
-
-async def decode_bounded(request: Request, size: int, decode: Callable[[], T]) -> T:
-    """Run a protocol's decode of a ``size``-byte body under the app's DecodeSlots."""
-    slots: DecodeSlots = request.app.state.decode_slots
-    return await slots.run(size, decode)
