@@ -24,6 +24,7 @@ from gateway.backends.base import (
     Target,
     VersionStatus,
 )
+from gateway.backends.deadline import within
 from gateway.backends.kinds import Kind
 from gateway.backends.resilience import RetryBudget
 from gateway.backends.scrub import scrub
@@ -182,7 +183,7 @@ class TFServingBackend:
         self.retries.earn()
         for attempt in (1, 2):
             try:
-                return await self._calls[method](request, timeout=deadline or self.timeout)
+                return await self._calls[method](request, timeout=within(deadline or self.timeout))
             except grpc.aio.AioRpcError as exc:
                 # UNAVAILABLE from a channel that could not connect: the call never started, so
                 # one retry is safe, within the budget (a new connection attempt).
