@@ -254,3 +254,22 @@ def test_get_model_status(channel, fake_backends):
     request.model_spec.name = "nope"
     error = error_of(lambda: unary(channel, STATUS, request, pb.GetModelStatusResponse))
     assert (error.code(), error.details()) == (grpc.StatusCode.NOT_FOUND, "model 'nope' not found")
+
+
+def test_the_client_deadline_bounds_the_backend_call(channel, fake_backends, monkeypatch):
+    import asyncio
+
+    from gateway.backends.deadline import within
+
+    given: list[float] = []
+
+    async def slow(target, request):
+        given.append(within(30.0))  # what an adapter would give its backend call
+        await asyncio.sleep(2.0)
+        raise AssertionError("the client gave up long ago")
+
+    monkeypatch.setattr(fake_backends["tfserving"], "infer", slow)
+    error = error_of(lambda: predict(channel, predict_request(version=2), timeout=0.5))
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    wait_until(lambda: given, "the backend called")
+    assert 0 < given[0] <= 0.5
