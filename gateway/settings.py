@@ -30,7 +30,7 @@ class Settings(BaseSettings):
         8000, ge=0, le=65535, description="Port of inference, admin and (unless metrics_port is set) /metrics."
     )
     grpc_port: int | None = Field(
-        8001,
+        8002,
         ge=0,
         le=65535,
         description="Port of the gRPC front doors (TF Serving's PredictionService and ModelService, the Open "
