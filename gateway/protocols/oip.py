@@ -21,6 +21,7 @@ from gateway.protocols.common import json_response, require_signature, routing_h
 from gateway.protocols.pipeline import Decoded
 from gateway.restjson import TENSOR_VALUE_SCHEMA, all_finite, dumps, may_hold_bools, parse_json, result_outputs
 from gateway.routing.table import Resolved, parse_version
+from gateway.services import services_of
 from gateway.tensors import DATATYPES, Signature, check_shape, datatype_of, to_array, to_json_value
 
 router = APIRouter(tags=["Open Inference Protocol (v2)"])
@@ -91,7 +92,7 @@ async def ready(request: Request) -> Response:
     circuit does not make the gateway unready, since its other backend's models still answer.
     """
     is_ready = bool(getattr(request.app.state, "ready", False))
-    guards = getattr(request.app.state, "backend_guards", {})
+    guards = services_of(request).backend_guards
     body = {"ready": is_ready, "backends": {kind: guard.state for kind, guard in sorted(guards.items())}}
     return json_response(body, status_code=200 if is_ready else 503)
 
