@@ -10,6 +10,7 @@ status codes with the REST message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -78,7 +79,7 @@ async def run(
     inflight = metrics.INFLIGHT.labels(protocol)
     if measured:
         inflight.inc()
-    start = time.perf_counter()
+    start, start_monotonic = time.perf_counter(), time.monotonic()
     code = 200
     try:
         services.inference_keys.check_headers(call.headers)
@@ -88,6 +89,10 @@ async def run(
         call.state.error = type(exc).__name__
         await context.abort(status_code(exc), _message(protocol, exc))
         raise AssertionError("abort raises") from None
+    except asyncio.CancelledError:  # the client went away, or its deadline passed
+        late = remaining is not None and time.monotonic() >= start_monotonic + remaining
+        code, call.state.error = (504, "DeadlineExceeded") if late else (499, "Cancelled")
+        raise
     except Exception:
         code = 500
         call.state.error = "InternalError"

@@ -273,3 +273,22 @@ def test_the_client_deadline_bounds_the_backend_call(channel, fake_backends, mon
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     wait_until(lambda: given, "the backend called")
     assert 0 < given[0] <= 0.5
+
+
+def test_a_call_past_its_deadline_counts_as_504(channel, fake_backends, monkeypatch):
+    import asyncio
+
+    async def slow(target, request):
+        await asyncio.sleep(1.0)
+        raise AssertionError("cancelled before this")
+
+    monkeypatch.setattr(fake_backends["tfserving"], "infer", slow)
+
+    def count() -> float:
+        labels = {"model": "toy", "version": "2", "backend": "tfserving", "protocol": "tfserving_grpc", "code": "504"}
+        return metrics.REGISTRY.get_sample_value("gateway_requests_total", labels) or 0.0
+
+    before = count()
+    error = error_of(lambda: predict(channel, predict_request(version=2), timeout=0.2))
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    wait_until(lambda: count() == before + 1, "the late call counted as 504", timeout=5)
