@@ -265,21 +265,21 @@ def test_the_client_deadline_bounds_the_backend_call(channel, fake_backends, mon
 
     async def slow(target, request):
         given.append(within(30.0))  # what an adapter would give its backend call
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(3.0)
         raise AssertionError("the client gave up long ago")
 
     monkeypatch.setattr(fake_backends["tfserving"], "infer", slow)
-    error = error_of(lambda: predict(channel, predict_request(version=2), timeout=0.5))
+    error = error_of(lambda: predict(channel, predict_request(version=2), timeout=1.0))
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     wait_until(lambda: given, "the backend called")
-    assert 0 < given[0] <= 0.5
+    assert 0 < given[0] <= 1.0
 
 
 def test_a_call_past_its_deadline_counts_as_504(channel, fake_backends, monkeypatch):
     import asyncio
 
     async def slow(target, request):
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(3.0)
         raise AssertionError("cancelled before this")
 
     monkeypatch.setattr(fake_backends["tfserving"], "infer", slow)
@@ -289,6 +289,6 @@ def test_a_call_past_its_deadline_counts_as_504(channel, fake_backends, monkeypa
         return metrics.REGISTRY.get_sample_value("gateway_requests_total", labels) or 0.0
 
     before = count()
-    error = error_of(lambda: predict(channel, predict_request(version=2), timeout=0.2))
+    error = error_of(lambda: predict(channel, predict_request(version=2), timeout=0.6))
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     wait_until(lambda: count() == before + 1, "the late call counted as 504", timeout=5)
