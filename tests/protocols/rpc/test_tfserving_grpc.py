@@ -272,7 +272,8 @@ def test_the_client_deadline_bounds_the_backend_call(channel, fake_backends, mon
     error = error_of(lambda: predict(channel, predict_request(version=2), timeout=1.0))
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     wait_until(lambda: given, "the backend called")
-    assert 0 < given[0] <= 1.0
+    # The client's 1 s, as gRPC carries it (its timeout header rounds), not the adapter's 30 s.
+    assert 0 < given[0] < 1.5
 
 
 def test_a_call_past_its_deadline_counts_as_504(channel, fake_backends, monkeypatch):
