@@ -20,6 +20,7 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
+from gateway.backends.deadline import DEADLINE, within
 from gateway.backends.resilience import RetryBudget
 from gateway.backends.scrub import scrub
 from gateway.backends.startup import write_if_changed
@@ -198,7 +199,13 @@ class TorchServeBackend:
         self.retries.earn()
         for attempt in (1, 2):
             try:
-                async with self.session.post(url, data=body, headers={"Content-Type": content_type}) as resp:
+                timeout = self._timeout
+                if DEADLINE.get() is not None:  # a gRPC caller's deadline bounds the call too
+                    timeout = aiohttp.ClientTimeout(
+                        total=within(timeout.total or 30.0), sock_connect=timeout.sock_connect
+                    )
+                headers = {"Content-Type": content_type}
+                async with self.session.post(url, data=body, headers=headers, timeout=timeout) as resp:
                     data = await resp.read()
                     return resp.status, data, resp.headers.get("Content-Type", "application/json")
             except aiohttp.ClientConnectorError as exc:
