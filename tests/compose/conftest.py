@@ -75,11 +75,12 @@ def ensure_models() -> None:
 class ComposeStack:
     """``docker-compose`` for the test project, and what the tests ask of the running stack."""
 
-    def __init__(self, docker: str, workdir: Path, seed: Path, port: int) -> None:
+    def __init__(self, docker: str, workdir: Path, seed: Path, port: int, grpc_port: int) -> None:
         self.docker = docker
         self.workdir = workdir
         self.seed = seed
         self.port = port
+        self.grpc_port = grpc_port
         self.gateway_url = f"http://127.0.0.1:{port}"
         self.env = {
             **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "DOCKER_HOST")},
@@ -89,6 +90,7 @@ class ComposeStack:
             "POSTGRES_PASSWORD": "unused-in-the-compose-tests",
             "MODEL_STORE_SEED": str(seed),
             "COMPOSE_TEST_GATEWAY_PORT": str(port),
+            "COMPOSE_TEST_GATEWAY_GRPC_PORT": str(grpc_port),
             "COMPOSE_TEST_GATEWAY_IMAGE": built.GATEWAY,
             "COMPOSE_TEST_TORCHSERVE_IMAGE": built.TORCHSERVE,
             "COMPOSE_TEST_TFSERVING_IMAGE": built.TFSERVING,
@@ -172,7 +174,7 @@ def compose_stack() -> Iterator[ComposeStack]:
                 shutil.copytree(version_dir, seed / name)
         for path in [workdir, *seed.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-        stack = ComposeStack(engine.cli, workdir, seed, free_port())
+        stack = ComposeStack(engine.cli, workdir, seed, free_port(), free_port())
         stack.up()
         yield stack
     finally:

@@ -119,6 +119,39 @@ def test_inference_on_both_stacks(gateway):
     np.testing.assert_allclose(r.json()["outputs"][0]["data"], expected("mlp", 1)[0], atol=1e-5)
 
 
+def test_grpc_doors_on_both_stacks(compose_stack):
+    """The published gRPC port answers an unchanged TF Serving client and the Triton gRPC client,
+    on a TorchServe and a TF Serving version, through the project's compose files."""
+    import grpc
+    import tensorflow as tf
+    import tritonclient.grpc as triton
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    target = f"127.0.0.1:{compose_stack.grpc_port}"
+    x = np.array(sample("mlp")["instances"], dtype=np.float32)
+    with grpc.insecure_channel(target) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for version in (1, 2):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "mlp"
+            request.model_spec.version.value = version
+            request.inputs["x"].CopyFrom(tf.make_tensor_proto(x))
+            response = stub.Predict(request, timeout=60)
+            got = tf.make_ndarray(response.outputs["probabilities"])
+            np.testing.assert_allclose(got, expected("mlp", version), atol=1e-5)
+            assert response.model_spec.version.value == version
+    client = triton.InferenceServerClient(target)
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        for version in ("1", "2"):
+            tensor = triton.InferInput("x", list(x.shape), "FP32")
+            tensor.set_data_from_numpy(x)
+            result = client.infer("mlp", [tensor], model_version=version, client_timeout=60)
+            np.testing.assert_allclose(result.as_numpy("probabilities"), expected("mlp", int(version)), atol=1e-5)
+    finally:
+        client.close()
+
+
 def test_the_seeded_store_lacks_what_the_tests_deploy(gateway):
     for name in DEPLOYED_LATER:
         model, version = name.split("/")
@@ -211,7 +244,10 @@ def test_backend_ports_are_published_nowhere_and_the_gateway_only_on_loopback(co
     settings = compose_stack.inspect("gateway")["NetworkSettings"]
     assert set(settings["Networks"]) == {INTERNAL, EDGE}
     published = [b for bindings in settings["Ports"].values() if bindings for b in bindings]
-    assert published == [{"HostIp": "127.0.0.1", "HostPort": str(compose_stack.port)}]
+    assert sorted(published, key=lambda b: b["HostPort"]) == sorted(
+        [{"HostIp": "127.0.0.1", "HostPort": str(p)} for p in (compose_stack.port, compose_stack.grpc_port)],
+        key=lambda b: b["HostPort"],
+    )
     internal, edge = (compose_stack.docker_json("network", "inspect", name)[0] for name in (INTERNAL, EDGE))
     assert (internal["Internal"], edge["Internal"]) == (True, False)
 

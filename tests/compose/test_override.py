@@ -15,6 +15,7 @@ ENV = {
     "COMPOSE_TEST_TORCHSERVE_IMAGE": "ts:test",
     "COMPOSE_TEST_TFSERVING_IMAGE": "tf:test",
     "COMPOSE_TEST_GATEWAY_PORT": "18000",
+    "COMPOSE_TEST_GATEWAY_GRPC_PORT": "18002",
 }
 RUNNING = ("model-init", "torchserve", "tfserving", "gateway")
 
@@ -48,7 +49,8 @@ def test_only_the_gateway_is_published_and_only_on_loopback():
     published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
     assert published == {
         "gateway": [
-            {"mode": "ingress", "host_ip": "127.0.0.1", "target": 8000, "published": "18000", "protocol": "tcp"}
+            {"mode": "ingress", "host_ip": "127.0.0.1", "target": 8000, "published": "18000", "protocol": "tcp"},
+            {"mode": "ingress", "host_ip": "127.0.0.1", "target": 8002, "published": "18002", "protocol": "tcp"},
         ]
     }
     assert config["networks"]["backend"]["internal"] is True
