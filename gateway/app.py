@@ -16,6 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from gateway import metrics
 from gateway.admin import routes as admin_routes
 from gateway.admin.gate import AdminGate
+from gateway.artifacts import open_store
 from gateway.backends.resilience import BackendGuard
 from gateway.backends.tfserving.client import TFServingBackend
 from gateway.backends.torchserve import TorchServeBackend
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
     registry = RegistryStore(settings.database_url)
     shadow = ShadowRunner(settings.shadow_max_inflight, settings.smoke_tolerance)
     rollouts = RolloutService(settings, registry, router, adapters, shadow)
-    deployer = Deployer(rollouts)
+    deployer = Deployer(rollouts, open_store(settings))
 
     async def follow(revision: int) -> None:
         if revision <= router.revision:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.core.errors import NotFound
 from gateway.core.names import require_model_name
+from gateway.registry import ReplicaRecord
 from gateway.rollouts.service import RolloutService
 
 
@@ -45,7 +47,30 @@ async def status_view(service: RolloutService, model: str | None = None) -> dict
                 "stable_history": list(p.stable_history),
             }
         )
-    return {"revision": snapshot.revision, "models": models}
+    view: dict[str, Any] = {"revision": snapshot.revision, "models": models}
+    replicas = await service.read(service.registry.replicas)
+    if replicas:  # backend replicas with agents (issue 15): shown once any has registered
+        view["replicas"] = [replica_view(r, model) for r in replicas]
+    return view
+
+
+def replica_view(replica: ReplicaRecord, model: str | None = None) -> dict[str, Any]:
+    """One backend replica with its per-version states (``model``'s only, if given)."""
+    now = datetime.now(UTC)
+    return {
+        "replica": replica.replica_id,
+        "stack": replica.stack,
+        "address": replica.address,
+        "host": replica.host,
+        "heartbeat_age_seconds": round((now - replica.heartbeat_at).total_seconds(), 1),
+        "versions": [
+            {"model": v.model, "version": v.version, "state": v.state}
+            | ({"error": v.error} if v.error else {})
+            | {"updated_at": v.updated_at.isoformat()}
+            for v in replica.versions
+            if model is None or v.model == model
+        ],
+    }
 
 
 async def history_view(service: RolloutService, model: str | None, limit: int) -> list[dict[str, Any]]:
