@@ -68,12 +68,9 @@ class LocalArtifactStore:
             return stored, False
         final = self._dir(model, version)
         try:
-            if final.resolve() != directory.resolve():
-                if final.exists():  # files placed without a manifest (an older store): same or refused
-                    check_same(manifest_of(model, version, final), new, where)
-                else:
-                    with staging(final) as tmp:
-                        shutil.copytree(directory, tmp, symlinks=True)
+            if final.resolve() != directory.resolve() and not self._copy(directory, final):
+                # Already there: placed by a concurrent put, or by an older store without manifests.
+                check_same(manifest_of(model, version, final), new, where)
             _create(self._manifest_path(model, version), new.to_json())
         except FileExistsError:  # another writer recorded it first
             stored = self._read_manifest(model, version)
@@ -83,6 +80,20 @@ class LocalArtifactStore:
         except OSError as exc:
             raise ArtifactError(f"{where}: cannot store it: {exc}") from exc
         return new, True
+
+    @staticmethod
+    def _copy(directory: Path, final: Path) -> bool:
+        """Copy ``directory`` to ``final`` atomically; False if ``final`` exists (nothing copied)."""
+        if final.exists():
+            return False
+        try:
+            with staging(final) as tmp:
+                shutil.copytree(directory, tmp, symlinks=True)
+        except OSError:
+            if final.exists():  # another writer renamed its copy into place first
+                return False
+            raise
+        return True
 
     def _fetch(self, model: str, version: int, into: Path) -> Manifest:
         where = f"{model} v{version} in {self.description}"
