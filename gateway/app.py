@@ -32,6 +32,7 @@ from gateway.protocols.routes import router as inference_router
 from gateway.registry.store import RegistryStore
 from gateway.registry.watch import Watcher
 from gateway.requestid import RequestIdMiddleware
+from gateway.rollouts.backfill import backfill
 from gateway.rollouts.deploy import Deployer
 from gateway.rollouts.probe import probe_backends
 from gateway.rollouts.service import RolloutService
@@ -79,7 +80,8 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
     registry = RegistryStore(settings.database_url)
     shadow = ShadowRunner(settings.shadow_max_inflight, settings.smoke_tolerance)
     rollouts = RolloutService(settings, registry, router, adapters, shadow)
-    deployer = Deployer(rollouts, open_store(settings))
+    artifacts = open_store(settings)
+    deployer = Deployer(rollouts, artifacts)
 
     async def follow(revision: int) -> None:
         if revision <= router.revision:
@@ -110,6 +112,8 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
         watcher = Watcher(registry, on_change, poll_interval=settings.registry_poll_seconds)
         watcher.start()
         probe = asyncio.create_task(probe_backends(router, deployer.restore, settings.backend_probe_seconds))
+        # Issue 15: versions the artifact store lacks (adopted ones) are stored for the replicas' agents.
+        storing = asyncio.create_task(backfill(rollouts, artifacts))
         metrics_server = None
         if settings.metrics_port is not None:  # a thread of this process, so it sees the same registry
             metrics_server, _ = start_http_server(settings.metrics_port, settings.host, metrics.REGISTRY)
@@ -120,6 +124,7 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
         finally:
             app.state.ready = False
             probe.cancel()
+            storing.cancel()
             if metrics_server is not None:
                 await asyncio.to_thread(metrics_server.shutdown)
                 metrics_server.server_close()

@@ -68,6 +68,7 @@ class Agent:
         self._reports: dict[Key, tuple[str, str]] = {}
         self._unsent: dict[Key, tuple[str, str] | None] = {}  # reports not yet written (None: forget)
         self._registered = False
+        self._migrated = False
         self._outage = False
         self._wake = asyncio.Event()
 
@@ -90,7 +91,10 @@ class Agent:
         try:
             while not stop.is_set():
                 self._wake.clear()
-                await self.converge()
+                try:
+                    await self.converge()
+                except Exception:  # a bug or a surprise: keep the replica as it is, try again
+                    log.exception("converging failed; trying again in %g s", self.config.poll_seconds)
                 waits = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
                 await asyncio.wait(waits, timeout=self.config.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
                 for task in waits:
@@ -264,6 +268,9 @@ class Agent:
 
     async def _register(self) -> None:
         c = self.config
+        if not self._migrated:  # here, not at start: an agent must start while the registry is down
+            await asyncio.to_thread(self.registry.migrate)
+            self._migrated = True
         await asyncio.to_thread(self.registry.register_replica, c.replica_id, c.stack, c.address, c.host)
         self._registered = True
         log.info("registered replica %s (%s at %s on %s)", c.replica_id, c.stack, c.address, c.host)

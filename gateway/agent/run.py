@@ -46,7 +46,6 @@ async def run_agent(config: AgentConfig, settings: Settings, management_url: str
     """Run one agent until SIGTERM or SIGINT."""
     config.model_dir.mkdir(parents=True, exist_ok=True)
     registry = RegistryStore(settings.database_url)
-    await asyncio.to_thread(registry.migrate)
     backend = make_backend(config.stack, management_url, config.address, config.model_dir, settings)
     await backend.start()
     stop = asyncio.Event()

@@ -3,6 +3,8 @@ shows the backend replicas once any has registered."""
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
@@ -41,7 +43,7 @@ async def test_a_version_stored_with_other_content_fails_the_deploy_before_routi
     settings,
     fake_backends,
     tmp_path,
-    moto_endpoint,
+    moto_endpoint,  # noqa: F811
     s3_bucket,  # noqa: F811
 ):
     other = tmp_path / "other"
@@ -81,3 +83,26 @@ def test_status_shows_replicas_and_their_version_states_once_any_registered(sett
         ("toy", 1, "ready", None),
         ("toy", 3, "failed", "torchserve register toy v3: bad archive"),
     ]
+
+
+async def test_versions_adopted_at_start_are_stored_for_the_replicas(settings, fake_backends, moto_endpoint, s3_bucket):  # noqa: F811
+    s3 = settings.model_copy(
+        update={"artifact_store": "s3", "artifact_s3_bucket": s3_bucket, "artifact_s3_endpoint": moto_endpoint}
+    )
+    store = S3ArtifactStore(s3_bucket, endpoint=moto_endpoint)
+    with TestClient(create_app(s3, fake_backends)) as client:
+        versions = {(m["model"], v["version"]) for m in client.get("/admin/models", headers=ADMIN).json()["models"]
+                    for v in m["versions"]}  # fmt: skip
+        assert ("toy", 1) in versions
+
+        async def all_stored() -> bool:
+            return all([await store.manifest(m, v) is not None for m, v in versions])
+
+        for _ in range(100):
+            if await all_stored():
+                break
+            await asyncio.sleep(0.1)
+    for model, version in versions:
+        assert await store.manifest(model, version) == manifest_of(
+            model, version, settings.model_store / model / str(version)
+        )
