@@ -120,6 +120,8 @@ class Agent:
                 self._registry_back()
             except RegistryUnavailable as exc:
                 self._registry_down(exc)
+            except Exception:  # never let the heartbeat stop for good
+                log.exception("heartbeat failed; trying again in %g s", self.config.heartbeat_seconds)
 
     async def converge(self) -> None:
         """One pass: read the desired versions, unload what is not wanted, load what is missing."""

@@ -98,9 +98,13 @@ class LocalArtifactStore:
     def _fetch(self, model: str, version: int, into: Path) -> Manifest:
         where = f"{model} v{version} in {self.description}"
         manifest = self._read_manifest(model, version)
-        if manifest is None:
-            raise ArtifactMissing(f"{where}: not stored")
         source = self._dir(model, version)
+        if manifest is None:
+            if not source.is_dir():
+                raise ArtifactMissing(f"{where}: not stored")
+            # A version placed before manifests were kept (adopted from the model store): its files
+            # are what the gateway serves, so they are taken as they are, and checked while copied.
+            manifest = manifest_of(model, version, source)
         try:
             with staging(into) as tmp:
                 for entry in manifest.files:

@@ -3,15 +3,18 @@
 A deploy stores the version it accepts; versions that reached the registry another way (adopted
 from the model store into an empty registry, or deployed before an artifact store was configured)
 are put into the store once, from the model store, in the background after start-up, so that the
-backend replicas' agents can fetch every version the registry wants on them.
+backend replicas' agents can fetch every version the registry wants on them. With the default
+artifact store, the model store itself, there is nothing to copy and nothing is written: the local
+store computes such a version's manifest when an agent first fetches it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
-from gateway.artifacts import ArtifactError, ArtifactStore
+from gateway.artifacts import ArtifactError, ArtifactStore, LocalArtifactStore
 from gateway.core.errors import GatewayError
 from gateway.registry.records import Snapshot
 from gateway.rollouts.service import RolloutService
@@ -23,6 +26,8 @@ async def store_available(snapshot: Snapshot, model_store: Path, artifacts: Arti
     """Put each available version whose directory is in ``model_store`` and which ``artifacts``
     does not hold yet; return what was stored. Failures are logged (a version stored with other
     content already stays as stored); concurrent gateway replicas doing the same is harmless."""
+    if isinstance(artifacts, LocalArtifactStore) and await asyncio.to_thread(_same, artifacts.root, model_store):
+        return []  # the default: the model store is the artifact store, its versions are there already
     stored: list[tuple[str, int]] = []
     for name, record in sorted(snapshot.models.items()):
         for version, entry in sorted(record.versions.items()):
@@ -51,3 +56,7 @@ async def backfill(service: RolloutService, artifacts: ArtifactStore) -> None:
         log.warning("not storing adopted versions in the artifact store: %s", exc.message)
         return
     await store_available(snapshot, service.settings.model_store, artifacts)
+
+
+def _same(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()

@@ -158,3 +158,14 @@ def test_settings_choose_the_store(tmp_path):
     assert isinstance(s3, S3ArtifactStore) and s3.description == "s3://bkt/x at http://127.0.0.1:9"
     with pytest.raises(ValueError, match="GATEWAY_ARTIFACT_STORE=s3 needs GATEWAY_ARTIFACT_S3_BUCKET"):
         Settings(artifact_store="s3")
+
+
+async def test_the_local_store_fetches_a_version_placed_without_a_manifest(tmp_path):
+    store_dir = tmp_path / "model_store"
+    source = version_dir(store_dir / "mlp" / "1")  # adopted from the model store: no manifest
+    store = LocalArtifactStore(store_dir)
+    assert await store.manifest("mlp", 1) is None
+    got = await store.fetch("mlp", 1, tmp_path / "replica")
+    assert got == manifest_of("mlp", 1, source)
+    assert files_of(tmp_path / "replica") == files_of(source)
+    assert not (store_dir / ".artifacts").exists()  # nothing written to the store

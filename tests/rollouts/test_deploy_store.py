@@ -106,3 +106,12 @@ async def test_versions_adopted_at_start_are_stored_for_the_replicas(settings, f
         assert await store.manifest(model, version) == manifest_of(
             model, version, settings.model_store / model / str(version)
         )
+
+
+def test_with_the_default_store_the_start_writes_nothing_into_the_model_store(settings, fake_backends):
+    before = {p for p in settings.model_store.rglob("*")}
+    with TestClient(create_app(settings, fake_backends)) as client:
+        assert client.get("/admin/models", headers=ADMIN).status_code == 200
+    assert {p for p in settings.model_store.rglob("*")} - before <= {settings.model_store / ".tfserving",
+            settings.model_store / ".tfserving" / "models.config", settings.model_store / ".torchserve",
+            settings.model_store / ".torchserve" / "models.json"}  # fmt: skip
