@@ -33,7 +33,9 @@ def status_of(url: str) -> int:
 class Replicas:
     """The two backend replicas, their agents, the registry and the artifact store."""
 
-    def __init__(self, root: Path, registry_url: str, endpoint: str, bucket: str = S3_BUCKET) -> None:
+    def __init__(
+        self, root: Path, registry_url: str, endpoint: str, bucket: str = S3_BUCKET, agent_registry_url: str = ""
+    ) -> None:
         self.registry = RegistryStore(registry_url)
         self.registry.migrate()
         self.env = {
@@ -51,6 +53,8 @@ class Replicas:
         self.ts = LocalStack(self.dirs["torchserve"], root / "ts-work", Ports.free(), start_gateway=False)
         self.tf = LocalStack(self.dirs["tfserving"], root / "tf-work", Ports.free(), start_gateway=False)
         env = {**self.env, "GATEWAY_DEPLOY_READY_TIMEOUT_SECONDS": "60"}
+        if agent_registry_url:  # the agents reach the registry another way (through a proxy a test can cut)
+            env["GATEWAY_DATABASE_URL"] = agent_registry_url
         self.agents = {
             "torchserve": self._agent(root, "ts-0", "torchserve", self.ts.torchserve_management_url,
                                       self.ts.torchserve_url, env),

@@ -10,10 +10,12 @@ from __future__ import annotations
 import httpx
 import numpy as np
 import pytest
+from sqlalchemy import make_url
 
 from tests.e2e.agent_stack import DEADLINE, S3_BUCKET, Replicas, sample, status_of
 from tests.e2e.conftest import STORE, _ensure_models
 from tests.pgfixtures import create_database, drop_database
+from tests.registry.tcpproxy import TcpProxy
 from tests.s3fixtures import moto_endpoint  # noqa: F401  (fixture)
 from tests.waiting import wait_until
 
@@ -23,12 +25,17 @@ def replicas(tmp_path_factory, moto_endpoint):  # noqa: F811
     _ensure_models()
     assert httpx.put(f"{moto_endpoint}/{S3_BUCKET}").status_code == 200
     url = create_database()  # its own: the session's database is other tests' gateway registry
-    r = Replicas(tmp_path_factory.mktemp("agents"), url, moto_endpoint)
+    parsed = make_url(url)
+    proxy = TcpProxy((parsed.host or "127.0.0.1", parsed.port or 5432))
+    through_proxy = parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    r = Replicas(tmp_path_factory.mktemp("agents"), url, moto_endpoint, agent_registry_url=through_proxy)
+    r.proxy = proxy
     try:
         r.start()
         yield r
     finally:
         r.stop()
+        proxy.close()
         drop_database(url)
 
 
@@ -113,3 +120,26 @@ def test_a_broken_artifact_is_reported_failed_and_nothing_else_changes(replicas,
     np.testing.assert_allclose(replicas.torchserve_predict("mlp", 1, body), expected, atol=1e-5)
     body, expected = sample("mlp", 2)
     np.testing.assert_allclose(replicas.tfserving_predict("mlp", 2, body), expected, atol=1e-5)
+
+
+def test_a_registry_outage_leaves_the_replicas_serving_and_converging_on_what_they_knew(replicas):
+    replicas.proxy.cut()  # the agents cannot reach the registry any more (the test still can)
+    try:
+        replicas.ts.restart_torchserve()  # and TorchServe restarts meanwhile, empty
+        body, expected = sample("mlp", 1)
+
+        def answers() -> bool:
+            url = f"{replicas.ts.torchserve_url}/predictions/mlp/1"
+            return status_of(f"{replicas.ts.torchserve_management_url}/models/mlp/1") == 200 and (
+                httpx.post(url, json=body, timeout=30).status_code == 200
+            )
+
+        wait_until(answers, "TorchServe serving mlp v1 again during the outage", DEADLINE, 0.5)
+        np.testing.assert_allclose(replicas.torchserve_predict("mlp", 1, body), expected, atol=1e-5)
+        body, expected = sample("mlp", 2)
+        np.testing.assert_allclose(replicas.tfserving_predict("mlp", 2, body), expected, atol=1e-5)
+        assert "serving what this replica holds" in replicas.agents["torchserve"].log_path.read_text()
+    finally:
+        replicas.proxy.restore()
+    replicas.desire("mlp", 3, "torchserve")  # and once it is back, changes reach the agents again
+    assert replicas.wait_state("ts-0", "mlp", 3, "ready") == ("ready", "")
