@@ -86,10 +86,13 @@ class Agent:
             poll_interval=self.config.poll_seconds,
             max_backoff=max(5.0, self.config.poll_seconds),
         )
-        watcher.start()
+        watching = False
         beats = asyncio.create_task(self._heartbeats(stop))
         try:
             while not stop.is_set():
+                if self._migrated and not watching:  # once the schema is there to watch
+                    watcher.start()
+                    watching = True
                 self._wake.clear()
                 try:
                     await self.converge()

@@ -186,3 +186,38 @@ async def test_an_agent_started_during_an_outage_changes_nothing(world, tmp_path
     await agent.converge()
     assert replica.calls == [] and replica.loaded == {("mlp", 1)}
     assert (tmp_path / "local" / "mlp" / "1").is_dir()
+
+
+async def test_run_registers_the_replica_keeps_its_heartbeat_and_follows_changes(tmp_path):
+    import asyncio
+
+    registry = RegistryStore(f"sqlite:///{tmp_path / 'registry.db'}")  # not migrated: the agent does it
+    artifacts = LocalArtifactStore(tmp_path / "artifacts")
+    replica = Replica(tmp_path / "local")
+    config = AgentConfig("tfserving", "tf-0", "10.0.0.6:8500", "node-b", tmp_path / "local",
+                         poll_seconds=0.1, heartbeat_seconds=0.1, discovery_grace_seconds=0.0)  # fmt: skip
+    stop = asyncio.Event()
+    running = asyncio.create_task(Agent(config, registry, artifacts, replica).run(stop))  # type: ignore[arg-type]
+    try:
+
+        async def until(check, what: str):
+            for _ in range(200):
+                try:
+                    if await asyncio.to_thread(check):
+                        return
+                except Exception:  # the agent has not created the tables yet
+                    pass
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"not {what}")
+
+        await until(lambda: registry.replicas() != [], "registered")
+        first = registry.replicas()[0].heartbeat_at
+        await until(lambda: registry.replicas()[0].heartbeat_at > first, "a later heartbeat")
+        await store_version(artifacts, tmp_path, "mlp", 1)
+        desire(registry, "mlp", 1)
+        await until(lambda: states(registry) == {("mlp", 1): ("ready", "")}, "mlp v1 ready")
+        assert replica.loaded == {("mlp", 1)}
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 5)
+        registry.close()
