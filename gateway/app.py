@@ -16,6 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from gateway import metrics
 from gateway.admin import routes as admin_routes
 from gateway.admin.gate import AdminGate
+from gateway.artifacts import open_store
 from gateway.backends.resilience import BackendGuard
 from gateway.backends.tfserving.client import TFServingBackend
 from gateway.backends.torchserve import TorchServeBackend
@@ -33,6 +34,7 @@ from gateway.protocols.rpc import server as rpc_server
 from gateway.registry.store import RegistryStore
 from gateway.registry.watch import Watcher
 from gateway.requestid import RequestIdMiddleware
+from gateway.rollouts.backfill import backfill
 from gateway.rollouts.deploy import Deployer
 from gateway.rollouts.probe import probe_backends
 from gateway.rollouts.service import RolloutService
@@ -80,7 +82,8 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
     registry = RegistryStore(settings.database_url)
     shadow = ShadowRunner(settings.shadow_max_inflight, settings.smoke_tolerance)
     rollouts = RolloutService(settings, registry, router, adapters, shadow)
-    deployer = Deployer(rollouts)
+    artifacts = open_store(settings)
+    deployer = Deployer(rollouts, artifacts)
 
     async def follow(revision: int) -> None:
         if revision <= router.revision:
@@ -111,6 +114,8 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
         watcher = Watcher(registry, on_change, poll_interval=settings.registry_poll_seconds)
         watcher.start()
         probe = asyncio.create_task(probe_backends(router, deployer.restore, settings.backend_probe_seconds))
+        # Issue 15: versions the artifact store lacks (adopted ones) are stored for the replicas' agents.
+        storing = asyncio.create_task(backfill(rollouts, artifacts))
         metrics_server = None
         if settings.metrics_port is not None:  # a thread of this process, so it sees the same registry
             metrics_server, _ = start_http_server(settings.metrics_port, settings.host, metrics.REGISTRY)
@@ -124,6 +129,7 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
             timeouts = (settings.torchserve_timeout_seconds, settings.tfserving_timeout_seconds)
             await rpc_server.stop(grpc_server, grace=max(timeouts))  # calls in progress finish
             probe.cancel()
+            storing.cancel()
             if metrics_server is not None:
                 await asyncio.to_thread(metrics_server.shutdown)
                 metrics_server.server_close()

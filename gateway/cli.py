@@ -108,6 +108,13 @@ def _print(result: Any) -> None:
     print(result if isinstance(result, str) else json.dumps(result, indent=2))
 
 
+def _agent(args: argparse.Namespace) -> int:
+    from gateway.agent.run import main as agent_main
+
+    return agent_main(args.stack, args.management_url, args.inference_url, args.replica_id, args.model_dir,
+                      args.host_name, args.poll_seconds)  # fmt: skip
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
@@ -258,6 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = command("serve", "run the gateway (settings from GATEWAY_* variables)", _serve)
     serve.add_argument("--host", help="listen address (GATEWAY_HOST)")
     serve.add_argument("--port", type=int, help="listen port (GATEWAY_PORT)")
+
+    p = command("agent", "keep one backend replica holding its stack's versions (beside the backend)", _agent)
+    p.add_argument("--stack", choices=("torchserve", "tfserving"), required=True)
+    p.add_argument("--management-url", required=True, help="the replica's management API on localhost "
+                   "(TorchServe: http://127.0.0.1:8081; TF Serving: its gRPC host:port)")  # fmt: skip
+    p.add_argument("--inference-url", required=True, help="where the gateway reaches the replica's inference API")
+    p.add_argument("--replica-id", required=True, help="unique among all replicas, e.g. the pod name")
+    p.add_argument("--model-dir", help="replica-local model storage (default: GATEWAY_MODEL_STORE)")
+    p.add_argument("--host-name", help="host or pod name to report (default: $POD_NAME, else the host name)")
+    p.add_argument("--poll-seconds", type=float, default=2.0, help="how often it compares (default 2)")
 
     p = command("deploy", "deploy a version: load, wait ready, smoke test, then route", _deploy)
     p.add_argument("model", type=MODEL)

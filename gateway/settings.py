@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Shortest admin token or inference key accepted (environment and tokens file alike).
@@ -162,6 +162,20 @@ class Settings(BaseSettings):
         "Must be on the model store's file system (the move is a rename); default: "
         "<model_store>/.staging, which no scan of the store reads (hidden names are never models).",
     )
+    artifact_store: Literal["local", "s3"] = Field(
+        "local",
+        description="Where every deployed version is stored once, immutably, for backend replicas' agents to "
+        "fetch: 'local' (a directory, artifact_store_dir) or 's3' (an S3-compatible bucket, artifact_s3_*; "
+        "credentials from the standard AWS_* environment variables).",
+    )
+    artifact_store_dir: Path | None = Field(
+        None, description="The local artifact store's directory; default: the model store itself (nothing is copied)."
+    )
+    artifact_s3_endpoint: str | None = Field(
+        None, description="S3-compatible endpoint URL (e.g. http://minio:9000); default: AWS S3 itself."
+    )
+    artifact_s3_bucket: str | None = Field(None, description="The artifact store's bucket (artifact_store=s3).")
+    artifact_s3_prefix: str = Field("", description="Key prefix of the artifact store inside its bucket.")
     torchserve_workers: int = Field(1, ge=1, description="Workers TorchServe starts per deployed version.")
     tfserving_model_base_path: str | None = Field(
         None,
@@ -295,6 +309,12 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"'{item}' is not a network such as 10.0.0.0/8 or fd00::/8") from None
         return value
+
+    @model_validator(mode="after")
+    def _artifact_store_complete(self) -> Settings:
+        if self.artifact_store == "s3" and not self.artifact_s3_bucket:
+            raise ValueError("GATEWAY_ARTIFACT_STORE=s3 needs GATEWAY_ARTIFACT_S3_BUCKET")
+        return self
 
     @property
     def tfserving_config_path(self) -> Path:

@@ -18,12 +18,14 @@ from gateway.registry.records import (
     Snapshot,
     VersionRecord,
 )
+from gateway.registry.replicas import REPLICA_STATES, ReplicaRecord, ReplicaVersion
 from gateway.registry.store import RegistryStore, Tx
 from gateway.registry.watch import Watcher
 
 __all__ = [
     "BACKENDS",
     "OUTCOMES",
+    "REPLICA_STATES",
     "VERSION_STATES",
     "HistoryRecord",
     "ModelRecord",
@@ -31,6 +33,8 @@ __all__ = [
     "RegistryInvalid",
     "RegistryStore",
     "RegistryUnavailable",
+    "ReplicaRecord",
+    "ReplicaVersion",
     "Snapshot",
     "Tx",
     "VersionRecord",

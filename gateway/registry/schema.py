@@ -126,3 +126,25 @@ meta = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("revision", BigInteger, nullable=False),
 )
+
+replicas = Table(
+    "registry_replicas",
+    metadata,
+    Column("replica_id", String(128), primary_key=True),
+    Column("stack", String(32), nullable=False),
+    Column("address", String(512), nullable=False),
+    Column("host", String(256), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
+)
+
+replica_versions = Table(
+    "registry_replica_versions",
+    metadata,
+    Column("replica_id", String(128), ForeignKey("registry_replicas.replica_id", ondelete="CASCADE"), primary_key=True),
+    Column("model", String(128), primary_key=True),
+    Column("version", BigInteger, primary_key=True, autoincrement=False),
+    Column("state", String(16), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)

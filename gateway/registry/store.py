@@ -19,6 +19,7 @@ from sqlalchemy import URL, Connection, select
 
 from gateway.registry import locks
 from gateway.registry import queries as q
+from gateway.registry import replicas as r
 from gateway.registry import schema as t
 from gateway.registry import validate as check
 from gateway.registry.engine import (
@@ -31,6 +32,7 @@ from gateway.registry.engine import (
 )
 from gateway.registry.locks import Release
 from gateway.registry.records import HistoryRecord, RegistryInvalid, Snapshot
+from gateway.registry.replicas import ReplicaRecord
 from gateway.registry.tx import Tx
 
 __all__ = ["RegistryStore", "Tx"]
@@ -217,3 +219,34 @@ class RegistryStore:
             raise RegistryInvalid(f"limit must be an integer from 1 to {MAX_HISTORY_LIMIT}, got {limit!r}")
         with self._connect() as conn:
             return q.read_history(conn, model, limit)
+
+    # --- backend replicas (gateway.registry.replicas): reports, neither audited nor revisioned ---
+    def desired(self, stack: str) -> dict[str, frozenset[int]]:
+        """The versions ``stack``'s replicas should hold: every version available on it."""
+        with self._connect() as conn:
+            return r.desired(conn, stack)
+
+    def register_replica(self, replica_id: str, stack: str, address: str, host: str) -> None:
+        """Add or renew a backend replica; its heartbeat is now."""
+        with self._connect(write=True) as conn:
+            r.register(conn, replica_id, stack, address, host)
+
+    def heartbeat(self, replica_id: str) -> bool:
+        """Mark a replica alive now; False if it is not registered."""
+        with self._connect(write=True) as conn:
+            return r.heartbeat(conn, replica_id)
+
+    def report_version(self, replica_id: str, model: str, version: int, state: str, error: str = "") -> None:
+        """Record a replica's state of one version: loading, ready, or failed with ``error``."""
+        with self._connect(write=True) as conn:
+            r.report(conn, replica_id, model, version, state, error)
+
+    def forget_version(self, replica_id: str, model: str, version: int) -> None:
+        """Remove a replica's report on a version it no longer holds."""
+        with self._connect(write=True) as conn:
+            r.forget(conn, replica_id, model, version)
+
+    def replicas(self, stack: str | None = None) -> list[ReplicaRecord]:
+        """Every registered replica (of ``stack`` only, if given) with its version reports."""
+        with self._connect() as conn:
+            return r.read(conn, stack)

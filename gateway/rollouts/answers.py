@@ -138,9 +138,33 @@ class ModelStatus(Answer):
     stable_history: list[int] = Field(description="previous stable versions, most recent last")
 
 
+class ReplicaVersionView(Answer):
+    """What one replica's agent last reported of one version."""
+
+    model: str
+    version: int
+    state: str = Field(description="loading, ready or failed")
+    error: str | None = Field(None, exclude_if=_OMITTED, description="present only when it failed")
+    updated_at: str = Field(description="when the agent reported it, ISO 8601 in UTC")
+
+
+class ReplicaView(Answer):
+    """One backend replica with an agent beside it (``gateway agent``)."""
+
+    replica: str
+    stack: str
+    address: str = Field(description="the replica's inference address")
+    host: str
+    heartbeat_age_seconds: float
+    versions: list[ReplicaVersionView]
+
+
 class StatusAnswer(Answer):
     revision: int = Field(description="the registry revision this status was read at")
     models: list[ModelStatus]
+    replicas: list[ReplicaView] | None = Field(
+        None, exclude_if=_OMITTED, description="backend replicas with agents; present once any has registered"
+    )
 
 
 class HistoryEntry(Answer):

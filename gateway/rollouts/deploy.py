@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.artifacts import ArtifactConflict, ArtifactError, ArtifactStore
 from gateway.backends.catalog import ARTIFACTS, backend_of
 from gateway.core.errors import BadRequest, DeployFailed, GatewayError, RegistryDown
 from gateway.core.kinds import Kind
@@ -35,9 +36,11 @@ log = logging.getLogger(__name__)
 class Deployer:
     """Runs deploys for a ``RolloutService``; one deploy of a model at a time."""
 
-    def __init__(self, service: RolloutService) -> None:
+    def __init__(self, service: RolloutService, artifacts: ArtifactStore | None = None) -> None:
         self.service = service
         self.settings = service.settings
+        #: Where accepted versions are kept for the backend replicas' agents (issue 15).
+        self.artifacts = artifacts
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def deploy(
@@ -155,6 +158,7 @@ class Deployer:
                 raise DeployFailed("place", f"version {number} already exists with different content", 409)
             stored = record.versions.get(number) if record else None
             if stored is not None and stored.state == "available":
+                await self._store(model, number, final)  # deployed before an artifact store was set
                 if canary and record is not None:
                     await self.service.traffic(model, number, canary, record.policy.sticky_header, actor)
                 return {"model": model, "version": number, "backend": kind, "status": "unchanged"}
@@ -189,6 +193,7 @@ class Deployer:
             await self._wait_ready(model, number, kind)
             self.service.router.forget_signature(model, number)
             await self._smoke(model, number, kind, final)
+            await self._store(model, number, final)
             await self._route(model, number, kind, canary, actor, detail.get("source"))
             await self.service.write_startup(kind, await self.service.snapshot())
         except BaseException:
@@ -307,6 +312,18 @@ class Deployer:
                     f"output '{name}' differs from sample_output.json by {diff:.3g} (tolerance {tolerance:g})",
                     422,
                 )
+
+    async def _store(self, model: str, version: int, path: Path) -> None:
+        """Keep the checked version in the artifact store, once: the same content again is a no-op,
+        other content under the same number fails the deploy (409) before it is routed."""
+        if self.artifacts is None:
+            return
+        try:
+            manifest, created = await self.artifacts.put(model, version, path)
+        except ArtifactError as exc:
+            raise DeployFailed("store", str(exc), 409 if isinstance(exc, ArtifactConflict) else 503) from None
+        if created:
+            log.info("stored %s v%d in %s (digest %s)", model, version, self.artifacts.description, manifest.digest)
 
     async def _route(
         self, model: str, version: int, kind: Kind, canary: float | None, actor: str, source: str | None

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from gateway.core.errors import NotFound
 from gateway.core.names import require_model_name
+from gateway.registry import ReplicaRecord
 from gateway.registry.records import ModelRecord
 from gateway.rollouts.answers import (
     HistoryAnswer,
     HistoryEntry,
     ModelStatus,
+    ReplicaVersionView,
+    ReplicaView,
     ShadowResult,
     ShadowView,
     StatusAnswer,
@@ -27,7 +32,33 @@ async def status_view(service: RolloutService, model: str | None = None) -> Stat
         raise NotFound(f"model '{model}' not found")
     names = [model] if model is not None else sorted(snapshot.models)
     models = [await _model_status(service, snapshot.models[name]) for name in names]
-    return StatusAnswer(revision=snapshot.revision, models=models)
+    replicas = await service.read(service.registry.replicas)
+    # Backend replicas with agents (issue 15): shown once any has registered.
+    views = [replica_view(r, model) for r in replicas] if replicas else None
+    return StatusAnswer(revision=snapshot.revision, models=models, replicas=views)
+
+
+def replica_view(replica: ReplicaRecord, model: str | None = None) -> ReplicaView:
+    """One backend replica with its per-version states (``model``'s only, if given)."""
+    now = datetime.now(UTC)
+    return ReplicaView(
+        replica=replica.replica_id,
+        stack=replica.stack,
+        address=replica.address,
+        host=replica.host,
+        heartbeat_age_seconds=round((now - replica.heartbeat_at).total_seconds(), 1),
+        versions=[
+            ReplicaVersionView(
+                model=v.model,
+                version=v.version,
+                state=v.state,
+                error=v.error or None,
+                updated_at=v.updated_at.isoformat(),
+            )
+            for v in replica.versions
+            if model is None or v.model == model
+        ],
+    )
 
 
 async def _model_status(service: RolloutService, record: ModelRecord) -> ModelStatus:

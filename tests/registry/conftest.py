@@ -40,7 +40,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistrySt
             conn.execute(
                 text(
                     "TRUNCATE registry_history, registry_labels, registry_policies,"
-                    " registry_versions, registry_models RESTART IDENTITY"
+                    " registry_versions, registry_models, registry_replica_versions, registry_replicas RESTART IDENTITY"
                 )
             )
             conn.execute(text("UPDATE registry_meta SET revision = 0"))

@@ -1,0 +1,1 @@
+"""The agent beside each backend replica: ``gateway agent`` (see ``agent.py``)."""

@@ -1,0 +1,306 @@
+"""``Agent``: keeps one backend replica holding exactly the versions its stack should hold.
+
+Beside each TorchServe or TF Serving replica, it registers the replica in the registry and keeps
+its heartbeat; reads the stack's desired versions (the registry's available versions on that
+stack), when the registry says it changed (``Watcher``: LISTEN/NOTIFY on PostgreSQL, a poll
+anyway) and every ``poll_seconds``; pulls a missing version from the artifact store into
+replica-local storage; loads and unloads it through the backend adapter's management calls on
+localhost; and reports each version ``loading``, ``ready`` or ``failed`` with the error.
+
+Every pass compares what the backend reports with what it should hold, so a backend that
+restarted empty is loaded again on the next pass. While the registry cannot be reached the agent
+works from the last desired state it read: the replica keeps serving what it has, and reports
+are kept until they can be written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.artifacts import ArtifactError, ArtifactStore
+from gateway.core.errors import GatewayError
+from gateway.core.kinds import Kind
+from gateway.core.names import is_model_name
+from gateway.core.types import Backend, version_number
+from gateway.registry import RegistryStore, RegistryUnavailable, Watcher
+
+log = logging.getLogger("gateway.agent")
+
+Key = tuple[str, int]
+
+
+class LoadFailed(Exception):
+    """The backend could not make a version ready; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """Who the replica is and how often the agent looks."""
+
+    stack: Kind
+    replica_id: str
+    address: str
+    host: str
+    model_dir: Path
+    poll_seconds: float = 2.0
+    heartbeat_seconds: float = 5.0
+    ready_timeout_seconds: float = 300.0
+    discovery_grace_seconds: float = 5.0
+    retry_failed_seconds: float = 60.0
+
+
+class Agent:
+    """Converges one replica; ``run`` until ``stop`` is set, or ``converge`` once (tests)."""
+
+    def __init__(self, config: AgentConfig, registry: RegistryStore, artifacts: ArtifactStore, backend: Backend):
+        self.config = config
+        self.registry = registry
+        self.artifacts = artifacts
+        self.backend = backend
+        self._desired: dict[str, frozenset[int]] | None = None
+        self._held: set[Key] = set()  # ready on the backend, as far as this agent knows
+        self._failed: dict[Key, float] = {}  # when a failed version may be tried again (monotonic)
+        self._reports: dict[Key, tuple[str, str]] = {}
+        self._unsent: dict[Key, tuple[str, str] | None] = {}  # reports not yet written (None: forget)
+        self._registered = False
+        self._migrated = False
+        self._outage = False
+        self._wake = asyncio.Event()
+
+    # --- the loop ----------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Converge now, then whenever the registry changes or ``poll_seconds`` passed."""
+        loop = asyncio.get_running_loop()
+
+        def wake(_revision: int) -> None:  # from the watcher's thread
+            loop.call_soon_threadsafe(self._wake.set)
+
+        watcher = Watcher(
+            self.registry,
+            wake,
+            poll_interval=self.config.poll_seconds,
+            max_backoff=max(5.0, self.config.poll_seconds),
+        )
+        watching = False
+        beats = asyncio.create_task(self._heartbeats(stop))
+        try:
+            while not stop.is_set():
+                if self._migrated and not watching:  # once the schema is there to watch
+                    watcher.start()
+                    watching = True
+                self._wake.clear()
+                try:
+                    await self.converge()
+                except Exception:  # a bug or a surprise: keep the replica as it is, try again
+                    log.exception("converging failed; trying again in %g s", self.config.poll_seconds)
+                waits = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
+                await asyncio.wait(waits, timeout=self.config.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+                for task in waits:
+                    task.cancel()
+        finally:
+            beats.cancel()
+            await asyncio.to_thread(watcher.stop)
+
+    async def _heartbeats(self, stop: asyncio.Event) -> None:
+        """Every ``heartbeat_seconds`` (the first pass of ``converge`` registers the replica)."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), self.config.heartbeat_seconds)
+                return
+            except TimeoutError:
+                pass
+            try:
+                if self._registered and not await asyncio.to_thread(self.registry.heartbeat, self.config.replica_id):
+                    self._registered = False  # removed meanwhile: register again, and report again
+                    self._unsent.update(self._reports)
+                if not self._registered:
+                    await self._register()
+                self._registry_back()
+            except RegistryUnavailable as exc:
+                self._registry_down(exc)
+            except Exception:  # never let the heartbeat stop for good
+                log.exception("heartbeat failed; trying again in %g s", self.config.heartbeat_seconds)
+
+    async def converge(self) -> None:
+        """One pass: read the desired versions, unload what is not wanted, load what is missing."""
+        await self._flush()
+        try:
+            self._desired = await asyncio.to_thread(self.registry.desired, self.config.stack)
+            self._registry_back()
+        except RegistryUnavailable as exc:
+            self._registry_down(exc)
+            if self._desired is None:
+                return  # nothing known yet: change nothing
+        wanted = {(model, v) for model, versions in self._desired.items() for v in versions}
+        for key in sorted((self._held | self._local() | set(self._reports)) - wanted):
+            await self._remove(key)
+        for key in sorted(wanted):
+            if not await self._ensure(key):
+                break  # the backend cannot be asked now: the next pass tries again
+        await self._flush()
+
+    # --- one version -------------------------------------------------------------------------
+    async def _ensure(self, key: Key) -> bool:
+        """Make ``key`` ready on the backend unless it is, or failed recently; False when the
+        backend cannot be reached."""
+        model, version = key
+        status = await self.backend.status(model, version)
+        if status.state == "UNKNOWN":
+            return False
+        if status.available:
+            self._held.add(key)
+            self._failed.pop(key, None)
+            self._report(key, "ready")
+            return True
+        if key in self._failed and time.monotonic() < self._failed[key]:
+            return True
+        if status.state in ("START", "LOADING") and key in self._held:
+            self._report(key, "loading")  # e.g. workers recovering: the backend is on it
+            return True
+        self._held.discard(key)
+        self._report(key, "loading")
+        await self._flush()
+        try:
+            await self._pull(key)
+            await self.backend.load(model, version, self._keep(include=key))
+            await self._wait_ready(key)
+        except GatewayError as exc:
+            if exc.status_code == 503:  # the backend went away meanwhile: not the version's fault
+                log.warning("%s v%d: %s; trying again", model, version, exc.message)
+                return False
+            await self._fail(key, exc.message)
+        except (ArtifactError, LoadFailed) as exc:
+            await self._fail(key, str(exc))
+        else:
+            self._held.add(key)
+            self._failed.pop(key, None)
+            self._report(key, "ready")
+            log.info("%s v%d is ready", model, version)
+        return True
+
+    async def _fail(self, key: Key, error: str) -> None:
+        """Report ``key`` failed, and unload it so that nothing else on the backend changes."""
+        model, version = key
+        log.warning("%s v%d failed: %s", model, version, error)
+        self._failed[key] = time.monotonic() + self.config.retry_failed_seconds
+        self._report(key, "failed", error)
+        try:
+            await self.backend.unload(model, version, self._keep(exclude=key))
+        except GatewayError as exc:
+            log.warning("could not unload %s v%d after its failure: %s", model, version, exc.message)
+
+    async def _remove(self, key: Key) -> None:
+        """Unload a version no longer wanted, delete its local files, and drop its report."""
+        model, version = key
+        try:
+            await self.backend.unload(model, version, self._keep(exclude=key))
+        except GatewayError as exc:
+            log.warning("could not unload %s v%d: %s; trying again", model, version, exc.message)
+            return
+        self._held.discard(key)
+        self._failed.pop(key, None)
+        await asyncio.to_thread(shutil.rmtree, self._path(key), True)
+        self._report(key, None)
+        log.info("%s v%d unloaded", model, version)
+
+    async def _pull(self, key: Key) -> None:
+        path = self._path(key)
+        if not path.is_dir():  # a fetch is all or nothing: a directory here is complete
+            await self.artifacts.fetch(key[0], key[1], path)
+
+    async def _wait_ready(self, key: Key) -> None:
+        """Until the backend reports the version AVAILABLE (TF Serving finds a new version of a
+        configured model only at its next file-system poll), or fail with its error."""
+        model, version = key
+        start = time.monotonic()
+        deadline = start + self.config.ready_timeout_seconds
+        grace = start + self.config.discovery_grace_seconds
+        while True:
+            status = await self.backend.status(model, version)
+            if status.available:
+                return
+            now = time.monotonic()
+            if status.state == "END" and status.error:
+                raise LoadFailed(f"{self.config.stack} could not load {model} v{version}: {status.error}")
+            if status.gone and now >= grace:
+                raise LoadFailed(f"{self.config.stack} did not find {model} v{version} after loading it")
+            if now >= deadline:
+                detail = f": {status.error}" if status.error else ""
+                raise LoadFailed(
+                    f"{self.config.stack} did not report {model} v{version} ready within "
+                    f"{self.config.ready_timeout_seconds:g}s ({status.state}{detail})"
+                )
+            await asyncio.sleep(0.25)
+
+    # --- bookkeeping -------------------------------------------------------------------------
+    def _path(self, key: Key) -> Path:
+        return self.config.model_dir / key[0] / str(key[1])
+
+    def _local(self) -> set[Key]:
+        """The versions in replica-local storage."""
+        found: set[Key] = set()
+        root = self.config.model_dir
+        for model_dir in root.iterdir() if root.is_dir() else ():
+            if model_dir.is_dir() and is_model_name(model_dir.name):
+                for child in model_dir.iterdir():
+                    number = version_number(child.name)
+                    if number is not None and child.is_dir():
+                        found.add((model_dir.name, number))
+        return found
+
+    def _keep(self, *, include: Key | None = None, exclude: Key | None = None) -> dict[str, set[int]]:
+        """What must stay loaded (TF Serving's reload replaces the whole list): the ready ones."""
+        keep: dict[str, set[int]] = {}
+        for model, version in self._held | ({include} if include else set()):
+            if (model, version) != exclude:
+                keep.setdefault(model, set()).add(version)
+        return keep
+
+    def _report(self, key: Key, state: str | None, error: str = "") -> None:
+        value = None if state is None else (state, error)
+        if value == self._reports.get(key):
+            return
+        if value is None:
+            self._reports.pop(key, None)
+        else:
+            self._reports[key] = value
+        self._unsent[key] = value
+
+    async def _register(self) -> None:
+        c = self.config
+        if not self._migrated:  # here, not at start: an agent must start while the registry is down
+            await asyncio.to_thread(self.registry.migrate)
+            self._migrated = True
+        await asyncio.to_thread(self.registry.register_replica, c.replica_id, c.stack, c.address, c.host)
+        self._registered = True
+        log.info("registered replica %s (%s at %s on %s)", c.replica_id, c.stack, c.address, c.host)
+
+    async def _flush(self) -> None:
+        """Write the reports not yet written; on an outage they wait for the next pass."""
+        try:
+            if not self._registered:
+                await self._register()
+            for key, value in list(self._unsent.items()):
+                if value is None:
+                    await asyncio.to_thread(self.registry.forget_version, self.config.replica_id, *key)
+                else:
+                    await asyncio.to_thread(self.registry.report_version, self.config.replica_id, *key, *value)
+                if self._unsent.get(key, ...) == value:
+                    del self._unsent[key]
+        except RegistryUnavailable as exc:
+            self._registry_down(exc)
+
+    def _registry_down(self, exc: RegistryUnavailable) -> None:
+        if not self._outage:
+            log.warning("%s; serving what this replica holds, reports wait", exc)
+            self._outage = True
+
+    def _registry_back(self) -> None:
+        if self._outage:
+            log.warning("the registry is reachable again")
+            self._outage = False

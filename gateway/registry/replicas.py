@@ -1,0 +1,148 @@
+"""Backend replicas in the registry: who they are, when they last spoke, what each reports about
+the versions it holds, and which versions each stack's replicas should hold.
+
+The desired state is not stored twice: a stack's replicas should hold exactly the versions the
+registry has ``available`` on that stack (``registry_versions``), the same records the gateway
+routes by. Replica rows are reports, not configuration: writing them neither appends history
+nor bumps the revision, so a heartbeat never makes every gateway re-read the registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import Connection, Table, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from gateway.registry import schema as t
+from gateway.registry import validate as check
+from gateway.registry.records import RegistryInvalid
+
+REPLICA_STATES: Final = frozenset({"loading", "ready", "failed"})
+"""What a replica reports about one version: being loaded, ready to serve, or failed (with why)."""
+
+MAX_ERROR_CHARS: Final = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaVersion:
+    """One replica's report on one version."""
+
+    model: str
+    version: int
+    state: str
+    error: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRecord:
+    """A backend replica: its stack, the inference address it serves on, its host or pod name,
+    its last heartbeat, and its reports per version."""
+
+    replica_id: str
+    stack: str
+    address: str
+    host: str
+    started_at: datetime
+    heartbeat_at: datetime
+    versions: tuple[ReplicaVersion, ...] = field(default_factory=tuple)
+
+
+def _upsert(conn: Connection, table: Table, keys: tuple[str, ...], values: dict[str, object]) -> None:
+    """Insert ``values``, or update the row with the same ``keys`` (one statement on both databases)."""
+    insert = postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+    statement = insert.values(**values)
+    changes = {k: statement.excluded[k] for k in values if k not in keys}
+    conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes))
+
+
+def replica_id(value: object) -> str:
+    """A replica id: 1-128 printable characters."""
+    return check.short_text(value, "replica_id", 128)
+
+
+def register(conn: Connection, rid: str, stack: str, address: str, host: str) -> None:
+    """Add the replica, or renew it (a restarted agent); its heartbeat is now."""
+    now = t.utcnow()
+    values = {
+        "replica_id": replica_id(rid),
+        "stack": check.backend(stack),
+        "address": check.short_text(address, "address", 512),
+        "host": check.short_text(host, "host", 256),
+        "started_at": now,
+        "heartbeat_at": now,
+    }
+    _upsert(conn, t.replicas, ("replica_id",), values)
+
+
+def heartbeat(conn: Connection, rid: str) -> bool:
+    """Mark the replica alive now; False if it is not registered (removed meanwhile)."""
+    where = t.replicas.c.replica_id == replica_id(rid)
+    return bool(conn.execute(update(t.replicas).where(where).values(heartbeat_at=t.utcnow())).rowcount)
+
+
+def report(conn: Connection, rid: str, model: str, version: int, state: str, error: str = "") -> None:
+    """Record the replica's state of one version (``REPLICA_STATES``), with the error if it failed."""
+    if state not in REPLICA_STATES:
+        raise RegistryInvalid(f"replica state must be one of {sorted(REPLICA_STATES)}, got {state!r}")
+    if not isinstance(error, str):
+        raise RegistryInvalid(f"error must be a string, got {type(error).__name__}")
+    values = {
+        "replica_id": replica_id(rid),
+        "model": check.model_name(model),
+        "version": check.version_number(version),
+        "state": state,
+        "error": error[:MAX_ERROR_CHARS],
+        "updated_at": t.utcnow(),
+    }
+    _upsert(conn, t.replica_versions, ("replica_id", "model", "version"), values)
+
+
+def forget(conn: Connection, rid: str, model: str, version: int) -> None:
+    """Remove the replica's report on a version (it no longer holds it)."""
+    c = t.replica_versions.c
+    conn.execute(
+        delete(t.replica_versions).where(
+            (c.replica_id == replica_id(rid)) & (c.model == model) & (c.version == int(version))
+        )
+    )
+
+
+def read(conn: Connection, stack: str | None = None) -> list[ReplicaRecord]:
+    """Every replica (of ``stack`` only, if given) with its reports, by id."""
+    query = select(t.replicas).order_by(t.replicas.c.replica_id)
+    states = select(t.replica_versions).order_by(
+        t.replica_versions.c.replica_id, t.replica_versions.c.model, t.replica_versions.c.version
+    )
+    if stack is not None:
+        query = query.where(t.replicas.c.stack == stack)
+    found: dict[str, list[ReplicaVersion]] = {}
+    for row in conn.execute(states):
+        found.setdefault(row.replica_id, []).append(
+            ReplicaVersion(row.model, int(row.version), row.state, row.error, row.updated_at)
+        )
+    return [
+        ReplicaRecord(
+            row.replica_id,
+            row.stack,
+            row.address,
+            row.host,
+            row.started_at,
+            row.heartbeat_at,
+            tuple(found.get(row.replica_id, ())),
+        )
+        for row in conn.execute(query)
+    ]
+
+
+def desired(conn: Connection, stack: str) -> dict[str, frozenset[int]]:
+    """The versions ``stack``'s replicas should hold: those the registry has available on it."""
+    c = t.versions.c
+    query = select(c.model, c.version).where((c.backend == check.backend(stack)) & (c.state == "available"))
+    wanted: dict[str, set[int]] = {}
+    for row in conn.execute(query):
+        wanted.setdefault(row.model, set()).add(int(row.version))
+    return {model: frozenset(versions) for model, versions in sorted(wanted.items())}
