@@ -21,7 +21,7 @@ from gateway.backends.catalog import ARTIFACTS, backend_of
 from gateway.core.errors import BadRequest, DeployFailed, GatewayError, RegistryDown
 from gateway.core.kinds import Kind
 from gateway.core.names import MODEL_RULE, is_model_name, shown
-from gateway.core.restjson import decode_outputs, decode_request, result_outputs
+from gateway.core.restjson import decode_outputs, decode_request
 from gateway.core.tensors import Signature
 from gateway.core.types import InferenceRequest, Target, version_number
 from gateway.registry.store import Tx
@@ -289,7 +289,7 @@ class Deployer:
             inputs, form = decode_request(json.loads(sample_in.read_text()), signature)
             expected = decode_outputs(sample_out.read_bytes(), form, signature)
             result = await backend.infer(Target(model, version, backend, signature), InferenceRequest(inputs, form))
-            got = result_outputs(result, signature)
+            got = result.outputs(signature)
         except GatewayError as exc:
             raise DeployFailed("smoke", exc.message, 422 if exc.status_code < 500 else exc.status_code) from None
         except ValueError as exc:
