@@ -25,6 +25,7 @@ from gateway.core.restjson import decode_outputs, decode_request
 from gateway.core.tensors import Signature
 from gateway.core.types import InferenceRequest, Target, version_number
 from gateway.registry.store import Tx
+from gateway.rollouts.answers import DeployAnswer
 from gateway.rollouts.artifacts import Limits, digest, remove_tree, stage, stated_version, unpack
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.sources import materialise, redact
@@ -49,7 +50,7 @@ class Deployer:
         actor: str,
         *,
         source: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> DeployAnswer:
         """Deploy the version packed in the tar file ``upload`` (which this call deletes), or
         written into it from ``source``, a URL checked against its allow-list.
 
@@ -140,7 +141,7 @@ class Deployer:
         canary: float | None,
         actor: str,
         detail: dict[str, Any],
-    ) -> dict[str, Any]:
+    ) -> DeployAnswer:
         """Number the checked version directory ``staged``, move it into the store (or confirm
         an identical one there), then load and route it; called with the model's lock held."""
         store = self.settings.model_store
@@ -157,7 +158,7 @@ class Deployer:
             if stored is not None and stored.state == "available":
                 if canary and record is not None:
                     await self.service.traffic(model, number, canary, record.policy.sticky_header, actor)
-                return {"model": model, "version": number, "backend": kind, "status": "unchanged"}
+                return DeployAnswer(model=model, version=number, backend=kind, status="unchanged")
             created = False
         else:
             await asyncio.to_thread(_place, staged, final)
@@ -176,7 +177,7 @@ class Deployer:
         final: Path,
         created: bool,
         detail: dict[str, Any],
-    ) -> dict[str, Any]:
+    ) -> DeployAnswer:
         """Load, wait, smoke, route, holding the backend's lock (``BackendLocks``): what must stay
         loaded is read from the registry now, so no other replica's change is lost."""
         backend = self.service.backends[kind]
@@ -202,7 +203,7 @@ class Deployer:
             if created:
                 await asyncio.to_thread(remove_tree, final)
             raise
-        return {"model": model, "version": number, "backend": kind, "status": "deployed", "canary": canary}
+        return DeployAnswer(model=model, version=number, backend=kind, status="deployed", canary=canary)
 
     def _version(self, source: Path, kind: Kind, asked: int | None, known: dict[int, Any], model_dir: Path) -> int:
         if asked is not None and asked < 1:
