@@ -154,6 +154,7 @@ class TorchServeBackend:
         retry_ratio: float = 0.1,
         startup_file: Path | None = None,
     ) -> None:
+        self.passthrough = self  # TorchServe takes a caller's body as it is (its own protocol): forward()
         self.store = store
         self.startup_file = startup_file
         self.retries = RetryBudget(retry_ratio)
@@ -227,11 +228,6 @@ class TorchServeBackend:
         if status != 200:
             raise error_for_status(status, data, f"torchserve {target.model} v{target.version}")
         return InferenceResult(body=data, form=form, decode=decode_outputs)
-
-    @property
-    def passthrough(self) -> TorchServeBackend:
-        """TorchServe takes a caller's body as it is (its own protocol): ``forward``."""
-        return self
 
     async def forward(self, target: Target, request: Passthrough) -> InferenceResult:
         status, data, ctype = await self._post(target, request.body, request.content_type)
