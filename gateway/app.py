@@ -34,6 +34,7 @@ from gateway.protocols.rpc import server as rpc_server
 from gateway.registry.store import RegistryStore
 from gateway.registry.watch import Watcher
 from gateway.requestid import RequestIdMiddleware
+from gateway.rollouts.adopt import adopt_if_empty
 from gateway.rollouts.backfill import backfill
 from gateway.rollouts.deploy import Deployer
 from gateway.rollouts.probe import probe_backends
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
         for backend in adapters.values():
             await backend.start()
         await asyncio.to_thread(registry.migrate)
-        if await rollouts.adopt_if_empty(settings.state_file):
+        if await adopt_if_empty(rollouts, settings.state_file):
             log.info("adopted the model store into an empty registry")
         await rollouts.refresh()
         await rollouts.sync_startup_files()

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from gateway.app import create_app
+from gateway.core.restjson import decode_outputs
 from gateway.core.tensors import Signature
-from gateway.core.types import InferenceRequest, InferenceResult, RawResult, Target, VersionStatus
+from gateway.core.types import InferenceRequest, InferenceResult, Passthrough, Target, VersionStatus
 from gateway.settings import Settings
 
 SIGNATURE = {
@@ -74,7 +75,7 @@ class NoopBackend:
 
     def __init__(self, kind: str, raw: bool) -> None:
         self.kind = kind
-        self.raw_passthrough = raw
+        self.passthrough = self if raw else None
         self.y = np.zeros((1, 3), dtype=np.float32)
 
     async def infer(self, target: Target, request: InferenceRequest) -> InferenceResult:
@@ -82,8 +83,8 @@ class NoopBackend:
             return InferenceResult(outputs={"logits": np.zeros((len(request.inputs["x"]), 10), np.float32)})
         return InferenceResult(outputs={"y": self.y})
 
-    async def forward(self, target: Target, body: bytes, content_type: str) -> RawResult:
-        return RawResult(b'{"predictions": [[0.0, 0.0, 0.0]]}', "application/json")
+    async def forward(self, target: Target, request: Passthrough) -> InferenceResult:
+        return InferenceResult(body=b'{"predictions": [[0.0, 0.0, 0.0]]}', form=None, decode=decode_outputs)
 
     async def signature(self, model: str, version: int) -> Signature | None:
         return None

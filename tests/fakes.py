@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from gateway.core.errors import GatewayError
-from gateway.core.restjson import encode_outputs
+from gateway.core.restjson import decode_outputs, encode_outputs
 from gateway.core.tensors import Signature
 from gateway.core.types import (
     InferenceRequest,
     InferenceResult,
-    RawResult,
+    Passthrough,
     Target,
     VersionStatus,
 )
@@ -28,7 +28,8 @@ from gateway.core.types import (
 class FakeBackend:
     def __init__(self, kind: str, *, raw_passthrough: bool = False) -> None:
         self.kind = kind
-        self.raw_passthrough = raw_passthrough
+        #: Takes bodies as they are (``forward``), as TorchServe does, when ``raw_passthrough``.
+        self.passthrough: FakeBackend | None = self if raw_passthrough else None
         self.fail: GatewayError | None = None
         self.fail_versions: set[int] = set()  # empty: fail every version
         self.requests: list[tuple[Target, InferenceRequest]] = []
@@ -58,15 +59,18 @@ class FakeBackend:
         if self.fail and (not self.fail_versions or target.version in self.fail_versions):
             raise self.fail
         outputs = self._outputs(target, request)
-        if self.raw_passthrough:  # answers in the REST form, as the TorchServe handler does
-            return InferenceResult(body=encode_outputs(outputs, request.form), form=request.form)
+        if self.passthrough is not None:  # answers in the REST form, as the TorchServe handler does
+            body = encode_outputs(outputs, request.form)
+            return InferenceResult(body=body, form=request.form, decode=decode_outputs)
         return InferenceResult(outputs=outputs)
 
-    async def forward(self, target: Target, body: bytes, content_type: str) -> RawResult:
-        self.forwarded.append((target, body))
+    async def forward(self, target: Target, request: Passthrough) -> InferenceResult:
+        self.forwarded.append((target, request.body))
         if self.fail and (not self.fail_versions or target.version in self.fail_versions):
             raise self.fail
-        return RawResult(b"echo:" + body, "text/plain")
+        return InferenceResult(
+            body=b"echo:" + request.body, form=None, decode=decode_outputs, content_type="text/plain"
+        )
 
     async def signature(self, model: str, version: int) -> Signature | None:
         return None

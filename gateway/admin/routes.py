@@ -133,7 +133,7 @@ async def deploy(
         path.unlink(missing_ok=True)  # noqa: ASYNC240 - a local temp file, instant
         raise
     deployer = services_of(request).deployer
-    return json_response(await deployer.deploy(model, path, version, canary, actor, source=source))
+    return answer(await deployer.deploy(model, path, version, canary, actor, source=source))
 
 
 def _upload_dir(request: Request) -> Path:

@@ -32,12 +32,12 @@ from gateway.core.errors import (
     GatewayError,
 )
 from gateway.core.kinds import Kind
-from gateway.core.restjson import encode_inputs_column
+from gateway.core.restjson import decode_outputs, encode_inputs_column
 from gateway.core.tensors import Signature
 from gateway.core.types import (
     InferenceRequest,
     InferenceResult,
-    RawResult,
+    Passthrough,
     Target,
     VersionStatus,
     version_number,
@@ -139,7 +139,6 @@ class TorchServeBackend:
     """Calls ``POST /predictions/{model}/{version}`` on TorchServe's inference API."""
 
     kind: Kind = KIND
-    raw_passthrough = True
 
     def __init__(
         self,
@@ -155,6 +154,7 @@ class TorchServeBackend:
         retry_ratio: float = 0.1,
         startup_file: Path | None = None,
     ) -> None:
+        self.passthrough = self  # TorchServe takes a caller's body as it is (its own protocol): forward()
         self.store = store
         self.startup_file = startup_file
         self.retries = RetryBudget(retry_ratio)
@@ -227,13 +227,13 @@ class TorchServeBackend:
         status, data, _ = await self._post(target, body, "application/json")
         if status != 200:
             raise error_for_status(status, data, f"torchserve {target.model} v{target.version}")
-        return InferenceResult(body=data, form=form)
+        return InferenceResult(body=data, form=form, decode=decode_outputs)
 
-    async def forward(self, target: Target, body: bytes, content_type: str) -> RawResult:
-        status, data, ctype = await self._post(target, body, content_type)
+    async def forward(self, target: Target, request: Passthrough) -> InferenceResult:
+        status, data, ctype = await self._post(target, request.body, request.content_type)
         if status != 200:
             raise error_for_status(status, data, f"torchserve {target.model} v{target.version}")
-        return RawResult(data, ctype, status)
+        return InferenceResult(body=data, form=None, decode=decode_outputs, content_type=ctype)
 
     async def signature(self, model: str, version: int) -> Signature | None:
         # TorchServe does not describe inputs; the model store's signature.json does.

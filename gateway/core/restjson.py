@@ -275,15 +275,8 @@ def _jsonable(array: np.ndarray) -> Any:
     return np.ascontiguousarray(array)
 
 
-def result_outputs(result: InferenceResult, signature: Signature | None) -> dict[str, np.ndarray]:
-    """A backend answer's output arrays, parsed from its REST body when it came as one."""
-    if result.outputs is not None:
-        return result.outputs
-    return decode_outputs(result.body or b"", result.form, signature)
-
-
 def result_body(result: InferenceResult, form: Form, signature: Signature | None) -> bytes:
     """A backend answer as a TF Serving REST body in ``form``; passed through when it already is."""
     if result.body is not None and result.form == form:
         return result.body
-    return encode_outputs(result_outputs(result, signature), form)
+    return encode_outputs(result.outputs(signature), form)

@@ -8,12 +8,13 @@ adapters all pass each other; the adapters in ``gateway.backends`` implement it.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from gateway.core.errors import BackendError
 from gateway.core.kinds import Kind
 from gateway.core.names import canonical_version
 
@@ -59,22 +60,63 @@ class InferenceRequest:
     output_filter: tuple[str, ...] = ()
 
 
-@dataclass(slots=True)
-class InferenceResult:
-    """A backend's answer: output arrays, or a TF Serving REST JSON body in the form ``form``."""
-
-    outputs: dict[str, np.ndarray] | None = None
-    body: bytes | None = None
-    form: Form = "column"
-
-
 @dataclass(frozen=True, slots=True)
-class RawResult:
-    """A pass-through answer (TorchServe protocol): the backend's bytes and content type."""
+class Passthrough:
+    """The pass-through request variant: the caller's body and content type, sent on unchanged to
+    a backend that takes bodies as they are (``Backend.passthrough``: TorchServe's own paths)."""
 
     body: bytes
     content_type: str
-    status: int = 200
+
+
+#: Reads a body in a TF Serving REST form into output arrays, typed by the signature if there is one.
+Decode = Callable[[bytes, Form, "Signature | None"], dict[str, np.ndarray]]
+
+
+class InferenceResult:
+    """A backend's answer, in one shape whatever the backend sent: every consumer reads its arrays
+    with ``outputs(signature)``.
+
+    An answer that came as arrays (TF Serving's gRPC) holds them. One that came as a body
+    (TorchServe's handler answers TF Serving REST JSON, and a pass-through answer is the handler's
+    own bytes) holds the body, its ``content_type`` and the adapter's ``decode``; its arrays are
+    read at the first ``outputs`` call, once (a later call with the same signature reuses them).
+    ``form`` is the REST form the body is in (None when only the caller's request can tell, as for
+    a pass-through answer: ``in_form``); a codec that writes that form sends the body on as it came,
+    without reading it (``restjson.result_body``).
+    """
+
+    __slots__ = ("_decode", "_outputs", "_read_with", "body", "content_type", "form")
+
+    def __init__(
+        self,
+        outputs: dict[str, np.ndarray] | None = None,
+        *,
+        body: bytes | None = None,
+        form: Form | None = "column",
+        decode: Decode | None = None,
+        content_type: str = "application/json",
+    ) -> None:
+        self._outputs = outputs
+        self._decode = decode
+        self._read_with: Signature | None = None
+        self.body = body
+        self.form = form
+        self.content_type = content_type
+
+    def outputs(self, signature: Signature | None) -> dict[str, np.ndarray]:
+        """The output arrays; a body is read now (typed by ``signature``) unless it already was."""
+        outputs = self._outputs
+        if outputs is None or (self._decode is not None and self._read_with is not signature):
+            if self._decode is None or self.body is None or self.form is None:
+                raise BackendError("the backend's answer is a body in no form the gateway reads")
+            outputs = self._outputs = self._decode(self.body, self.form, signature)
+            self._read_with = signature
+        return outputs
+
+    def in_form(self, form: Form) -> InferenceResult:
+        """The same body, read as the REST form ``form`` (a pass-through answer, in its caller's form)."""
+        return InferenceResult(body=self.body, form=form, decode=self._decode, content_type=self.content_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,21 +144,30 @@ class VersionStatus:
         return self.state in ("NOT_FOUND", "END")
 
 
+class Forwarder(Protocol):
+    """A backend's pass-through: the caller's body goes to the model as it is."""
+
+    async def forward(self, target: Target, request: Passthrough) -> InferenceResult:
+        """Send the body unchanged; the answer is the model's body and content type (``form`` None:
+        read it with ``in_form``). Raise a ``GatewayError`` on failure."""
+        ...
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A model server the gateway forwards to: TorchServe, TF Serving, or a test double."""
 
     #: Name used in response headers and metrics: ``torchserve`` or ``tfserving``.
     kind: Kind
-    #: True when the backend takes a caller's raw body as is (the TorchServe protocol's pass-through).
-    raw_passthrough: bool
+
+    @property
+    def passthrough(self) -> Forwarder | None:
+        """How the backend takes a caller's body as it is (TorchServe's own protocol), or None
+        when it takes only decoded requests; the pipeline asks this before passing a body on."""
+        ...
 
     async def infer(self, target: Target, request: InferenceRequest) -> InferenceResult:
         """Run one inference on ``target``; raise a ``GatewayError`` on failure."""
-        ...
-
-    async def forward(self, target: Target, body: bytes, content_type: str) -> RawResult:
-        """Forward a raw body unchanged (only when ``raw_passthrough``)."""
         ...
 
     async def signature(self, model: str, version: int) -> Signature | None:

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from gateway.backends.catalog import PLATFORMS as _PLATFORMS
 from gateway.core.errors import BadRequest
-from gateway.core.restjson import TENSOR_VALUE_SCHEMA, all_finite, dumps, may_hold_bools, parse_json, result_outputs
+from gateway.core.restjson import TENSOR_VALUE_SCHEMA, all_finite, dumps, may_hold_bools, parse_json
 from gateway.core.tensors import DATATYPES, Signature, check_shape, datatype_of, to_array, to_json_value
 from gateway.core.types import InferenceRequest, InferenceResult, Target
 from gateway.protocols import oip_binary
@@ -268,7 +268,7 @@ class InferCodec:
         )
 
     def encode(self, decoded: Decoded, result: InferenceResult, target: Target, signature: Signature) -> Encoded:
-        outputs = result_outputs(result, signature)
+        outputs = result.outputs(signature)
         chosen, default = (
             (decoded.binary_outputs, decoded.binary_default) if isinstance(decoded, InferDecoded) else ({}, False)
         )

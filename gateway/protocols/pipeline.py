@@ -7,7 +7,8 @@ canary split and its guard), shadow copies and metrics cannot differ between fro
 
 A request has two variants: an ``InferenceRequest`` (decoded tensors) or a ``Passthrough`` (the
 caller's bytes, for a backend that takes them as they are: TorchServe's own paths to a TorchServe
-version). Both go through ``dispatch``.
+version, asked of the adapter as ``Backend.passthrough``). Both go through ``dispatch``, and both
+are answered by an ``InferenceResult``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from fastapi import Request, Response
 from starlette.datastructures import State
 
-from gateway.core.errors import GatewayError
-from gateway.core.types import InferenceRequest, InferenceResult, RawResult, Target
+from gateway.core.errors import BadRequest, GatewayError
+from gateway.core.types import InferenceRequest, InferenceResult, Passthrough, Target
 from gateway.protocols.common import (
     mark_route,
     read_body,
@@ -39,14 +40,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("gateway")
-
-
-@dataclass(frozen=True, slots=True)
-class Passthrough:
-    """The pass-through request variant: the caller's body and content type, sent on unchanged."""
-
-    body: bytes
-    content_type: str
 
 
 @dataclass(slots=True)
@@ -74,7 +67,7 @@ class Codec(Protocol):
     #: The OpenAPI tag and request body description of its routes.
     tag: str
     openapi: dict[str, Any]
-    #: True when a backend that takes raw bodies (``raw_passthrough``) gets the caller's bytes.
+    #: True when a backend that takes raw bodies (``Backend.passthrough``) gets the caller's bytes.
     passthrough: bool
     #: Headers every answer of this protocol carries, beside the routing headers.
     headers: Mapping[str, str]
@@ -137,16 +130,14 @@ async def serve(request: Request, codec: Codec, params: Mapping[str, str]) -> Re
     target = resolved.target
     body = await read_body(request)
     headers = {**routing_headers(resolved), **codec.headers}
-    if codec.passthrough and target.backend.raw_passthrough:
+    if codec.passthrough and target.backend.passthrough is not None:
         passthrough = Passthrough(body, request.headers.get("content-type", "application/octet-stream"))
-        raw = await dispatch(call, codec, resolved, passthrough)
-        assert isinstance(raw, RawResult)  # a Passthrough is answered by forward()
-        return Response(raw.body, status_code=raw.status, media_type=raw.content_type, headers=headers)
+        answer = await dispatch(call, codec, resolved, passthrough)
+        return Response(answer.body, media_type=answer.content_type, headers=headers)
     signature = require_signature(target, await signature_of(target))
     depth = call.services.settings.max_json_depth
     decoded = await call.decode(len(body), lambda: codec.decode(body, signature, depth, request.headers))
     result = await dispatch(call, codec, resolved, decoded.request)
-    assert isinstance(result, InferenceResult)  # an InferenceRequest is answered by infer()
     encoded = codec.encode(decoded, result, target, signature)
     return Response(encoded.body, media_type=encoded.media_type, headers={**headers, **encoded.headers})
 
@@ -163,7 +154,7 @@ async def timed(call: Call, backend: str, run: Callable[[], Awaitable[T]]) -> T:
 
 async def dispatch(
     call: Call, codec: Codec | None, resolved: Resolved, request: InferenceRequest | Passthrough
-) -> InferenceResult | RawResult:
+) -> InferenceResult:
     """Run either request variant on the routed version, feed the canary guard, maybe shadow it.
 
     ``codec`` decodes a pass-through body for a shadow copy; a front door that never passes
@@ -173,11 +164,14 @@ async def dispatch(
     backend = target.backend
     routes = call.services.router.table.models.get(target.model)
     guard = call.services.guard
-    answer: InferenceResult | RawResult
+    answer: InferenceResult
     try:
         if isinstance(request, Passthrough):
-            body, content_type = request.body, request.content_type
-            answer = await timed(call, backend.kind, lambda: backend.forward(target, body, content_type))
+            forwarder = backend.passthrough
+            if forwarder is None:  # serve() passes bodies on only to a backend that takes them
+                raise BadRequest(f"{backend.kind} versions take TF Serving REST JSON bodies, not raw bodies")
+            passthrough = request
+            answer = await timed(call, backend.kind, lambda: forwarder.forward(target, passthrough))
         else:
             inference = request
             answer = await timed(call, backend.kind, lambda: backend.infer(target, inference))
@@ -200,7 +194,7 @@ async def _shadow_copy(
     codec: Codec | None,
     target: Target,
     request: InferenceRequest | Passthrough,
-    answer: InferenceResult | RawResult,
+    answer: InferenceResult,
 ) -> tuple[InferenceRequest, InferenceResult] | None:
     """The request and answer to compare a shadow against, as tensors.
 
@@ -208,9 +202,9 @@ async def _shadow_copy(
     (TorchServe's paths take TF Serving REST JSON for versions with a signature); a body it cannot
     read (an image, say) cannot be compared, and is not copied.
     """
-    if isinstance(request, InferenceRequest) and isinstance(answer, InferenceResult):
+    if isinstance(request, InferenceRequest):
         return request, answer
-    if not isinstance(request, Passthrough) or not isinstance(answer, RawResult) or codec is None:
+    if codec is None:
         return None
     signature = await signature_of(target)
     if signature is None:
@@ -221,4 +215,4 @@ async def _shadow_copy(
     except GatewayError as exc:
         log.debug("no shadow copy of %s v%d: %s", target.model, target.version, exc.message)
         return None
-    return decoded.request, InferenceResult(body=answer.body, form=decoded.request.form)
+    return decoded.request, answer.in_form(decoded.request.form)

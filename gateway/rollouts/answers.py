@@ -1,13 +1,14 @@
 """What the rollout service answers, as typed values: the admin API's response models.
 
 The admin routes declare these models, so the OpenAPI schema documents every admin answer; the
-JSON is each model's ``model_dump()``. A field that is left out of the JSON when it has no value
-says so (``_OMITTED``); every other field is always present, ``null`` included.
+JSON is each model's ``body()``, its ``model_dump()`` unless it says otherwise. A field that is left
+out of the JSON when it has no value says so (``_OMITTED``); every other field is always present,
+``null`` included (``DeployAnswer``'s ``canary`` is absent from an unchanged deploy's answer).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,10 +77,16 @@ class DeployAnswer(Answer):
     model: str
     version: int
     backend: str
-    status: str = Field(description="'deployed', or 'unchanged' when that version holds the same files")
+    status: Literal["deployed", "unchanged"] = Field(
+        description="'deployed', or 'unchanged' when that version holds the same files"
+    )
     canary: float | None = Field(
         None, description="the canary share it was given (deployed only; absent when unchanged)"
     )
+
+    def body(self) -> dict[str, Any]:
+        """``canary`` is null when deployed without a canary, and absent when unchanged."""
+        return self.model_dump(exclude={"canary"} if self.status == "unchanged" else None)
 
 
 class ApplyAnswer(Answer):

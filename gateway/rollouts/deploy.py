@@ -22,10 +22,11 @@ from gateway.backends.catalog import ARTIFACTS, backend_of
 from gateway.core.errors import BadRequest, DeployFailed, GatewayError, RegistryDown
 from gateway.core.kinds import Kind
 from gateway.core.names import MODEL_RULE, is_model_name, shown
-from gateway.core.restjson import decode_outputs, decode_request, result_outputs
+from gateway.core.restjson import decode_outputs, decode_request
 from gateway.core.tensors import Signature
 from gateway.core.types import InferenceRequest, Target, version_number
 from gateway.registry.store import Tx
+from gateway.rollouts.answers import DeployAnswer
 from gateway.rollouts.artifacts import Limits, digest, remove_tree, stage, stated_version, unpack
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.sources import materialise, redact
@@ -52,7 +53,7 @@ class Deployer:
         actor: str,
         *,
         source: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> DeployAnswer:
         """Deploy the version packed in the tar file ``upload`` (which this call deletes), or
         written into it from ``source``, a URL checked against its allow-list.
 
@@ -143,7 +144,7 @@ class Deployer:
         canary: float | None,
         actor: str,
         detail: dict[str, Any],
-    ) -> dict[str, Any]:
+    ) -> DeployAnswer:
         """Number the checked version directory ``staged``, move it into the store (or confirm
         an identical one there), then load and route it; called with the model's lock held."""
         store = self.settings.model_store
@@ -161,7 +162,7 @@ class Deployer:
                 await self._store(model, number, final)  # deployed before an artifact store was set
                 if canary and record is not None:
                     await self.service.traffic(model, number, canary, record.policy.sticky_header, actor)
-                return {"model": model, "version": number, "backend": kind, "status": "unchanged"}
+                return DeployAnswer(model=model, version=number, backend=kind, status="unchanged")
             created = False
         else:
             await asyncio.to_thread(_place, staged, final)
@@ -180,7 +181,7 @@ class Deployer:
         final: Path,
         created: bool,
         detail: dict[str, Any],
-    ) -> dict[str, Any]:
+    ) -> DeployAnswer:
         """Load, wait, smoke, route, holding the backend's lock (``BackendLocks``): what must stay
         loaded is read from the registry now, so no other replica's change is lost."""
         backend = self.service.backends[kind]
@@ -207,7 +208,7 @@ class Deployer:
             if created:
                 await asyncio.to_thread(remove_tree, final)
             raise
-        return {"model": model, "version": number, "backend": kind, "status": "deployed", "canary": canary}
+        return DeployAnswer(model=model, version=number, backend=kind, status="deployed", canary=canary)
 
     def _version(self, source: Path, kind: Kind, asked: int | None, known: dict[int, Any], model_dir: Path) -> int:
         if asked is not None and asked < 1:
@@ -294,7 +295,7 @@ class Deployer:
             inputs, form = decode_request(json.loads(sample_in.read_text()), signature)
             expected = decode_outputs(sample_out.read_bytes(), form, signature)
             result = await backend.infer(Target(model, version, backend, signature), InferenceRequest(inputs, form))
-            got = result_outputs(result, signature)
+            got = result.outputs(signature)
         except GatewayError as exc:
             raise DeployFailed("smoke", exc.message, 422 if exc.status_code < 500 else exc.status_code) from None
         except ValueError as exc:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway import metrics
@@ -41,7 +40,6 @@ from gateway.rollouts.plan import (
     write_state,
 )
 from gateway.rollouts.startup import loaded_versions, stable_versions, sync_defaults, write_startup
-from gateway.routing.discovery import read_state, scan_store
 from gateway.routing.guard import CanaryGuard
 from gateway.routing.router import Router
 from gateway.routing.shadow import ShadowRunner
@@ -151,47 +149,6 @@ class RolloutService:
             async with self.locks.try_hold(kind) as held:
                 if held:
                     await self.write_startup(kind, await self.snapshot())
-
-    # --- start-up ---------------------------------------------------------------------------
-    async def adopt_if_empty(self, state_file: Path | None) -> bool:
-        """With an empty registry, adopt what the model store holds; True if it did.
-
-        Each model's highest version becomes ``stable`` unless the desired-state file says
-        otherwise. The adoption is one history entry.
-        """
-        if not await self.read(self.registry.is_empty):
-            return False
-        stored = scan_store(self.store)
-        wanted = read_state(state_file)
-        if not stored:
-            return False
-
-        def change(tx: Tx) -> None:
-            highest: dict[str, int] = {}
-            for v in stored:
-                tx.ensure_model(v.model)
-                tx.upsert_version(v.model, v.version, v.backend, f"{v.model}/{v.version}")
-                highest[v.model] = max(highest.get(v.model, 0), v.version)
-            present = {(v.model, v.version) for v in stored}
-            for model, top in highest.items():
-                labels = {str(k): int(n) for k, n in ((wanted.get(model) or {}).get("labels") or {}).items()}
-                for label, version in list(labels.items()):
-                    if (model, version) not in present:  # the state file may name versions not here
-                        log.warning("state file: %s label %s -> version %d not in the store", model, label, version)
-                        del labels[label]
-                labels.setdefault("stable", top)
-                for label, version in labels.items():
-                    tx.set_label(model, label, version)
-
-        await self.write(
-            actor="gateway",
-            action="adopt",
-            model=None,
-            change=change,
-            message=f"adopted {len(stored)} versions from the model store",
-            detail={"versions": [f"{v.model}/{v.version}" for v in stored]},
-        )
-        return True
 
     # --- routing operations (no backend involved) ----------------------------------------------
     async def route(

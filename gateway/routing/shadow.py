@@ -17,7 +17,6 @@ import numpy as np
 
 from gateway import metrics
 from gateway.core.errors import GatewayError
-from gateway.core.restjson import result_outputs
 from gateway.core.types import InferenceRequest, InferenceResult, Target
 
 log = logging.getLogger(__name__)
@@ -115,8 +114,8 @@ class ShadowRunner:
         try:
             copy = InferenceRequest(inputs=request.inputs, form="column")
             answer = await shadow.backend.infer(shadow, copy)
-            theirs = result_outputs(answer, shadow.signature)
-            ours = result_outputs(result, primary.signature)
+            theirs = answer.outputs(shadow.signature)
+            ours = result.outputs(primary.signature)
             worst, agree = compare(ours, theirs, self.tolerance)
             stats.compared += 1
             stats.sum_max_abs_diff += worst if np.isfinite(worst) else 0.0

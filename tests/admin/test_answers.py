@@ -66,3 +66,12 @@ def test_optional_fields_are_left_out_and_null_ones_kept(client):
     assert r.json() == {"model": "toy", "stable": 3, "previous": 1}
     r = client.put("/admin/models/toy/traffic", json={"canary": None}, headers=ADMIN)
     assert r.content == b'{"model":"toy","canary":null,"percent":0.0,"guard":null}'
+
+
+def test_a_deploy_answer_has_canary_null_when_deployed_and_none_when_unchanged():
+    from gateway.rollouts.answers import DeployAnswer
+
+    deployed = DeployAnswer(model="m", version=2, backend="tfserving", status="deployed")
+    assert deployed.body() == {"model": "m", "version": 2, "backend": "tfserving", "status": "deployed", "canary": None}
+    unchanged = DeployAnswer(model="m", version=2, backend="tfserving", status="unchanged", canary=5.0)
+    assert unchanged.body() == {"model": "m", "version": 2, "backend": "tfserving", "status": "unchanged"}

@@ -11,7 +11,8 @@ import time
 import orjson
 
 from gateway.core.errors import BackendError
-from gateway.core.types import RawResult, Target
+from gateway.core.restjson import decode_outputs
+from gateway.core.types import InferenceResult, Passthrough, Target
 
 ADMIN = {"Authorization": "Bearer unit-admin-token-0123456789"}
 ROW = {"instances": [[1.0, 1.0, 1.0, 1.0]]}
@@ -53,13 +54,12 @@ def test_a_guarded_canary_reached_only_through_predictions_rolls_back(client, fa
 def test_shadow_sees_predictions_traffic_and_never_changes_the_answer(client, fake_backends, monkeypatch):
     torchserve, tfserving = fake_backends["torchserve"], fake_backends["tfserving"]
 
-    async def handler(target: Target, body: bytes, content_type: str) -> RawResult:
+    async def handler(target: Target, request: Passthrough) -> InferenceResult:
         """As the example TorchServe handler answers REST JSON: here, the inputs times the version."""
-        torchserve.forwarded.append((target, body))
-        rows = orjson.loads(body)["instances"]
-        return RawResult(
-            orjson.dumps({"predictions": [[x * target.version for x in r] for r in rows]}), "application/json"
-        )
+        torchserve.forwarded.append((target, request.body))
+        rows = orjson.loads(request.body)["instances"]
+        answer = orjson.dumps({"predictions": [[x * target.version for x in r] for r in rows]})
+        return InferenceResult(body=answer, form=None, decode=decode_outputs)
 
     monkeypatch.setattr(torchserve, "forward", handler)
     r = client.put("/admin/models/toy/shadow", json={"version": 2, "percent": 100}, headers=ADMIN)

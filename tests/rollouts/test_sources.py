@@ -200,6 +200,22 @@ def test_deploy_from_an_allowed_directory_and_not_through_a_symlink(fetch_client
     assert r.json()["status"] == "deployed"
 
 
+def test_deploying_the_same_files_again_answers_unchanged_without_a_canary(fetch_client, tmp_path: Path):
+    version = _version_dir(tmp_path / "artifacts")
+    params = {"source": f"file://{version}"}
+    first = fetch_client.post("/admin/models/fetched/deploy", params=params, headers=ADMIN)
+    assert first.json() == {
+        "model": "fetched",
+        "version": 1,
+        "backend": "tfserving",
+        "status": "deployed",
+        "canary": None,
+    }
+    again = fetch_client.post("/admin/models/fetched/deploy", params={**params, "version": 1}, headers=ADMIN)
+    assert again.status_code == 200, again.text
+    assert again.content == b'{"model":"fetched","version":1,"backend":"tfserving","status":"unchanged"}'
+
+
 def test_a_body_and_a_source_together_are_refused(fetch_client, artifact_server):
     r = fetch_client.post(
         "/admin/models/fetched/deploy",

@@ -36,7 +36,6 @@ from gateway.core.tensors import Signature, TensorSpec
 from gateway.core.types import (
     InferenceRequest,
     InferenceResult,
-    RawResult,
     Target,
     VersionStatus,
 )
@@ -109,7 +108,8 @@ class TFServingBackend:
     """Calls TF Serving's gRPC API, always naming an explicit version."""
 
     kind: Kind = KIND
-    raw_passthrough = False
+    #: TF Serving takes decoded requests only (tensors over gRPC), never a caller's body as it is.
+    passthrough: None = None
 
     def __init__(
         self,
@@ -207,9 +207,6 @@ class TFServingBackend:
             order = [s.name for s in target.signature.outputs if s.name in outputs]
             outputs = {n: outputs[n] for n in order} | outputs
         return InferenceResult(outputs=outputs)
-
-    async def forward(self, target: Target, body: bytes, content_type: str) -> RawResult:
-        raise BadRequest("tfserving versions take TF Serving REST JSON bodies, not raw bodies")
 
     async def signature(self, model: str, version: int) -> Signature | None:
         req = pb.GetModelMetadataRequest(metadata_field=["signature_def"])

@@ -16,8 +16,7 @@ import grpc
 from google.protobuf.message import Message
 
 from gateway.backends.catalog import PLATFORMS
-from gateway.core.restjson import result_outputs
-from gateway.core.types import InferenceRequest, InferenceResult
+from gateway.core.types import InferenceRequest
 from gateway.protocols.common import mark_route, require_signature, signature_of
 from gateway.protocols.pipeline import Call, dispatch, resolve
 from gateway.protocols.rpc.calls import run
@@ -105,9 +104,8 @@ class InferenceService:
         names = output_names(request, signature)
         inputs = await call.decode(request.ByteSize(), lambda: decode_inputs(request, signature))
         result = await dispatch(call, None, resolved, InferenceRequest(inputs=inputs, output_filter=names))
-        assert isinstance(result, InferenceResult)  # an InferenceRequest is answered by infer()
         response = pb.ModelInferResponse(model_name=target.model, model_version=str(target.version), id=request.id)
-        encode_outputs(result_outputs(result, signature), names, response, raw=bool(request.raw_input_contents))
+        encode_outputs(result.outputs(signature), names, response, raw=bool(request.raw_input_contents))
         return response
 
 

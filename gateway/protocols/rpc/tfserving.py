@@ -30,9 +30,8 @@ from gateway.backends.tfserving.protos import error_codes_pb2 as codes
 from gateway.backends.tfserving.protos import serving_pb2 as pb
 from gateway.backends.tfserving.protos import tensorflow_pb2 as tf_pb2
 from gateway.core.errors import BadRequest, GatewayError
-from gateway.core.restjson import result_outputs
 from gateway.core.tensors import Signature, TensorSpec, check_shape, datatype_of
-from gateway.core.types import InferenceRequest, InferenceResult, Target
+from gateway.core.types import InferenceRequest, Target
 from gateway.protocols.common import mark_route, require_signature, signature_of
 from gateway.protocols.pipeline import Call, dispatch, resolve
 from gateway.protocols.rpc.calls import run
@@ -130,8 +129,7 @@ class TFServingService:
         limit = self.services.settings.max_body_bytes
         inputs = await call.decode(request.ByteSize(), lambda: decode_inputs(request, signature, limit))
         result = await dispatch(call, None, resolved, InferenceRequest(inputs=inputs, output_filter=wanted))
-        assert isinstance(result, InferenceResult)  # an InferenceRequest is answered by infer()
-        outputs = result_outputs(result, signature)
+        outputs = result.outputs(signature)
         response = pb.PredictResponse()
         _model_spec(response.model_spec, target, signature_name)
         for name in wanted or tuple(outputs):
