@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
@@ -112,7 +112,8 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
         probe = asyncio.create_task(probe_backends(router, deployer.restore, settings.backend_probe_seconds))
         metrics_server = None
         if settings.metrics_port is not None:  # a thread of this process, so it sees the same registry
-            metrics_server, _ = start_http_server(settings.metrics_port, settings.host, metrics.REGISTRY)
+            # With several workers each binds the port too (SO_REUSEPORT); any of them answers for all.
+            metrics_server, _ = metrics.start_server(settings.metrics_port, settings.host, settings.workers > 1)
             log.info("metrics on http://%s:%d/metrics only", settings.host, settings.metrics_port)
         app.state.ready = True
         try:
@@ -198,12 +199,13 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
     app.include_router(oip.models)
     app.include_router(admin_routes.router)
 
+    scrape = metrics.scrape_registry()
     if settings.metrics_port is None:  # else only on the metrics port (started in the lifespan)
 
         @app.get("/metrics", include_in_schema=False)
         async def prometheus_metrics() -> Response:
-            """Prometheus metrics of this gateway process."""
-            return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+            """Prometheus metrics of this gateway (every worker's, summed)."""
+            return Response(generate_latest(scrape), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(InferenceRoutes)  # innermost: inference without FastAPI's per-request work
     # Admin requests: token and body limit checked before any byte of the body is read.

@@ -1,0 +1,76 @@
+"""``GATEWAY_WORKERS=2`` against the real local stack: both workers serve the one port, and one
+scrape (of either worker) counts every request exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import aiohttp
+import httpx
+from localstack import free_port
+
+from tests.e2e.workers import children, scraped, worker_value
+
+ROW = {"instances": [[0.1, 0.2, 0.3, 0.4]]}
+COUNTED = {"model": "mlp", "version": "1", "code": "200"}
+
+
+async def _send(url: str, n: int, concurrency: int = 8) -> list[int]:
+    """``n`` POSTs, a new connection each (connections are what the kernel spreads over workers)."""
+    statuses: list[int] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            async with sem, session.post(url, json=ROW) as r:
+                await r.read()
+                statuses.append(r.status)
+
+        await asyncio.gather(*(one() for _ in range(n)))
+    return statuses
+
+
+def test_two_workers_serve_one_port_and_a_scrape_counts_each_request_once(stack, tmp_path):
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    stale = metrics_dir / "counter_424242.db"  # an earlier run's file: must not count
+    stale.write_bytes(b"\0" * 16)
+    port = free_port()
+    env = {"GATEWAY_WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    service = stack.start_gateway_process(port, name="two-workers", env=env)
+    url = f"http://127.0.0.1:{port}"
+    predict = f"{url}/v1/models/mlp/versions/1:predict"
+    try:
+        workers = children(service.proc.pid, 2)
+        assert len(workers) == 2, workers
+        assert not stale.exists()
+        sent = 0
+        deadline = time.monotonic() + 60
+        # Until both workers answered some (the second starts once the first listens).
+        while not all(worker_value(metrics_dir, p, "gateway_requests_total", **COUNTED) > 0 for p in workers):
+            assert time.monotonic() < deadline, "the requests never reached both workers"
+            assert asyncio.run(_send(predict, 50)) == [200] * 50
+            sent += 50
+        assert asyncio.run(_send(predict, 200)) == [200] * 200
+        sent += 200
+
+        per_worker = [worker_value(metrics_dir, p, "gateway_requests_total", **COUNTED) for p in workers]
+        assert all(v > 0 for v in per_worker), per_worker
+        assert sum(per_worker) == sent
+        # Every scrape, whichever worker answers it (new connections), counts each request once.
+        for _ in range(6):
+            page = httpx.get(f"{url}/metrics").text
+            assert scraped(page, "gateway_requests_total", **COUNTED) == sent
+            assert scraped(page, "gateway_request_duration_seconds_count", model="mlp", version="1") == sent
+            assert scraped(page, "gateway_inflight_requests") == 0
+            assert scraped(page, "gateway_model_version_info", model="mlp", label="stable", version="1") == 1
+            assert scraped(page, "gateway_backend_up", backend="torchserve") == 1
+    finally:
+        service.proc.send_signal(signal.SIGTERM)
+        service.proc.wait(timeout=60)
+        stack.services.pop("two-workers", None)
+    assert service.proc.returncode == 0
+    assert not [p for p in workers if Path(f"/proc/{p}").exists()]  # the workers stopped with it
