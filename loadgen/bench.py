@@ -183,7 +183,14 @@ async def workers_phase(stack: Stack, body: bytes, concurrency: int, seconds: fl
 
 
 async def run(
-    stack: Stack, requests: int, seconds: float, concurrency: int, *, only_oip: bool = False, cpu_concurrency: int = 8
+    stack: Stack,
+    requests: int,
+    seconds: float,
+    concurrency: int,
+    *,
+    only_oip: bool = False,
+    only_workers: bool = False,
+    cpu_concurrency: int = 8,
 ) -> None:
     """All measurements (or only the OIP one), each printed as a Markdown table when done."""
     mlp = json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]]}).encode()
@@ -193,6 +200,10 @@ async def run(
     if only_oip:
         print("\n### cnn through the Open Inference Protocol, JSON and binary, one at a time (ms)\n")
         print(markdown(await oip_forms(stack, x_cnn, requests)), flush=True)
+        return
+    if only_workers:
+        print(f"\n### Workers, {concurrency} clients, backend not the bottleneck (nginx fixed answer)\n")
+        print(markdown(await workers_phase(stack, mlp, concurrency, seconds)), flush=True)
         return
     side: list[dict[str, object]] = []
     for name, version in (("mlp v1 (TorchServe REST)", 1), ("mlp v2 (TF Serving gRPC)", 2)):

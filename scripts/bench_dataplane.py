@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("--pin-client", type=int, metavar="CPU",
                         help="pin the measuring client to this CPU once the stack runs (as taskset -p)")  # fmt: skip
     parser.add_argument("--only-oip", action="store_true", help="only cnn through OIP, JSON against binary")
+    parser.add_argument("--only-workers", action="store_true", help="only 1 against 2 gateway workers")
     args = parser.parse_args()
     print(f"command: {' '.join(sys.argv)}\nmachine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
     with (
@@ -209,7 +210,7 @@ def main() -> None:
             **extra,  # type: ignore[arg-type]
         )
         asyncio.run(bench.run(target, args.requests, args.seconds, args.concurrency, only_oip=args.only_oip,
-                              cpu_concurrency=args.cpu_concurrency))  # fmt: skip
+                              only_workers=args.only_workers, cpu_concurrency=args.cpu_concurrency))  # fmt: skip
 
 
 if __name__ == "__main__":
