@@ -94,7 +94,10 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
         self.status, self.content_type, self.body = 0, b"", []
-        self.transport.writelines((head, body))
+        if len(body) <= 65536:  # one send() for the usual small body; a large one is not copied
+            self.transport.write(head + body)
+        else:
+            self.transport.writelines((head, body))
         await self.waiter
         self.waiter = None
         return self.status, b"".join(self.body), self.content_type.decode("latin-1")
