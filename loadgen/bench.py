@@ -178,7 +178,8 @@ async def workers_phase(stack: Stack, body: bytes, concurrency: int, seconds: fl
             "cpu_us_per_request": statistics.mean(c or 0.0 for _, c in runs) * 1000,
             "rss_mb_per_worker": max(rss[n]),
         })  # fmt: skip
-    rows[1]["x_one_worker"] = float(rows[1]["rps"]) / float(rows[0]["rps"])  # type: ignore[arg-type]
+    for row in rows:
+        row["x_one_worker"] = float(row["rps"]) / float(rows[0]["rps"])  # type: ignore[arg-type]
     return rows
 
 

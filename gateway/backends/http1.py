@@ -122,13 +122,15 @@ class Pool:
             raise CannotConnect(exc) from exc
         return conn
 
-    async def post(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes, str]:
-        """``POST path``: the answer's status, body and content type (raises the errors above)."""
-        head = b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n" % (
+    async def post(self, path: str, body: bytes, content_type: str, extra: bytes = b"") -> tuple[int, bytes, str]:
+        """``POST path``: the answer's status, body and content type (raises the errors above).
+        ``extra``: more header lines, each ending in CRLF."""
+        head = b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n" % (
             path.encode(),
             self._host_header,
             content_type.encode("latin-1"),
             len(body),
+            extra,
         )
         async with self._slots:
             conn = None
