@@ -55,10 +55,12 @@ class Ports:
     # TorchServe also opens its own gRPC API; two stacks on one machine must not share it.
     ts_grpc_inference: int = 7070
     ts_grpc_management: int = 7071
+    #: The gateway's gRPC front doors (GATEWAY_GRPC_PORT).
+    gateway_grpc: int = 8002
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(free_port() for _ in range(8)))
+        return cls(*(free_port() for _ in range(9)))
 
 
 @dataclass
@@ -258,6 +260,11 @@ class LocalStack:
         return f"http://127.0.0.1:{self.ports.gateway}"
 
     @property
+    def gateway_grpc_target(self) -> str:
+        """The gateway's gRPC front doors, host:port."""
+        return f"127.0.0.1:{self.ports.gateway_grpc}"
+
+    @property
     def torchserve_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.ts_inference}"
 
@@ -376,6 +383,7 @@ class LocalStack:
             "GATEWAY_ADMIN_TOKEN": token,
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(self.ports.gateway),
+            "GATEWAY_GRPC_PORT": str(self.ports.gateway_grpc),
             "GATEWAY_MODEL_STORE": str(self.store),
             "GATEWAY_TORCHSERVE_URL": self.torchserve_url,
             "GATEWAY_TORCHSERVE_MANAGEMENT_URL": self.torchserve_management_url,
@@ -385,9 +393,12 @@ class LocalStack:
         }
 
     def _gateway(self, port: int | None = None, name: str = "gateway", env: dict[str, str] | None = None) -> Service:
-        env = {**self.gateway_environment(), **(env or {})}
+        given = env or {}
+        env = {**self.gateway_environment(), **given}
         if port is not None:
             env["GATEWAY_PORT"] = str(port)
+            if port != self.ports.gateway and "GATEWAY_GRPC_PORT" not in given:
+                env["GATEWAY_GRPC_PORT"] = "0"  # another replica: the gRPC port is the first one's
         return Service(name, [self.python, "-m", "gateway.cli", "serve"], self.workdir / name / "gateway.log", env=env)
 
     def start_gateway_process(
@@ -594,7 +605,8 @@ def _run(args: argparse.Namespace) -> int:
             f"management http://127.0.0.1:{p.ts_management}  metrics http://127.0.0.1:{p.ts_metrics}/metrics\n"
             f"TF Serving (dev)   gRPC 127.0.0.1:{p.tf_grpc}  REST http://127.0.0.1:{p.tf_rest}"
             f"  metrics http://127.0.0.1:{p.tf_rest}/monitoring/prometheus/metrics\n"
-            f"Gateway            {stack.gateway_url}  (OpenAPI docs {stack.gateway_url}/docs)\n"
+            f"Gateway            {stack.gateway_url}  (OpenAPI docs {stack.gateway_url}/docs)"
+            f"  gRPC {stack.gateway_grpc_target}\n"
             f"Admin token        {token_note}\n\n"
             "Try:\n"
             f"  curl -s -X POST {stack.gateway_url}/v1/models/mlp:predict \\\n"

@@ -32,6 +32,7 @@ from gateway.protocols.fastpath import InferenceRoutes
 from gateway.protocols.instrument import InferenceMetrics
 from gateway.protocols.oip_binary import HEADER as OIP_BINARY_HEADER
 from gateway.protocols.routes import router as inference_router
+from gateway.protocols.rpc import server as rpc_server
 from gateway.registry.store import RegistryStore
 from gateway.registry.watch import Watcher
 from gateway.requestid import RequestIdMiddleware
@@ -192,11 +193,14 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
             # With several workers each binds the port too (SO_REUSEPORT); any of them answers for all.
             metrics_server, _ = metrics.start_server(settings.metrics_port, settings.host, settings.workers > 1)
             log.info("metrics on http://%s:%d/metrics only", settings.host, settings.metrics_port)
+        grpc_server = await rpc_server.start(services, lambda: bool(app.state.ready))
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
+            timeouts = (settings.torchserve_timeout_seconds, settings.tfserving_timeout_seconds)
+            await rpc_server.stop(grpc_server, grace=max(timeouts))  # calls in progress finish
             probe.cancel()
             if metrics_server is not None:
                 await asyncio.to_thread(metrics_server.shutdown)

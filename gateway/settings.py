@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     port: int = Field(
         8000, ge=0, le=65535, description="Port of inference, admin and (unless metrics_port is set) /metrics."
     )
+    grpc_port: int | None = Field(
+        8002,
+        ge=0,
+        le=65535,
+        description="Port of the gRPC front doors (TF Serving's PredictionService and ModelService, the Open "
+        "Inference Protocol's GRPCInferenceService), on the same host address; 0 or empty: no gRPC server.",
+    )
     model_store: Path = Field(
         Path("model_store"),
         description="Directory of model artifacts, <model>/<version>/; shared with the backends.",
@@ -264,6 +271,11 @@ class Settings(BaseSettings):
         True, description="Serve /docs, /redoc and /openapi.json; false turns all three off (404)."
     )
     log_level: str = Field("info", description="Log level of the gateway and uvicorn.")
+
+    @field_validator("grpc_port", mode="before")
+    @classmethod
+    def _grpc_off(cls, value: object) -> object:
+        return None if value in ("", 0, "0") else value
 
     @field_validator("admin_token", "read_token", "inference_keys")
     @classmethod

@@ -119,7 +119,8 @@ def start_to_ready(stack: LocalStack, runs: int = 3) -> list[float]:
     times = []
     for _ in range(runs):
         port = free_port()
-        env = {**stack.gateway_environment(), "GATEWAY_PORT": str(port)}
+        # Its own ports, gRPC front doors included (the stack's gateway holds the default ones).
+        env = {**stack.gateway_environment(), "GATEWAY_PORT": str(port), "GATEWAY_GRPC_PORT": str(free_port())}
         with tempfile.TemporaryDirectory() as tmp:
             svc = Service("gateway-start", [sys.executable, "-m", "gateway.cli", "serve"],
                           Path(tmp) / "log", env=env)  # fmt: skip

@@ -1,4 +1,4 @@
-"""Generate the gateway's lean TF Serving client code from its own .proto files.
+"""Generate the gateway's lean protobuf modules (TF Serving, Open Inference Protocol) from its own .proto files.
 
 Run from anywhere: ``python scripts/gen_protos.py`` (``make protos``). Needs grpcio-tools (dev extra).
 
@@ -21,17 +21,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_DIR = Path("gateway/backends/tfserving/protos")
+#: Every directory of .proto files; each has its own private pool (its ``_pool.py``).
+PROTO_DIRS = (PROTO_DIR, Path("gateway/protocols/rpc/protos"))
 DEFAULT_POOL = "_descriptor_pool.Default()"
 PRIVATE_POOL = "_private_pool.POOL"
-POOL_IMPORT = "from gateway.backends.tfserving.protos import _pool as _private_pool\n"
 
 
 def generate(out_dir: Path) -> list[Path]:
-    """Run protoc on every .proto in PROTO_DIR, writing the post-processed modules to out_dir."""
+    """Run protoc on every .proto of PROTO_DIRS, writing the post-processed modules to out_dir
+    (under the same relative paths)."""
+    written = []
+    for proto_dir in PROTO_DIRS:
+        written += _generate(proto_dir, out_dir)
+    return written
+
+
+def _generate(proto_dir: Path, out_dir: Path) -> list[Path]:
     import grpc_tools
 
+    pool_import = f"from {'.'.join(proto_dir.parts)} import _pool as _private_pool\n"
     include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    protos = sorted(str(p) for p in PROTO_DIR.glob("*.proto"))
+    protos = sorted(str(p) for p in proto_dir.glob("*.proto"))
     subprocess.run(
         [
             sys.executable,
@@ -49,7 +59,7 @@ def generate(out_dir: Path) -> list[Path]:
         cwd=ROOT,
     )
     written = []
-    for path in sorted((out_dir / PROTO_DIR).glob("*_pb2.py*")):
+    for path in sorted((out_dir / proto_dir).glob("*_pb2.py*")):
         if path.suffix == ".py":
             text = path.read_text()
             if DEFAULT_POOL not in text:
@@ -57,7 +67,7 @@ def generate(out_dir: Path) -> list[Path]:
             text = text.replace(DEFAULT_POOL, PRIVATE_POOL)
             text = text.replace(
                 "# @@protoc_insertion_point(imports)\n",
-                "# @@protoc_insertion_point(imports)\n" + POOL_IMPORT,
+                "# @@protoc_insertion_point(imports)\n" + pool_import,
                 1,
             )
             path.write_text(text)
@@ -68,7 +78,7 @@ def generate(out_dir: Path) -> list[Path]:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for path in generate(Path(tmp)):
-            target = ROOT / PROTO_DIR / path.name
+            target = ROOT / path.relative_to(tmp)
             target.write_bytes(path.read_bytes())
             print(f"wrote {target.relative_to(ROOT)}")
 

@@ -3,6 +3,7 @@ the real local stack, started once per session, for the end-to-end tests (tests/
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ from gateway.settings import Settings
 from tests.fakes import FakeBackend, make_version
 
 ROOT = Path(__file__).resolve().parents[1]
+# Unit-test apps open no gRPC port unless a test asks for one (tests/protocols/rpc); the local
+# stack's gateway (e2e) gets its port from deploy/localstack.py.
+os.environ.setdefault("GATEWAY_GRPC_PORT", "0")
 
 VEC4 = {
     "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],

@@ -50,6 +50,8 @@ VOLUME ["/models", "/data"]
 # Numeric, so that Kubernetes can check runAsNonRoot against the image.
 USER ${APP_UID}:${APP_UID}
 EXPOSE 8000
+# The gRPC front doors (GATEWAY_GRPC_PORT's default).
+EXPOSE 8002
 # Ready means: registry migrated, routes loaded (503 before). No curl in the slim image.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request as u; port = os.environ.get('GATEWAY_PORT', '8000'); sys.exit(0 if u.urlopen(f'http://127.0.0.1:{port}/v2/health/ready', timeout=2).status == 200 else 1)"]

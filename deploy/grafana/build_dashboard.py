@@ -43,6 +43,9 @@ STACKS = (("torchserve", "TorchServe"), ("tfserving", "TF Serving"))
 
 # Filters every gateway query shares; $model and $version are the dashboard's variables.
 MV = 'model=~"$model", version=~"$version"'
+# The front door ($protocol: tfserving_rest, oip, torchserve, tfserving_grpc, oip_grpc), on the metrics
+# that carry it (requests and their duration; the overhead and backend-call histograms do not).
+PROTO = 'protocol=~"$protocol"'
 RATE = "[$__rate_interval]"
 
 
@@ -158,7 +161,7 @@ def stack_pairs() -> list[tuple[str, list[Any]]]:
         return [make(backend, name) for backend, name in STACKS]
 
     def request_rate(backend: str, name: str) -> Any:
-        sel = f'backend="{backend}", {MV}'
+        sel = f'backend="{backend}", {MV}, {PROTO}'
         return series(
             f"{name}: request rate",
             f"Inference requests the gateway answered from {name}, per model and version (gateway_requests_total).",
@@ -167,7 +170,7 @@ def stack_pairs() -> list[tuple[str, list[Any]]]:
         )
 
     def errors(backend: str, name: str) -> Any:
-        sel = f'backend="{backend}", {MV}'
+        sel = f'backend="{backend}", {MV}, {PROTO}'
         return series(
             f"{name}: error ratio",
             "Share of requests answered with a server error (5xx: backend error, unreachable, deadline) and "
@@ -182,7 +185,7 @@ def stack_pairs() -> list[tuple[str, list[Any]]]:
         )
 
     def latency(backend: str, name: str) -> Any:
-        sel = f'backend="{backend}", {MV}'
+        sel = f'backend="{backend}", {MV}, {PROTO}'
         metric = "gateway_request_duration_seconds"
         return series(
             f"{name}: latency p50 / p95 / p99",
@@ -224,7 +227,7 @@ def stack_pairs() -> list[tuple[str, list[Any]]]:
         )
 
     def per_version(backend: str, name: str) -> Any:
-        sel = f'backend="{backend}", {MV}'
+        sel = f'backend="{backend}", {MV}, {PROTO}'
         metric = "gateway_request_duration_seconds"
         extra = f', backend="{backend}"'
         return series(
@@ -247,7 +250,7 @@ def stack_pairs() -> list[tuple[str, list[Any]]]:
 
 
 def rollout_panels() -> list[Any]:
-    sel = 'backend!="", model=~"$model", version=~"$version"'
+    sel = f'backend!="", model=~"$model", version=~"$version", {PROTO}'
     p99 = quantile(0.99, "gateway_request_duration_seconds", sel, "model, version")
     shadow = 'model=~"$model"'
     compared = (
@@ -461,6 +464,23 @@ def build() -> dict[str, Any]:
         .all_value(".+")
         .current(models.VariableOption(selected=True, text=["All"], value=["$__all"]))
     )
+    protocol_var = (
+        db.QueryVariable("protocol")
+        .label("Protocol")
+        .description(
+            "Front doors (gateway_requests_total): tfserving_rest, oip, torchserve, tfserving_grpc, oip_grpc. "
+            "Filters the request rate, error and latency panels; overhead and backend-call time have no "
+            "protocol label."
+        )
+        .datasource(DATASOURCE)
+        .query('label_values(gateway_requests_total{model=~"$model"}, protocol)')
+        .refresh(models.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(models.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".+")
+        .current(models.VariableOption(selected=True, text=["All"], value=["$__all"]))
+    )
     # A rollout operation shows as a marker: a counter that moved within the last minute, or a
     # (model, action) counted for the first time (a new series has no earlier sample to change from).
     rollouts = (
@@ -491,6 +511,7 @@ def build() -> dict[str, Any]:
         .tooltip(models.DashboardCursorSync.CROSSHAIR)
         .with_variable(model_var)
         .with_variable(version_var)
+        .with_variable(protocol_var)
         .annotation(rollouts)
     )
     sections: list[tuple[str, list[Any]]] = [("Stacks", overview_panels())]

@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 
 from gateway.backends import http1
+from gateway.backends.deadline import DEADLINE, within
 from gateway.backends.mar import KIND
 from gateway.backends.resilience import RetryBudget
 from gateway.backends.scrub import scrub
@@ -174,11 +175,16 @@ class TorchServeBackend:
 
     async def _send(self, target: Target, body: bytes, content_type: str) -> tuple[int, bytes, str]:
         path = f"/predictions/{target.model}/{target.version}"
+        total = self._timeout.total or 30.0
+        if DEADLINE.get() is not None:  # a gRPC caller's deadline bounds the call too
+            total = within(total)
         if self._pool is not None:
-            async with asyncio.timeout(self._timeout.total):
+            async with asyncio.timeout(total):
                 status, data, ctype = await self._pool.post(self._prefix + path, body, content_type)
             return status, data, ctype or "application/json"
-        async with self.session.post(self.url + path, data=body, headers={"Content-Type": content_type}) as resp:
+        timeout = aiohttp.ClientTimeout(total=total, sock_connect=self._timeout.sock_connect)
+        headers = {"Content-Type": content_type}
+        async with self.session.post(self.url + path, data=body, headers=headers, timeout=timeout) as resp:
             data = await resp.read()
             return resp.status, data, resp.headers.get("Content-Type", "application/json")
 

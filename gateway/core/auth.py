@@ -8,6 +8,7 @@ what the history records and the logs show.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,10 +104,15 @@ class InferenceKeys:
         self.keys = [k.get_secret_value().encode() for k in settings.inference_keys]
 
     def check(self, request: Request) -> None:
+        self.check_headers(request.headers)
+
+    def check_headers(self, headers: Mapping[str, str]) -> None:
+        """Unauthorized unless ``headers`` (HTTP headers or gRPC metadata, looked up in lower case)
+        present a valid key, when keys are configured."""
         if not self.keys:
             return
-        presented = request.headers.get("x-api-key", "")
-        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        presented = headers.get("x-api-key", "")
+        scheme, _, bearer = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             presented = presented or bearer.strip()
         if not presented:

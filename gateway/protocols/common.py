@@ -7,11 +7,13 @@ import logging
 from typing import TYPE_CHECKING
 
 from fastapi import Request, Response
+from starlette.datastructures import State
 
 from gateway.backends.scrub import scrub
 from gateway.core.errors import BadRequest, GatewayError, PayloadTooLarge
 from gateway.core.restjson import dumps
 from gateway.core.tensors import Signature
+from gateway.services import services_of
 
 log = logging.getLogger("gateway")
 
@@ -22,13 +24,11 @@ if TYPE_CHECKING:
 
 
 def settings_of(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return services_of(request).settings
 
 
 def table_of(request: Request) -> RoutingTable:
-    table: RoutingTable = request.app.state.router.table
-    return table
+    return services_of(request).router.table
 
 
 async def read_body(request: Request) -> bytes:
@@ -91,10 +91,10 @@ def json_response(
     )
 
 
-def mark_route(request: Request, resolved: Resolved) -> None:
-    """Record where the request was routed, for the metrics middleware."""
+def mark_route(state: State, resolved: Resolved) -> None:
+    """Record where the request was routed (in its request state), for the metrics."""
     target = resolved.target
-    request.state.route = (target.model, str(target.version), resolved.label or "", target.backend.kind)
+    state.route = (target.model, str(target.version), resolved.label or "", target.backend.kind)
 
 
 def error_response(request: Request, exc: GatewayError) -> Response:

@@ -56,7 +56,7 @@ class InferenceMetrics:
         finally:
             elapsed = time.perf_counter() - start
             inflight.dec()
-            _observe(scope.setdefault("state", {}), protocol, str(status), elapsed)
+            observe(scope.setdefault("state", {}), protocol, str(status), elapsed)
 
 
 class _Children:
@@ -79,7 +79,9 @@ class _Children:
 _CHILDREN: dict[tuple[str, ...], _Children] = {}
 
 
-def _observe(state: dict[str, Any], protocol: str, code: str, elapsed: float) -> None:
+def observe(state: dict[str, Any], protocol: str, code: str, elapsed: float) -> None:
+    """Record one inference request of ``protocol`` answered with ``code`` after ``elapsed`` seconds,
+    from what the pipeline recorded in ``state`` (the gRPC doors call this too)."""
     route = state.get("route")
     if route is None:
         model, version, label, backend = metrics.UNROUTED, "", "", ""

@@ -25,6 +25,7 @@ from gateway.protocols.common import json_response, require_signature, routing_h
 from gateway.protocols.keys import require_inference_key
 from gateway.protocols.pipeline import Decoded, Encoded
 from gateway.routing.table import Resolved, parse_version
+from gateway.services import services_of
 
 _VERSION = _package_version("twin-stack-gateway")
 router = APIRouter(tags=["Open Inference Protocol (v2)"])
@@ -118,7 +119,7 @@ async def ready(request: Request) -> Response:
     circuit does not make the gateway unready, since its other backend's models still answer.
     """
     is_ready = bool(getattr(request.app.state, "ready", False))
-    guards = getattr(request.app.state, "backend_guards", {})
+    guards = services_of(request).backend_guards
     body = {"ready": is_ready, "backends": {kind: guard.state for kind, guard in sorted(guards.items())}}
     return json_response(body, status_code=200 if is_ready else 503)
 

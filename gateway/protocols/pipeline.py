@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from fastapi import Request, Response
+from starlette.datastructures import State
 
 from gateway.core.errors import GatewayError
 from gateway.core.types import InferenceRequest, InferenceResult, RawResult, Target
@@ -27,19 +28,14 @@ from gateway.protocols.common import (
     read_body,
     require_signature,
     routing_headers,
-    settings_of,
     signature_of,
-    table_of,
 )
 from gateway.protocols.keys import require_inference_key
-from gateway.protocols.limits import decode_bounded
 from gateway.routing.table import Resolved, parse_version
+from gateway.services import Services, services_of
 
 if TYPE_CHECKING:
-    from gateway.backends.resilience import BackendGuard
     from gateway.core.tensors import Signature
-    from gateway.routing.guard import CanaryGuard
-    from gateway.routing.shadow import ShadowRunner
 
 T = TypeVar("T")
 log = logging.getLogger("gateway")
@@ -93,16 +89,40 @@ class Codec(Protocol):
         ...
 
 
-def resolve(request: Request, params: Mapping[str, str]) -> Resolved:
-    """The target a request's path parameters name: a version, a label, or the traffic policy."""
-    table = table_of(request)
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One inference call as every front door hands it to the pipeline, with no transport in it.
+
+    ``headers`` are the caller's HTTP headers or gRPC metadata (case-insensitive look-ups: the
+    sticky-routing header and the inference key are read from them). ``state`` is where the
+    pipeline records what the metrics read (``route``, ``backend_seconds``, ``error``): the
+    request state for REST, a fresh ``State`` for a gRPC call.
+    """
+
+    services: Services
+    headers: Mapping[str, str]
+    state: State
+
+    @classmethod
+    def of(cls, request: Request) -> Call:
+        """The call of a REST request."""
+        return cls(services_of(request), request.headers, request.state)
+
+    async def decode(self, size: int, decode: Callable[[], T]) -> T:
+        """Run a protocol's decode of a ``size``-byte body under the app's ``DecodeSlots``."""
+        return await self.services.decode_slots.run(size, decode)
+
+
+def resolve(call: Call, params: Mapping[str, str]) -> Resolved:
+    """The target a request's parameters name: a version, a label, or the traffic policy."""
+    table = call.services.router.table
     version = params.get("version")
     if version is not None:
         return table.resolve(params["model"], parse_version(version))
     label = params.get("label")
     if label is not None:
         return table.resolve(params["model"], label=label)
-    return table.resolve(params["model"], headers=request.headers)
+    return table.resolve(params["model"], headers=call.headers)
 
 
 async def serve(request: Request, codec: Codec, params: Mapping[str, str]) -> Response:
@@ -111,71 +131,75 @@ async def serve(request: Request, codec: Codec, params: Mapping[str, str]) -> Re
     Metrics are read by ``InferenceMetrics`` from what this records in the request state.
     """
     await require_inference_key(request)
-    resolved = resolve(request, params)
-    mark_route(request, resolved)
+    call = Call.of(request)
+    resolved = resolve(call, params)
+    mark_route(call.state, resolved)
     target = resolved.target
     body = await read_body(request)
     headers = {**routing_headers(resolved), **codec.headers}
     if codec.passthrough and target.backend.raw_passthrough:
-        call = Passthrough(body, request.headers.get("content-type", "application/octet-stream"))
-        raw = await dispatch(request, codec, resolved, call)
+        passthrough = Passthrough(body, request.headers.get("content-type", "application/octet-stream"))
+        raw = await dispatch(call, codec, resolved, passthrough)
         assert isinstance(raw, RawResult)  # a Passthrough is answered by forward()
         return Response(raw.body, status_code=raw.status, media_type=raw.content_type, headers=headers)
     signature = require_signature(target, await signature_of(target))
-    depth = settings_of(request).max_json_depth
-    decoded = await decode_bounded(request, len(body), lambda: codec.decode(body, signature, depth, request.headers))
-    result = await dispatch(request, codec, resolved, decoded.request)
+    depth = call.services.settings.max_json_depth
+    decoded = await call.decode(len(body), lambda: codec.decode(body, signature, depth, request.headers))
+    result = await dispatch(call, codec, resolved, decoded.request)
     assert isinstance(result, InferenceResult)  # an InferenceRequest is answered by infer()
     encoded = codec.encode(decoded, result, target, signature)
     return Response(encoded.body, media_type=encoded.media_type, headers={**headers, **encoded.headers})
 
 
-async def timed(request: Request, backend: str, call: Callable[[], Awaitable[T]]) -> T:
+async def timed(call: Call, backend: str, run: Callable[[], Awaitable[T]]) -> T:
     """Run a backend call through that backend's in-flight cap and circuit breaker, timed."""
-    guard: BackendGuard = request.app.state.backend_guards[backend]
+    guard = call.services.backend_guards[backend]
     start = time.perf_counter()
     try:
-        return await guard.call(call)
+        return await guard.call(run)
     finally:
-        request.state.backend_seconds = time.perf_counter() - start
+        call.state.backend_seconds = time.perf_counter() - start
 
 
 async def dispatch(
-    request: Request, codec: Codec, resolved: Resolved, call: InferenceRequest | Passthrough
+    call: Call, codec: Codec | None, resolved: Resolved, request: InferenceRequest | Passthrough
 ) -> InferenceResult | RawResult:
-    """Run either request variant on the routed version, feed the canary guard, maybe shadow it."""
+    """Run either request variant on the routed version, feed the canary guard, maybe shadow it.
+
+    ``codec`` decodes a pass-through body for a shadow copy; a front door that never passes
+    bodies through (gRPC) gives None.
+    """
     target = resolved.target
     backend = target.backend
-    routes = table_of(request).models.get(target.model)
-    guard: CanaryGuard = request.app.state.guard
+    routes = call.services.router.table.models.get(target.model)
+    guard = call.services.guard
     answer: InferenceResult | RawResult
     try:
-        if isinstance(call, Passthrough):
-            body, content_type = call.body, call.content_type
-            answer = await timed(request, backend.kind, lambda: backend.forward(target, body, content_type))
+        if isinstance(request, Passthrough):
+            body, content_type = request.body, request.content_type
+            answer = await timed(call, backend.kind, lambda: backend.forward(target, body, content_type))
         else:
-            inference = call
-            answer = await timed(request, backend.kind, lambda: backend.infer(target, inference))
+            inference = request
+            answer = await timed(call, backend.kind, lambda: backend.infer(target, inference))
     except GatewayError as exc:
         if exc.status_code >= 500:
-            guard.observe(routes, resolved, request.state.backend_seconds, ok=False)
+            guard.observe(routes, resolved, call.state.backend_seconds, ok=False)
         raise
-    guard.observe(routes, resolved, request.state.backend_seconds, ok=True)
+    guard.observe(routes, resolved, call.state.backend_seconds, ok=True)
     if routes is not None:
         shadow = routes.shadow_for(target)
         if shadow is not None:
-            copy = await _shadow_copy(request, codec, target, call, answer)
+            copy = await _shadow_copy(call, codec, target, request, answer)
             if copy is not None:
-                runner: ShadowRunner = request.app.state.shadow
-                runner.submit(target, shadow, *copy)
+                call.services.shadow.submit(target, shadow, *copy)
     return answer
 
 
 async def _shadow_copy(
-    request: Request,
-    codec: Codec,
+    call: Call,
+    codec: Codec | None,
     target: Target,
-    call: InferenceRequest | Passthrough,
+    request: InferenceRequest | Passthrough,
     answer: InferenceResult | RawResult,
 ) -> tuple[InferenceRequest, InferenceResult] | None:
     """The request and answer to compare a shadow against, as tensors.
@@ -184,16 +208,16 @@ async def _shadow_copy(
     (TorchServe's paths take TF Serving REST JSON for versions with a signature); a body it cannot
     read (an image, say) cannot be compared, and is not copied.
     """
-    if isinstance(call, InferenceRequest) and isinstance(answer, InferenceResult):
-        return call, answer
-    if not isinstance(call, Passthrough) or not isinstance(answer, RawResult):
+    if isinstance(request, InferenceRequest) and isinstance(answer, InferenceResult):
+        return request, answer
+    if not isinstance(request, Passthrough) or not isinstance(answer, RawResult) or codec is None:
         return None
     signature = await signature_of(target)
     if signature is None:
         return None
-    body, depth, headers = call.body, settings_of(request).max_json_depth, request.headers
+    body, depth = request.body, call.services.settings.max_json_depth
     try:
-        decoded = await decode_bounded(request, len(body), lambda: codec.decode(body, signature, depth, headers))
+        decoded = await call.decode(len(body), lambda: codec.decode(body, signature, depth, call.headers))
     except GatewayError as exc:
         log.debug("no shadow copy of %s v%d: %s", target.model, target.version, exc.message)
         return None

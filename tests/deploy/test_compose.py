@@ -101,7 +101,7 @@ def test_only_the_gateway_grafana_and_prometheus_are_published(compose):
         if service.get("ports")
     }
     assert published == {
-        "gateway": [("", 8000, 8000)],
+        "gateway": [("", 8000, 8000), ("127.0.0.1", 8002, 8002)],  # REST; the gRPC doors on loopback
         "grafana": [("", 3000, 3000)],
         "prometheus": [("127.0.0.1", 9090, 9090)],
     }

@@ -119,7 +119,7 @@ def test_the_gateway_listens_where_it_is_probed_and_published(compose, k8s, has_
     env = compose_env(compose, "gateway")
     port = int(env["GATEWAY_PORT"])
     assert env["GATEWAY_HOST"] == "0.0.0.0"
-    assert [p["target"] for p in compose["services"]["gateway"]["ports"]] == [port]
+    assert [p["target"] for p in compose["services"]["gateway"]["ports"]] == [port, int(env["GATEWAY_GRPC_PORT"])]
     check = " ".join(compose["services"]["gateway"]["healthcheck"]["test"])
     url = re.search(r"http://127\.0\.0\.1:(\d+)(/[\w/]+)", check)
     assert url and int(url.group(1)) == port and has_route(url.group(2)) and url.group(2) == "/v2/health/ready"
@@ -143,7 +143,7 @@ def test_metrics_are_served_where_prometheus_looks(compose, k8s, prometheus, has
     env = compose_env(compose, "gateway")
     metrics_port = int(env["GATEWAY_METRICS_PORT"])
     assert (job.port, job.path) == (metrics_port, "/metrics") and metrics_port != int(env["GATEWAY_PORT"])
-    assert [p["target"] for p in compose["services"]["gateway"]["ports"]] == [int(env["GATEWAY_PORT"])]
+    assert metrics_port not in [p["target"] for p in compose["services"]["gateway"]["ports"]]
     assert has_route("/metrics")  # the app's own route: what serves the local stack (no metrics port)
     for overlay, docs in k8s.items():
         c = container(objects(docs, "Deployment")["gateway"], "gateway")
@@ -151,6 +151,25 @@ def test_metrics_are_served_where_prometheus_looks(compose, k8s, prometheus, has
         named = {p["name"]: p["containerPort"] for p in c["ports"]}
         service_ports = {p["name"]: p for p in objects(docs, "Service")["gateway"]["spec"]["ports"]}
         assert named[service_ports["metrics"]["targetPort"]] == metrics_port, overlay
+
+
+def test_the_grpc_doors_listen_where_they_are_published(compose, k8s):
+    """GATEWAY_GRPC_PORT: published on loopback by compose; a named port ``grpc`` on the k8s
+    Deployment and Service, admitted by the gateway's NetworkPolicy."""
+    env = compose_env(compose, "gateway")
+    grpc_port = int(env["GATEWAY_GRPC_PORT"])
+    assert grpc_port not in (int(env["GATEWAY_PORT"]), int(env["GATEWAY_METRICS_PORT"]))
+    published = [(p.get("host_ip"), p["target"]) for p in compose["services"]["gateway"]["ports"]]
+    assert ("127.0.0.1", grpc_port) in published
+    for overlay, docs in k8s.items():
+        c = container(objects(docs, "Deployment")["gateway"], "gateway")
+        assert int(env_of(c)["GATEWAY_GRPC_PORT"]) == grpc_port, overlay
+        named = {p["name"]: p["containerPort"] for p in c["ports"]}
+        service_ports = {p["name"]: p for p in objects(docs, "Service")["gateway"]["spec"]["ports"]}
+        assert named[service_ports["grpc"]["targetPort"]] == grpc_port, overlay
+        policy = objects(docs, "NetworkPolicy")["gateway-ingress"]
+        open_ports = {p["port"] for rule in policy["spec"]["ingress"] if "from" not in rule for p in rule["ports"]}
+        assert grpc_port in open_ports, overlay
 
 
 # --- the backends, as the gateway addresses them ------------------------------------------------

@@ -71,6 +71,10 @@ def test_runs_as_a_numeric_non_root_user_and_listens_on_all_interfaces():
     assert ("ENTRYPOINT", '["gateway"]') in runtime and ("CMD", '["serve"]') in runtime
 
 
+def test_the_grpc_port_is_exposed():
+    assert ("EXPOSE", str(Settings.model_fields["grpc_port"].default)) in stages()[-1]
+
+
 def test_healthcheck_asks_the_readiness_route(has_route):
     check = [a for w, a in instructions() if w == "HEALTHCHECK"]
     assert len(check) == 1

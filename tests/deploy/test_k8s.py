@@ -326,7 +326,7 @@ def test_network_policies_keep_the_backends_behind_the_gateway(k8s):
     gateway_labels = gateway_pods["podSelector"]["matchLabels"]
     (policy,) = [p["spec"] for p in policies.values() if p["spec"]["podSelector"].get("matchLabels") == gateway_labels]
     by_source = {str(rule.get("from", "anyone")): {p["port"] for p in rule["ports"]} for rule in policy["ingress"]}
-    assert by_source == {"anyone": {ports["http"]}, str([prometheus]): {ports["metrics"]}}
+    assert by_source == {"anyone": {ports["http"], ports["grpc"]}, str([prometheus]): {ports["metrics"]}}
     for backend, (from_gateway, from_prometheus) in expected.items():
         (policy,) = [
             p["spec"]

@@ -43,7 +43,10 @@ INTERVAL = "1s"
 RATE_INTERVAL = "15s"
 # The two ways the dashboard is looked at in the test: everything, and one model with two versions
 # (a multi-value selection, formatted as Grafana formats it for a regex matcher).
-SELECTIONS = ({"model": ".+", "version": ".+"}, {"model": "mlp", "version": "(1|2)"})
+SELECTIONS = (
+    {"model": ".+", "version": ".+", "protocol": ".+"},
+    {"model": "mlp", "version": "(1|2)", "protocol": "(tfserving_rest|oip|torchserve|tfserving_grpc|oip_grpc)"},
+)
 COMPOSE_TARGETS = {"gateway:8001", "torchserve:8082", "tfserving:8501", "dcgm-exporter:9400"}
 
 

@@ -3,6 +3,7 @@ worker's own share of a metric, read from its files in the multiprocess director
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -50,3 +51,22 @@ def worker_value(metrics_dir: Path, pid: int, name: str, **labels: str) -> float
             for s in family.samples
             if s.name == name and matches(s.labels, labels)
         )
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process ``pid`` listens on (its socket descriptors, matched in /proc/net/tcp*)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports

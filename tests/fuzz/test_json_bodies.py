@@ -8,6 +8,7 @@ over HTTP, no body answers 500.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -141,7 +142,9 @@ def test_the_deep_nan_body_is_a_400_naming_the_limit(client, route, leaf):
 def test_the_depth_limit_is_a_setting(client):
     body = {"instances": [[[1.0, 2.0, 3.0, 4.0]]]}  # 4 levels
     assert client.post(ROUTES[0], json=body).json()["error"].startswith("input 'x'")  # decoded: a shape error
-    client.app.state.settings = client.app.state.settings.model_copy(update={"max_json_depth": 3})
+    services = client.app.state.services
+    settings = services.settings.model_copy(update={"max_json_depth": 3})
+    client.app.state.services = dataclasses.replace(services, settings=settings)
     response = client.post(ROUTES[0], json=body)
     assert response.json()["error"].startswith(f"{DEPTH_MESSAGE}4 levels deep, over the limit of 3"), response.text
 

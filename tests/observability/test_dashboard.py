@@ -128,6 +128,8 @@ def test_queries_read_only_metrics_that_exist_and_follow_the_variables(dashboard
         reads_requests = any(n.startswith(("gateway_request", "gateway_overhead", "gateway_backend_d")) for n in names)
         if reads_requests:
             assert 'model=~"$model"' in q.expr and 'version=~"$version"' in q.expr, q.panel_title
+        if any(n.startswith(("gateway_requests_total", "gateway_request_duration")) for n in names):
+            assert 'protocol=~"$protocol"' in q.expr, q.panel_title  # the front door filter
         if any(n.startswith(("ts_", ":tensorflow:")) for n in names):
             assert 'model_name=~"$model"' in q.expr, q.panel_title
         # Rate windows come from Grafana, so they follow the scrape interval.
@@ -155,7 +157,7 @@ def test_what_the_issue_asks_for_is_there(dashboard):
     ):
         assert needle in exprs, needle
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert set(variables) == {"model", "version"}
+    assert set(variables) == {"model", "version", "protocol"}
     for name, var in variables.items():
         assert var["type"] == "query" and var["multi"] and var["includeAll"]
         assert var["query"].startswith("label_values(gateway_") and var["query"].endswith(f", {name})")

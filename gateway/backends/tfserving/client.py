@@ -17,6 +17,7 @@ import grpc
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
+from gateway.backends.deadline import within
 from gateway.backends.resilience import RetryBudget
 from gateway.backends.scrub import scrub
 from gateway.backends.startup import write_if_changed
@@ -182,7 +183,7 @@ class TFServingBackend:
         self.retries.earn()
         for attempt in (1, 2):
             try:
-                return await self._calls[method](request, timeout=deadline or self.timeout)
+                return await self._calls[method](request, timeout=within(deadline or self.timeout))
             except grpc.aio.AioRpcError as exc:
                 # UNAVAILABLE from a channel that could not connect: the call never started, so
                 # one retry is safe, within the budget (a new connection attempt).

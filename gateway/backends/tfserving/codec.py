@@ -7,12 +7,13 @@ are read too, including TensorFlow's shorthand of one value repeated to fill the
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from gateway.backends.tfserving.protos import tensorflow_pb2 as tf_pb2
-from gateway.core.errors import BackendError, BadRequest
+from gateway.core.errors import BackendError, BadRequest, GatewayError
 
 # numpy dtype <-> TF DataType, and the typed field each dtype uses when tensor_content is empty.
 _TO_TF: dict[np.dtype[Any], tf_pb2.DataType] = {
@@ -88,30 +89,41 @@ def to_tensor_proto(array: np.ndarray, proto: tf_pb2.TensorProto | None = None) 
     return proto
 
 
-def from_tensor_proto(proto: tf_pb2.TensorProto) -> np.ndarray:
+def from_tensor_proto(
+    proto: tf_pb2.TensorProto,
+    *,
+    what: str = "TF Serving tensor",
+    fault: type[GatewayError] = BackendError,
+    max_elements: int | None = None,
+) -> np.ndarray:
     """An array from a TensorProto, from ``tensor_content`` or the typed value fields.
 
     A malformed tensor (negative dimensions, content that does not fill the shape, typed values out
     of the dtype's range) is the backend's fault: it becomes a BackendError (502), never a 500.
+    A tensor a client sent (the gRPC front door) passes ``fault=BadRequest`` and ``what`` naming it.
     """
     shape = tuple(d.size for d in proto.tensor_shape.dim)
     if any(size < 0 for size in shape):
-        raise BackendError(f"TF Serving tensor has an unknown or negative dimension in shape {list(shape)}")
-    count = int(np.prod(shape, dtype=np.int64))
-    if count > _MAX_ELEMENTS:
-        raise BackendError(f"TF Serving tensor of shape {list(shape)} has more than {_MAX_ELEMENTS} elements")
+        raise fault(f"{what} has an unknown or negative dimension in shape {list(shape)}")
+    count = math.prod(shape)  # exact: no int64 overflow for a hostile shape
+    limit = _MAX_ELEMENTS if max_elements is None else max_elements
+    if count > limit:
+        raise fault(f"{what} of shape {list(shape)} has more than {limit} elements")
     if proto.dtype == tf_pb2.DT_STRING:
         values = np.empty(len(proto.string_val), dtype=object)
         values[:] = list(proto.string_val)
-        return _fill(values, shape, count)
+        return _fill(values, shape, count, what, fault)
     dtype = _FROM_TF.get(proto.dtype)
     if dtype is None:
-        raise BackendError(f"TF Serving answered with unsupported dtype {proto.dtype}")
+        if fault is BackendError:
+            raise BackendError(f"TF Serving answered with unsupported dtype {proto.dtype}")
+        name = tf_pb2.DataType.Name(proto.dtype) if proto.dtype in tf_pb2.DataType.values() else proto.dtype
+        raise fault(f"{what}: unsupported dtype {name}")
     if proto.tensor_content:
         content = proto.tensor_content
         if len(content) != count * dtype.itemsize:
-            raise BackendError(
-                f"TF Serving tensor_content has {len(content)} bytes; shape {list(shape)} of "
+            raise fault(
+                f"{what.removesuffix(' tensor')} tensor_content has {len(content)} bytes; shape {list(shape)} of "
                 f"{dtype.name} needs {count * dtype.itemsize}"
             )
         return np.frombuffer(content, dtype=dtype.newbyteorder("<")).astype(dtype, copy=False).reshape(shape)
@@ -122,11 +134,11 @@ def from_tensor_proto(proto: tf_pb2.TensorProto) -> np.ndarray:
         wide = np.asarray(raw, dtype=np.uint64 if proto.dtype == tf_pb2.DT_UINT64 else np.int64)
         info = np.iinfo(dtype)
         if wide.min() < info.min or wide.max() > info.max:
-            raise BackendError(f"TF Serving tensor of {dtype.name} holds values outside [{info.min}, {info.max}]")
+            raise fault(f"{what} of {dtype.name} holds values outside [{info.min}, {info.max}]")
         values = wide.astype(dtype)
     else:
         values = np.asarray(raw, dtype=dtype)
-    return _fill(values, shape, count)
+    return _fill(values, shape, count, what, fault)
 
 
 #: A bound on the elements of one decoded tensor (a backend's shorthand of one repeated value could
@@ -134,11 +146,11 @@ def from_tensor_proto(proto: tf_pb2.TensorProto) -> np.ndarray:
 _MAX_ELEMENTS = 1 << 28
 
 
-def _fill(values: np.ndarray, shape: tuple[int, ...], count: int) -> np.ndarray:
+def _fill(values: np.ndarray, shape: tuple[int, ...], count: int, what: str, fault: type[GatewayError]) -> np.ndarray:
     if values.size == count:
         return values.reshape(shape)
     if values.size == 1:  # TensorFlow writes a constant tensor as its one repeated value
         return np.full(shape, values[0], dtype=values.dtype)
     if values.size == 0 and count == 0:
         return values.reshape(shape)
-    raise BackendError(f"TF Serving tensor has {values.size} values for shape {list(shape)}")
+    raise fault(f"{what} has {values.size} values for shape {list(shape)}")

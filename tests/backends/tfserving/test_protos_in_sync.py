@@ -18,7 +18,7 @@ def test_generated_code_matches_the_protos(tmp_path):
     generated = gen.generate(tmp_path)
     assert generated, "gen_protos produced nothing"
     for path in generated:
-        committed = ROOT / gen.PROTO_DIR / path.name
+        committed = ROOT / path.relative_to(tmp_path)
         assert committed.read_text() == path.read_text(), (
             f"{committed} is stale: run `make protos` and commit the result"
         )
