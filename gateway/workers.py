@@ -16,8 +16,9 @@ worker exits, its live gauges are dropped (``mark_process_dead``), its counts st
 Signals: SIGTERM or SIGINT to the supervisor is passed on to every worker as SIGTERM (a worker
 ignores SIGINT, which a terminal sends to the whole group, so each gets exactly one signal); each
 drains as one process does (readiness 503 for ``GATEWAY_SHUTDOWN_DRAIN_SECONDS``, then in-flight
-requests finish) and the supervisor exits when all have. A worker that dies on its own is started
-again; one that exits in its first seconds stops them all (a start-up failure, e.g. a bad setting).
+requests finish) and the supervisor exits when all have. A worker that dies on its own (killed, or
+failing after its first seconds) is started again; one that exits with an error in its first
+seconds stops them all (a start-up failure, e.g. a port taken or a bad setting).
 A worker whose supervisor disappears stops by itself.
 """
 
@@ -43,7 +44,8 @@ from gateway.settings import Settings
 log = logging.getLogger("gateway.workers")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-#: A worker that exits this soon after it started failed to start: stop, do not restart it in a loop.
+#: A worker that exits with an error this soon after it started failed to start: stop, do not
+#: restart it in a loop.
 START_FAILURE_SECONDS = 10.0
 #: How long the first worker may take to listen before the others start anyway.
 FIRST_START_SECONDS = 120.0
@@ -133,12 +135,14 @@ class Supervisor:
             mark_process_dead(pid, str(self.dir))  # type: ignore[no-untyped-call]
             if self.stopping:
                 log.info("worker %d stopped (%s)", pid, proc.returncode)
-            elif time.monotonic() - started < START_FAILURE_SECONDS:
+            elif proc.returncode > 0 and time.monotonic() - started < START_FAILURE_SECONDS:
                 log.error("worker %d exited at start (%s): stopping", pid, proc.returncode)
                 self.on_signal(signal.SIGTERM, None)
                 status = 1
-            else:
+            else:  # killed (e.g. out of memory) or failed after starting: another takes its place
                 log.warning("worker %d exited (%s): starting another", pid, proc.returncode)
+                if time.monotonic() - started < START_FAILURE_SECONDS:
+                    time.sleep(1.0)  # no tight loop of workers dying young
                 self.spawn()
         return status
 

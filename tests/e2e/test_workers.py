@@ -4,6 +4,7 @@ gRPC and metrics ports), and one scrape (of either worker) counts every request 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from pathlib import Path
@@ -82,7 +83,14 @@ def test_two_workers_serve_one_port_and_a_scrape_counts_each_request_once(stack,
         assert asyncio.run(_send(predict, 200)) == [200] * 200
         sent += 200
 
-        per_worker = [worker_value(metrics_dir, p, "gateway_requests_total", **COUNTED) for p in workers]
+        # (A request is counted just after its answer is sent: give the last ones a moment.)
+        settle = time.monotonic() + 5
+        while (
+            sum(per_worker := [worker_value(metrics_dir, p, "gateway_requests_total", **COUNTED) for p in workers])
+            < sent
+        ):
+            assert time.monotonic() < settle, (per_worker, sent)
+            time.sleep(0.05)
         assert all(v > 0 for v in per_worker), per_worker
         assert sum(per_worker) == sent
         # gRPC (TF Serving's PredictionService, through the gateway's own client), a new channel each.
@@ -97,6 +105,25 @@ def test_two_workers_serve_one_port_and_a_scrape_counts_each_request_once(stack,
             assert scraped(page, "gateway_inflight_requests") == 0
             assert scraped(page, "gateway_model_version_info", model="mlp", label="stable", version="1") == 1
             assert scraped(page, "gateway_backend_up", backend="torchserve") == 1
+
+        # A worker that dies is replaced; what it counted stays counted, once.
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while workers[0] in (now := children(service.proc.pid, 2)) or len(now) < 2:
+            assert time.monotonic() < deadline, now
+            time.sleep(0.2)
+        assert asyncio.run(_send(predict, 50)) == [200] * 50
+        settle = time.monotonic() + 5
+        while (
+            scraped(
+                page := httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text, "gateway_requests_total", **COUNTED
+            )
+            < sent + 50
+        ):
+            assert time.monotonic() < settle
+            time.sleep(0.05)
+        assert scraped(page, "gateway_requests_total", **COUNTED) == sent + 50
+        workers = now
     finally:
         service.proc.send_signal(signal.SIGTERM)
         service.proc.wait(timeout=60)
