@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 MODELS_STAMP := model_store/.built-stamp
 
-.PHONY: setup models run test fuzz test-docker test-compose docker-engine lint typecheck protos bench loadtest prometheus clean
+.PHONY: setup models run test fuzz test-docker test-compose docker-engine lint typecheck protos bench loadtest prometheus nginx clean
 
 setup: $(STAMP)
 
@@ -56,7 +56,11 @@ test-docker: setup models
 # The scripts start the local stack (deploy/localstack.py) and measure with loadgen/ from this checkout.
 LOADGEN_PATH := PYTHONPATH=$(CURDIR):$(CURDIR)/deploy
 
-bench: setup models
+# nginx (Debian's package) for the benchmark's nginx hop; the benchmark writes its own configuration.
+nginx:
+	@bash deploy/nginx/install.sh
+
+bench: setup models nginx
 	$(LOADGEN_PATH) $(PY) scripts/bench_dataplane.py
 
 # Holds the gateway at 0.9x its measured capacity for 60 s; fails on any error, on more than 1% of

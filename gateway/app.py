@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.admin import routes as admin_routes
@@ -75,7 +78,81 @@ def make_backends(settings: Settings) -> dict[str, Backend]:
     }
 
 
-def create_app(settings: Settings | None = None, backends: Mapping[str, Backend] | None = None) -> FastAPI:
+class GatewayApp(FastAPI):
+    """FastAPI, entered through the front layers of its middleware list (``FRONT``: CORS, request
+    IDs, inference metrics, the inference fast path), built in their order outside FastAPI's own
+    stack, to which they pass what they do not answer. Inference POSTs are answered in front and
+    never enter FastAPI's middleware, routing or telemetry; the other middleware (the admin gate)
+    stays inside, with FastAPI's error handling around it."""
+
+    front: ASGIApp | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        front = [m for m in self.user_middleware if _is_front(m.cls)]
+        everything = self.user_middleware
+        self.user_middleware = [m for m in everything if not _is_front(m.cls)]
+        try:
+            stack = super().build_middleware_stack()
+        finally:
+            self.user_middleware = everything
+        app: ASGIApp = self.fastapi
+        for cls, args, kwargs in reversed(front):
+            app = cls(app, *args, **kwargs)
+            if cls is InferenceRoutes:
+                app = _Unexpected(app, self.exception_handlers[Exception])
+        self.front = app
+        return stack
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+        assert self.front is not None
+        scope["app"] = self  # as Starlette sets it: the routes read app.state
+        if self.root_path:
+            scope["root_path"] = self.root_path
+        await self.front(scope, receive, send)
+
+    async def fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[_IN_FASTAPI] = True  # its ServerErrorMiddleware answers what it raises
+        await super().__call__(scope, receive, send)
+
+
+FRONT: tuple[object, ...] = (CORSMiddleware, RequestIdMiddleware, InferenceMetrics, InferenceRoutes)
+
+
+def _is_front(cls: object) -> bool:
+    return cls in FRONT
+
+
+_IN_FASTAPI = "gateway.in_fastapi"
+Handler = Callable[[Request, Any], Response | Awaitable[Response]]
+
+
+class _Unexpected:
+    """What FastAPI's ServerErrorMiddleware does, for the requests answered before FastAPI: an
+    unexpected exception gets the app's 500 answer (if none started), then goes on to the server's log."""
+
+    def __init__(self, app: ASGIApp, handler: Handler) -> None:
+        self.app = app
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            if not scope.get(_IN_FASTAPI):
+                response = self.handler(Request(scope, receive), exc)
+                if not isinstance(response, Response):
+                    response = await response
+                with contextlib.suppress(Exception):  # fails only when an answer had started
+                    await response(scope, receive, send)
+            raise
+
+
+def create_app(settings: Settings | None = None, backends: Mapping[str, Backend] | None = None) -> GatewayApp:
     """Build the gateway app. ``backends`` replaces the real adapters (unit tests pass doubles)."""
     settings = settings or Settings()
     adapters = dict(backends) if backends is not None else make_backends(settings)
@@ -119,7 +196,8 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
         storing = asyncio.create_task(backfill(rollouts, artifacts))
         metrics_server = None
         if settings.metrics_port is not None:  # a thread of this process, so it sees the same registry
-            metrics_server, _ = start_http_server(settings.metrics_port, settings.host, metrics.REGISTRY)
+            # With several workers each binds the port too (SO_REUSEPORT); any of them answers for all.
+            metrics_server, _ = metrics.start_server(settings.metrics_port, settings.host, settings.workers > 1)
             log.info("metrics on http://%s:%d/metrics only", settings.host, settings.metrics_port)
         grpc_server = await rpc_server.start(services, lambda: bool(app.state.ready))
         app.state.ready = True
@@ -140,7 +218,7 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
                 await backend.close()
             await asyncio.to_thread(registry.close)
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Twin-stack model gateway",
         version="0.1.0",
         description="One API in front of TorchServe and TF Serving.",
@@ -209,12 +287,13 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
     app.include_router(oip.models)
     app.include_router(admin_routes.router)
 
+    scrape = metrics.scrape_registry()
     if settings.metrics_port is None:  # else only on the metrics port (started in the lifespan)
 
         @app.get("/metrics", include_in_schema=False)
         async def prometheus_metrics() -> Response:
-            """Prometheus metrics of this gateway process."""
-            return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+            """Prometheus metrics of this gateway (every worker's, summed)."""
+            return Response(generate_latest(scrape), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(InferenceRoutes)  # innermost: inference without FastAPI's per-request work
     # Admin requests: token and body limit checked before any byte of the body is read.

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import sys
 import tarfile
 import threading
@@ -119,7 +120,6 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
-    from gateway.app import create_app
     from gateway.requestid import RequestIdFilter
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -129,8 +129,19 @@ def _serve(args: argparse.Namespace) -> int:
         raise CliError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"))
+    # With several workers each line names its process.
+    process = " %(process)d" if settings.workers > 1 else ""
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s{process} %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+    )
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+    if settings.workers > 1 and not args.worker:
+        from gateway.workers import supervise
+
+        return supervise(settings)
+
+    from gateway.app import create_app
+
     try:
         app = create_app(settings)
     except ValueError as exc:  # a malformed tokens file
@@ -151,6 +162,8 @@ def _serve(args: argparse.Namespace) -> int:
     stop = server.handle_exit
 
     def drain_then_stop(sig: int, frame: Any) -> None:
+        if args.worker and sig == signal.SIGINT:
+            return  # the supervisor passes the terminal's Ctrl-C on as SIGTERM: one signal, one drain
         # Readiness turns false first; the listener closes only after the drain delay, so a load
         # balancer stops sending before connections are refused. In-flight requests then finish.
         app.state.ready = False
@@ -160,7 +173,17 @@ def _serve(args: argparse.Namespace) -> int:
             stop(sig, frame)
 
     server.handle_exit = drain_then_stop  # type: ignore[method-assign]
-    server.run()
+    if not args.worker:
+        server.run()
+        return 0
+    from gateway.workers import shared_socket, stop_when_orphaned
+
+    stop_when_orphaned(lambda: drain_then_stop(signal.SIGTERM, None))
+    try:
+        sock = shared_socket(settings.host, settings.port)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
+    server.run(sockets=[sock])
     return 0
 
 
@@ -265,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = command("serve", "run the gateway (settings from GATEWAY_* variables)", _serve)
     serve.add_argument("--host", help="listen address (GATEWAY_HOST)")
     serve.add_argument("--port", type=int, help="listen port (GATEWAY_PORT)")
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of GATEWAY_WORKERS'
 
     p = command("agent", "keep one backend replica holding its stack's versions (beside the backend)", _agent)
     p.add_argument("--stack", choices=("torchserve", "tfserving"), required=True)

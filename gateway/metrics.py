@@ -4,13 +4,30 @@ Label values are bounded: a model name that is not routable never becomes a labe
 request counts under ``model="_unrouted"``), versions are those of the routing table, and
 ``protocol``, ``backend``, ``code`` and ``error`` come from small fixed sets.
 
-The gateway runs one process per container (``gateway serve``); scale with replicas, each scraped
-on its own, so the counters need no multiprocess mode.
+With ``GATEWAY_WORKERS`` above 1 (``gateway/workers.py``) the workers run in prometheus_client's
+multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before any of them starts): each writes its values
+to files there, and a scrape of any worker (``scrape_registry``) sums the files, so one scrape counts
+every worker's requests exactly once. Each gauge says how its workers' values combine; Info and Enum
+metrics are not supported in that mode and the gateway has none (tests/test_workers.py checks both).
+``gateway_model_version_info`` is computed at scrape time from the routing table instead of being
+stored: every worker follows the registry, and a stored gauge would keep a mapping that was removed.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+import socket
+import threading
+from collections.abc import Iterable, Iterator
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.registry import Collector
+
+#: As prometheus_client decides when it is imported: values in files, summed by the scrape.
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -56,16 +73,48 @@ ERRORS = Counter(
     ["model", "backend", "protocol", "error"],
     registry=REGISTRY,
 )
-INFLIGHT = Gauge("gateway_inflight_requests", "Inference requests being served now.", ["protocol"], registry=REGISTRY)
-BACKEND_UP = Gauge(
-    "gateway_backend_up", "1 when the backend answers, 0 when it cannot be reached.", ["backend"], registry=REGISTRY
-)
-MODEL_VERSION_INFO = Gauge(
-    "gateway_model_version_info",
-    "1 for each current label -> version mapping (label 'default' is where unversioned requests go).",
-    ["model", "label", "version", "backend"],
+INFLIGHT = Gauge(
+    "gateway_inflight_requests",
+    "Inference requests being served now.",
+    ["protocol"],
     registry=REGISTRY,
+    multiprocess_mode="livesum",  # every live worker's requests
 )
+BACKEND_UP = Gauge(
+    "gateway_backend_up",
+    "1 when the backend answers, 0 when it cannot be reached.",
+    ["backend"],
+    registry=REGISTRY,
+    multiprocess_mode="livemostrecent",  # the latest any live worker saw (probe or call)
+)
+
+
+class VersionMappings(Collector):
+    """``gateway_model_version_info``: 1 for each mapping ``set`` last gave, computed at scrape time."""
+
+    NAME = "gateway_model_version_info"
+    LABELS = ("model", "label", "version", "backend")
+
+    def __init__(self) -> None:
+        self._rows: tuple[tuple[str, str, str, str], ...] = ()
+
+    def set(self, rows: Iterable[tuple[str, str, str, str]]) -> None:
+        """Replace every mapping at once (one reference swap: a scrape sees the old or the new set)."""
+        self._rows = tuple(rows)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            self.NAME,
+            "1 for each current label -> version mapping (label 'default' is where unversioned requests go).",
+            labels=self.LABELS,
+        )
+        for row in self._rows:
+            family.add_metric(row, 1)
+        yield family
+
+
+MODEL_VERSION_INFO = VersionMappings()
+REGISTRY.register(MODEL_VERSION_INFO)
 ROLLOUT_EVENTS = Counter(
     "gateway_rollout_events", "Rollout operations done, by model and action.", ["model", "action"], registry=REGISTRY
 )
@@ -82,3 +131,37 @@ SHADOW_ABS_DIFF = Histogram(
     buckets=DIFF_BUCKETS,
     registry=REGISTRY,
 )
+
+
+def scrape_registry() -> CollectorRegistry:
+    """What ``/metrics`` serves: ``REGISTRY``, or with several workers every worker's files summed
+    (``MultiProcessCollector``) plus the version mappings this worker follows."""
+    if not MULTIPROCESS:
+        return REGISTRY
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(MODEL_VERSION_INFO)
+    return registry
+
+
+class _ReusePortServer(ThreadingWSGIServer):
+    allow_reuse_port = True  # every worker listens; the kernel hands each connection to one of them
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """No access log line per scrape."""
+
+
+def start_server(port: int, host: str, reuse_port: bool) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``scrape_registry()`` on ``host:port`` from a thread of this process; with ``reuse_port``
+    several processes (the workers) listen on the port together."""
+    if not reuse_port:
+        return start_http_server(port, host, scrape_registry())
+    _ReusePortServer.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server = make_server(host, port, make_wsgi_app(scrape_registry()), _ReusePortServer, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
+    return server, thread

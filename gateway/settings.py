@@ -261,6 +261,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Large-body decodes at once at most; more answer 503 with Retry-After, never queued.",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Worker processes serving one port (gateway serve): size it to the CPUs the gateway "
+        "has; metrics are summed across them (one scrape counts every request once).",
+    )
     max_concurrency: int = Field(
         1000,
         ge=1,

@@ -1,12 +1,15 @@
 """The data-plane benchmark's measurements: the gateway against direct calls to the same backends.
 
-1. latency, one request at a time, ``mlp`` on each stack: direct and through the gateway,
-   interleaved request by request so that machine noise hits both alike; p50/p99 and the added
-   latency (gateway minus direct);
-2. throughput at the backend's saturation with ``cnn`` on each stack: a closed loop of
-   ``concurrency`` clients for ``seconds``, direct and through the gateway, alternated;
-3. the gateway's resident memory after 10,000 requests, and its time from start to ready;
-4. ``cnn`` through the Open Inference Protocol as JSON and as binary tensor data (the Triton
+1. ``mlp`` on each stack side by side with the anchors of the same run (``loadgen.floor``):
+   direct, an nginx hop, a bare ASGI answer under uvicorn, the gateway; latency one request at a
+   time (interleaved) and, under ``cpu_concurrency`` clients, requests/s and CPU per request;
+2. ``cnn`` at saturation (``concurrency`` clients): direct, nginx, and the gateway's forms (TF
+   Serving REST JSON, OIP JSON, OIP binary tensor data), as ratios to direct;
+3. with a backend that is not the bottleneck (nginx answering TorchServe's fixed ``mlp`` answer,
+   labelled as such), the gateway with 1 worker against ``GATEWAY_WORKERS=2``: requests/s;
+4. the gateway's resident memory per worker, and its time from start to ready; then the issue's
+   targets, reached or not;
+5. ``cnn`` through the Open Inference Protocol as JSON and as binary tensor data (the Triton
    client's default form), one request at a time on each stack: latency against the direct call,
    and the gateway process's CPU per request (``oip_forms``; alone with ``only_oip``).
 
@@ -16,21 +19,22 @@ stack and hands its addresses over as ``Stack``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 
+from loadgen import floor
+from loadgen.floor import Way
 from loadgen.report import markdown, pct
-from loadgen.schedule import closed_loop
-from loadgen.scrape import CLOCK_TICKS, rss_mb
-from loadgen.send import Direct, call_direct, timed_post
+from loadgen.scrape import CLOCK_TICKS
+from loadgen.send import call_direct, timed_post
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,16 @@ class Stack:
     tfserving_target: str  # host:port of TF Serving's gRPC API
     gateway_pid: int
     start_to_ready: Callable[[], list[float]]
+    #: The anchors (None: left out): nginx's HTTP hop to TorchServe and gRPC hop to TF Serving,
+    #: its master's pid; the bare ASGI app under uvicorn and its pid.
+    nginx_url: str | None = None
+    nginx_grpc_target: str | None = None
+    nginx_pid: int | None = None
+    bare_url: str | None = None
+    bare_pid: int | None = None
+    #: A gateway of ``n`` workers in front of a TorchServe look-alike that answers at once: its URL
+    #: and pid while the context lasts.
+    fixed_gateway: Callable[[int], AbstractContextManager[tuple[str, int]]] | None = None
 
 
 def grpc_direct(target: str, model: str, version: int, x: np.ndarray) -> Callable[[], Awaitable[float]]:
@@ -60,56 +74,6 @@ def grpc_direct(target: str, model: str, version: int, x: np.ndarray) -> Callabl
         return (time.perf_counter() - start) * 1000
 
     return call
-
-
-async def latency(pairs: dict[str, tuple[Direct, str]], body: bytes, n: int) -> list[dict[str, object]]:
-    """One request at a time, direct and gateway interleaved, per stack."""
-    rows: list[dict[str, object]] = []
-    async with aiohttp.ClientSession() as session:
-        for name, (direct, through) in pairs.items():
-            for _ in range(200):  # warm up connections, JIT paths and caches
-                await call_direct(session, direct, body)
-                await timed_post(session, through, body)
-            d, g = [], []
-            for _ in range(n):
-                d.append(await call_direct(session, direct, body))
-                g.append(await timed_post(session, through, body))
-            rows.append({
-                "target": name, "direct_p50": pct(d, 50), "gateway_p50": pct(g, 50),
-                "added_p50": pct(g, 50) - pct(d, 50), "direct_p99": pct(d, 99),
-                "gateway_p99": pct(g, 99), "added_p99": pct(g, 99) - pct(d, 99),
-            })  # fmt: skip
-    return rows
-
-
-async def throughput(pairs: dict[str, tuple[Direct, str]], body: bytes, c: int, s: float) -> list[dict[str, object]]:
-    """Closed-loop requests/s, direct and through the gateway, in the order direct, gateway, gateway, direct."""
-    rows: list[dict[str, object]] = []
-    for name, (direct, through) in pairs.items():
-        await closed_loop(direct, body, c, 2)  # warm up
-        d1, de1 = await closed_loop(direct, body, c, s / 2)
-        g1, ge1 = await closed_loop(through, body, c, s / 2)
-        g2, ge2 = await closed_loop(through, body, c, s / 2)
-        d2, de2 = await closed_loop(direct, body, c, s / 2)
-        d, g = (d1 + d2) / 2, (g1 + g2) / 2
-        rows.append({"target": name, "direct_rps": d, "gateway_rps": g, "ratio": g / d,
-                     "errors": de1 + de2 + ge1 + ge2})  # fmt: skip
-    return rows
-
-
-async def memory_after(url: str, body: bytes, pid: int, n: int = 10_000) -> tuple[float, float]:
-    """The process's RSS (MB) before and after ``n`` requests, 8 at a time."""
-    before = rss_mb(pid)
-    connector = aiohttp.TCPConnector(limit=8)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        sem = asyncio.Semaphore(8)
-
-        async def one() -> None:
-            async with sem:
-                await timed_post(session, url, body)
-
-        await asyncio.gather(*(one() for _ in range(n)))
-    return before, rss_mb(pid)
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -169,38 +133,102 @@ async def oip_forms(stack: Stack, x: np.ndarray, n: int, block: int = 25) -> lis
     return rows
 
 
-async def run(stack: Stack, requests: int, seconds: float, concurrency: int, *, only_oip: bool = False) -> None:
-    """All four measurements (or only the OIP one), each printed as a Markdown table when done."""
-    gw, ts, tf = stack.gateway_url, stack.torchserve_url, stack.tfserving_rest_url
+def _ways(stack: Stack, model: str, version: int, body: bytes, x: np.ndarray, cnn: bool) -> list[Way]:
+    """The ways to one version: direct, nginx, (``mlp``) the bare ASGI answer, the gateway's forms."""
+    gw, ts = stack.gateway_url, stack.torchserve_url
+    torchserve = version == 1
+    ways = [
+        Way("direct", f"{ts}/predictions/{model}/{version}", body=body)
+        if torchserve
+        else Way("direct gRPC", grpc_direct(stack.tfserving_target, model, version, x))
+    ]
+    if torchserve and stack.nginx_url:
+        ways.append(Way("nginx", f"{stack.nginx_url}/predictions/{model}/{version}", stack.nginx_pid, body))
+    if not torchserve and stack.nginx_grpc_target:
+        ways.append(Way("nginx gRPC", grpc_direct(stack.nginx_grpc_target, model, version, x), stack.nginx_pid))
+    if not cnn and stack.bare_url:
+        ways.append(Way("bare ASGI (uvicorn)", stack.bare_url, stack.bare_pid, body))
+    ways.append(Way("gateway", f"{gw}/v1/models/{model}/versions/{version}:predict", stack.gateway_pid, body))
+    if cnn:
+        url = f"{gw}/v2/models/{model}/versions/{version}/infer"
+        for form, (data, headers) in oip_bodies(x).items():
+            ways.append(Way(f"gateway OIP {form}", url, stack.gateway_pid, data, headers))
+    return ways
+
+
+async def workers_phase(stack: Stack, body: bytes, concurrency: int, seconds: float) -> list[dict[str, object]]:
+    """1 worker against 2 in front of the fixed-answer backend, alternated 1, 2, 2, 1."""
+    assert stack.fixed_gateway is not None
+    rows: list[dict[str, object]] = []
+    results: dict[int, list[tuple[float, float | None]]] = {1: [], 2: []}
+    rss: dict[int, list[float]] = {}
+    for n in (1, 2, 2, 1):
+        with stack.fixed_gateway(n) as (url, pid):
+            way = Way(f"gateway, {n} worker(s)", f"{url}/v1/models/mlp/versions/1:predict", pid, body)
+            await floor.closed(way, concurrency, 1.0)  # warm up every worker
+            rps, cpu, errors = await floor.closed(way, concurrency, seconds / 2)
+            if errors:
+                raise RuntimeError(f"{way.name}: {errors} errors")
+            results[n].append((rps, cpu))
+            rss[n] = floor.worker_rss_mb(pid)
+    for n, runs in results.items():
+        rows.append({
+            "gateway": f"{n} worker(s), backend: nginx fixed answer",
+            "rps": statistics.mean(r for r, _ in runs),
+            "cpu_us_per_request": statistics.mean(c or 0.0 for _, c in runs) * 1000,
+            "rss_mb_per_worker": max(rss[n]),
+        })  # fmt: skip
+    for row in rows:
+        row["x_one_worker"] = float(row["rps"]) / float(rows[0]["rps"])  # type: ignore[arg-type]
+    return rows
+
+
+async def run(
+    stack: Stack,
+    requests: int,
+    seconds: float,
+    concurrency: int,
+    *,
+    only_oip: bool = False,
+    only_workers: bool = False,
+    cpu_concurrency: int = 8,
+) -> None:
+    """All measurements (or only the OIP one), each printed as a Markdown table when done."""
     mlp = json.dumps({"instances": [[0.1, 0.2, 0.3, 0.4]]}).encode()
     cnn = json.dumps({"instances": np.random.default_rng(0).normal(size=(1, 3, 32, 32)).round(4).tolist()}).encode()
-
-    def via(model: str, version: int) -> str:
-        return f"{gw}/v1/models/{model}/versions/{version}:predict"
-
     x_mlp = np.array([[0.1, 0.2, 0.3, 0.4]], dtype=np.float32)
     x_cnn = np.asarray(json.loads(cnn)["instances"], dtype=np.float32)
     if only_oip:
         print("\n### cnn through the Open Inference Protocol, JSON and binary, one at a time (ms)\n")
         print(markdown(await oip_forms(stack, x_cnn, requests)), flush=True)
         return
-    lat = await latency({
-        "mlp v1 (TorchServe REST)": (f"{ts}/predictions/mlp/1", via("mlp", 1)),
-        "mlp v2 (TF Serving gRPC)": (grpc_direct(stack.tfserving_target, "mlp", 2, x_mlp), via("mlp", 2)),
-        "mlp v2 (TF Serving dev REST)": (f"{tf}/v1/models/mlp/versions/2:predict", via("mlp", 2)),
-    }, mlp, requests)  # fmt: skip
-    print("\n### Latency, one request at a time (ms)\n")
-    print(markdown(lat), flush=True)
-    thr = await throughput({
-        "cnn v1 (TorchServe REST)": (f"{ts}/predictions/cnn/1", via("cnn", 1)),
-        "cnn v2 (TF Serving gRPC)": (grpc_direct(stack.tfserving_target, "cnn", 2, x_cnn), via("cnn", 2)),
-    }, cnn, concurrency, seconds)  # fmt: skip
-    print(f"\n### Throughput at saturation, {concurrency} concurrent clients (requests/s)\n")
-    print(markdown(thr), flush=True)
-    before, after = await memory_after(f"{gw}/v1/models/mlp/versions/1:predict", mlp, stack.gateway_pid)
+    if only_workers:
+        print(f"\n### Workers, {concurrency} clients, backend not the bottleneck (nginx fixed answer)\n")
+        print(markdown(await workers_phase(stack, mlp, concurrency, seconds)), flush=True)
+        return
+    side: list[dict[str, object]] = []
+    for name, version in (("mlp v1 (TorchServe REST)", 1), ("mlp v2 (TF Serving gRPC)", 2)):
+        ways = _ways(stack, "mlp", version, mlp, x_mlp, cnn=False)
+        side += await floor.side_by_side(name, ways, requests, cpu_concurrency, seconds)
+    print(f"\n### mlp side by side: one at a time (ms), then {cpu_concurrency} clients (rps, CPU)\n")
+    print(markdown(side), flush=True)
+    sat: list[dict[str, object]] = []
+    for name, version in (("cnn v1 (TorchServe)", 1), ("cnn v2 (TF Serving gRPC)", 2)):
+        sat += await floor.saturation(name, _ways(stack, "cnn", version, cnn, x_cnn, cnn=True), concurrency, seconds)
+    print(f"\n### cnn at saturation, {concurrency} concurrent clients\n")
+    print(markdown(sat), flush=True)
+    ratio = None
+    if stack.fixed_gateway is not None:
+        workers = await workers_phase(stack, mlp, concurrency, seconds)
+        ratio = float(workers[1]["x_one_worker"])  # type: ignore[arg-type]
+        print(f"\n### Workers, {concurrency} clients, backend not the bottleneck (nginx fixed answer)\n")
+        print(markdown(workers), flush=True)
+    rss = floor.worker_rss_mb(stack.gateway_pid)
     ready = stack.start_to_ready()
     print("\n### Gateway process\n")
-    print(markdown([{"rss_before_mb": before, "rss_after_10k_mb": after,
-                     "start_to_ready_s_median": statistics.median(ready)}]))  # fmt: skip
+    print(markdown([{"rss_mb_per_worker": max(rss), "start_to_ready_s_median": statistics.median(ready),
+                     "start_to_ready_s": ", ".join(f"{t:.2f}" for t in ready)}]))  # fmt: skip
+    print("\n### Targets (issue 16), ratios of this run\n")
+    print(markdown(floor.targets(side, sat, rss, statistics.median(ready), ratio)), flush=True)
     print("\n### cnn through the Open Inference Protocol, JSON and binary, one at a time (ms)\n")
-    print(markdown(await oip_forms(stack, x_cnn, requests)), flush=True)
+    print(markdown(await oip_forms(stack, x_cnn, min(requests, 500))), flush=True)

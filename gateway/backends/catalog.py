@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
+from gateway.backends.mar import ARTIFACTS as TORCHSERVE
 from gateway.backends.tfserving.client import ARTIFACTS as TFSERVING
-from gateway.backends.torchserve import ARTIFACTS as TORCHSERVE
 from gateway.core.kinds import KINDS, Artifacts, Kind
 
 ARTIFACTS: Final[dict[Kind, Artifacts]] = {a.kind: a for a in (TORCHSERVE, TFSERVING)}

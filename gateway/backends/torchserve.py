@@ -1,26 +1,29 @@
 """TorchServe adapter: its REST inference API over a pooled keep-alive HTTP client.
 
-aiohttp rather than httpx: measured on the development machines, a minimal Starlette + aiohttp
-proxy added about 0.8 ms to a TorchServe call at the median, a FastAPI + httpx one 1.8-2.9 ms
-(docs/benchmarks.md has the gateway's own numbers). The adapter stays thin so that another
-PyTorch serving stack could take TorchServe's place.
+Inference calls go through the lean HTTP/1.1 client of ``gateway.backends.http1`` (an ``http://``
+URL; ``https://`` keeps aiohttp): measured on the same calls it costs about a third of aiohttp's
+CPU per request (scripts/bench_http_client.py). The management API stays on aiohttp, which was
+chosen over httpx: a minimal Starlette + aiohttp proxy added about 0.8 ms to a TorchServe call at
+the median, a FastAPI + httpx one 1.8-2.9 ms (docs/benchmarks.md has the gateway's own numbers).
+The adapter stays thin so that another PyTorch serving stack could take TorchServe's place.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import zipfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
+from gateway.backends import http1
 from gateway.backends.deadline import DEADLINE, within
+from gateway.backends.mar import KIND
 from gateway.backends.resilience import RetryBudget
 from gateway.backends.scrub import scrub
 from gateway.backends.startup import write_if_changed
@@ -45,7 +48,6 @@ from gateway.core.types import (
 
 log = logging.getLogger(__name__)
 
-KIND: Final[Kind] = "torchserve"
 #: DELETE attempts when TorchServe could not stop a version's workers (it asks to resend).
 UNREGISTER_ATTEMPTS = 3
 
@@ -93,46 +95,11 @@ def error_for_exception(exc: BaseException, what: str) -> GatewayError:
     detail = f"{what}: {type(exc).__name__}: {exc}"
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return BackendTimeout(f"{what}: no answer within the deadline", detail=detail)
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, (aiohttp.ClientConnectorError, http1.CannotConnect)):
         return BackendUnavailable(f"{what}: cannot connect ({_reason(exc.os_error)})", detail=detail)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, http1.Disconnected)):
         return BackendUnavailable(f"{what}: connection closed by the server", detail=detail)
     return BackendError(f"{what}: {type(exc).__name__}: {scrub(str(exc))}", detail=detail)
-
-
-class MarArtifacts:
-    """TorchServe's artifacts: a version directory holds a ``.mar`` model archive, whose manifest
-    states the version TorchServe registers it under, as an exact string."""
-
-    kind: Kind = KIND
-    platform = "pytorch_torchserve"
-    server = "TorchServe"
-
-    def recognises(self, directory: Path) -> bool:
-        """True when ``directory`` holds a ``.mar``."""
-        return any(directory.glob("*.mar"))
-
-    def stated_version(self, directory: Path) -> str | None:
-        """The first ``.mar``'s manifest version as written ('' for none); None without a ``.mar``."""
-        archives = sorted(directory.glob("*.mar"))
-        if not archives:
-            return None
-        try:
-            with zipfile.ZipFile(archives[0]) as mar:
-                manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
-        except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
-            raise ValueError(f"{archives[0].name} is not a valid model archive: {exc}") from None
-        model = manifest.get("model") if isinstance(manifest, dict) else None
-        version = model.get("modelVersion") if isinstance(model, dict) else None
-        return version if isinstance(version, str) else ""
-
-    def rebuild_hint(self, version: int) -> str:
-        """The archiver command that writes ``version`` into the manifest."""
-        return f"torch-model-archiver --version {version}"
-
-
-ARTIFACTS: Final = MarArtifacts()
-"""TorchServe's artifact description (see ``gateway.core.kinds.Artifacts``)."""
 
 
 class TorchServeBackend:
@@ -165,6 +132,7 @@ class TorchServeBackend:
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._pool: http1.Pool | None = None
         #: The version the gateway last made each model's default (its stable version).
         self._defaults: dict[str, int] = {}
 
@@ -181,8 +149,20 @@ class TorchServeBackend:
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent",),
             )
+        parts = urlsplit(self.url)
+        if self._pool is None and parts.scheme == "http" and parts.hostname:
+            self._pool = http1.Pool(
+                parts.hostname,
+                parts.port or 80,
+                limit=self._max_connections,
+                connect_timeout=self._timeout.sock_connect or self._timeout.total or 30.0,
+            )
+            self._prefix = parts.path
 
     async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -193,29 +173,35 @@ class TorchServeBackend:
             raise BackendUnavailable("torchserve adapter is not started")
         return self._session
 
+    async def _send(self, target: Target, body: bytes, content_type: str) -> tuple[int, bytes, str]:
+        path = f"/predictions/{target.model}/{target.version}"
+        total = self._timeout.total or 30.0
+        if DEADLINE.get() is not None:  # a gRPC caller's deadline bounds the call too
+            total = within(total)
+        if self._pool is not None:
+            async with asyncio.timeout(total):
+                status, data, ctype = await self._pool.post(self._prefix + path, body, content_type)
+            return status, data, ctype or "application/json"
+        timeout = aiohttp.ClientTimeout(total=total, sock_connect=self._timeout.sock_connect)
+        headers = {"Content-Type": content_type}
+        async with self.session.post(self.url + path, data=body, headers=headers, timeout=timeout) as resp:
+            data = await resp.read()
+            return resp.status, data, resp.headers.get("Content-Type", "application/json")
+
     async def _post(self, target: Target, body: bytes, content_type: str) -> tuple[int, bytes, str]:
-        url = f"{self.url}/predictions/{target.model}/{target.version}"
         what = f"torchserve {target.model} v{target.version}"
         self.retries.earn()
         for attempt in (1, 2):
             try:
-                timeout = self._timeout
-                if DEADLINE.get() is not None:  # a gRPC caller's deadline bounds the call too
-                    timeout = aiohttp.ClientTimeout(
-                        total=within(timeout.total or 30.0), sock_connect=timeout.sock_connect
-                    )
-                headers = {"Content-Type": content_type}
-                async with self.session.post(url, data=body, headers=headers, timeout=timeout) as resp:
-                    data = await resp.read()
-                    return resp.status, data, resp.headers.get("Content-Type", "application/json")
-            except aiohttp.ClientConnectorError as exc:
+                return await self._send(target, body, content_type)
+            except (aiohttp.ClientConnectorError, http1.CannotConnect) as exc:
                 # The connection was never made, so the request never reached TorchServe: one
                 # retry on a new connection is safe, if the budget allows.
                 if attempt == 1 and self.retries.spend():
                     log.info("%s: connect failed (%s); retrying once", what, exc.os_error)
                     continue
                 raise error_for_exception(exc, what) from exc
-            except (TimeoutError, aiohttp.ClientError) as exc:
+            except (TimeoutError, aiohttp.ClientError, http1.Disconnected, http1.ProtocolError) as exc:
                 raise error_for_exception(exc, what) from exc
         raise AssertionError("unreachable")
 

@@ -82,10 +82,10 @@ class Router:
 
 def _export_mappings(table: RoutingTable) -> None:
     """Set ``gateway_model_version_info`` to exactly the current label -> version mappings."""
-    metrics.MODEL_VERSION_INFO.clear()
+    rows: list[tuple[str, str, str, str]] = []
     for name, routes in table.models.items():
         for label, version in routes.labels.items():
-            target = routes.versions[version]
-            metrics.MODEL_VERSION_INFO.labels(name, label, str(version), target.backend.kind).set(1)
+            rows.append((name, label, str(version), routes.versions[version].backend.kind))
         stable = routes.stable().target
-        metrics.MODEL_VERSION_INFO.labels(name, "default", str(stable.version), stable.backend.kind).set(1)
+        rows.append((name, "default", str(stable.version), stable.backend.kind))
+    metrics.MODEL_VERSION_INFO.set(rows)

@@ -359,3 +359,11 @@ def test_the_grafana_dashboard_is_a_configmap_for_the_sidecar(k8s_monitoring, ov
     dashboards = objects(k8s_monitoring[overlay], "ConfigMap")["grafana-dashboards"]
     assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert dashboards["data"] == {DASHBOARD.name: DASHBOARD.read_text()}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_runs_one_worker_per_cpu_it_requests(k8s, overlay):
+    c = container(objects(k8s[overlay], "Deployment")["gateway"], "gateway")
+    workers = int(env_of(c)["GATEWAY_WORKERS"])
+    assert workers >= 2
+    assert c["resources"]["requests"]["cpu"] == c["resources"]["limits"]["cpu"] == str(workers)

@@ -376,3 +376,60 @@ def test_no_token_in_any_log_even_at_debug_level(rel_stack):
         content = log.read_text(errors="replace")
         assert TOKEN not in content, log
         assert wrong not in content, log
+
+
+def test_sigterm_drains_the_in_flight_requests_of_every_worker(rel_stack, tmp_path):
+    """With two workers, SIGTERM to the gateway reaches both: requests in flight on each (held by
+    the gated model) are all answered after the listeners closed, and the gateway exits 0."""
+    from tests.e2e.workers import children, worker_value
+
+    metrics_dir = tmp_path / "prometheus"
+    port = free_port()
+    env = {
+        "GATEWAY_WORKERS": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "GATEWAY_SHUTDOWN_DRAIN_SECONDS": "1",
+        "GATEWAY_TORCHSERVE_TIMEOUT_SECONDS": "120",
+        "GATEWAY_BACKEND_MAX_INFLIGHT": "64",
+    }
+    service = rel_stack.start_gateway_process(port, name="drain-workers", env=env)
+    url = f"http://127.0.0.1:{port}"
+    workers = children(service.proc.pid, 2)
+    assert len(workers) == 2, workers
+    gate = rel_stack.gate
+
+    def inflight(pid: int) -> float:
+        return worker_value(metrics_dir, pid, "gateway_inflight_requests")
+
+    async def run() -> tuple[list[tuple], float]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+            sleepy = f"{url}/v1/models/sleepy:predict"
+            # The second worker listens a moment after the first: wait until it serves.
+            deadline = time.monotonic() + 60
+            while inflight(workers[1]) == 0 or inflight(workers[0]) == 0:
+                assert time.monotonic() < deadline, [inflight(p) for p in workers]
+                gate.hold()
+                held = [asyncio.create_task(_post(session, sleepy, {"instances": [[1.0]]}, 120)) for _ in range(16)]
+                await asyncio.sleep(1.0)
+                if inflight(workers[1]) > 0 and inflight(workers[0]) > 0:
+                    break
+                gate.release()
+                await asyncio.gather(*held)
+            service.proc.send_signal(signal.SIGTERM)
+            # The listeners close once both drained (1 s): new connections are refused.
+            while (await _post(session, f"{url}/v2/health/live", None, 5))[0] not in CONNECTION_GONE:
+                assert time.monotonic() < deadline + 60, "the listeners never closed"
+                await asyncio.sleep(0.05)
+            closed = time.monotonic()
+            gate.release()
+            return await asyncio.gather(*held), closed
+
+    try:
+        answers, _ = asyncio.run(run())
+    finally:
+        gate.release()
+    service.proc.wait(timeout=60)
+    rel_stack.services.pop("drain-workers")
+    assert [a[0] for a in answers] == [200] * len(answers), answers
+    assert service.proc.returncode == 0
+    assert not [p for p in workers if Path(f"/proc/{p}").exists()]

@@ -25,7 +25,9 @@ def build_server(services: Services, ready: Callable[[], bool]) -> grpc.aio.Serv
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", max(limit, 64 << 20)),
-            ("grpc.so_reuseport", 0),  # a second process on the same port is a start-up error
+            # A second process on the same port is a start-up error, except for this gateway's own
+            # workers (GATEWAY_WORKERS), which all listen on it: the kernel spreads the connections.
+            ("grpc.so_reuseport", 1 if services.settings.workers > 1 else 0),
         ],
         maximum_concurrent_rpcs=services.settings.max_concurrency,
     )
