@@ -43,8 +43,7 @@ async def _grpc_predict(target: str) -> np.ndarray:
     try:
         x = np.array(ROW["instances"], dtype=np.float32)
         result = await client.infer(Target("mlp", 2, client), InferenceRequest(inputs={"x": x}))
-        assert result.outputs is not None
-        return next(iter(result.outputs.values()))
+        return next(iter(result.outputs(None).values()))
     finally:
         await client.close()
 
