@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import queue
-import signal
 import sys
 import tarfile
 import threading
@@ -117,74 +115,19 @@ def _agent(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
     from pydantic import ValidationError
 
-    from gateway.requestid import RequestIdFilter
+    from gateway.serving import serve
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:  # one line per setting, naming it, instead of a traceback
         raise CliError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-    handler = logging.StreamHandler()
-    handler.addFilter(RequestIdFilter())
-    # With several workers each line names its process.
-    process = " %(process)d" if settings.workers > 1 else ""
-    handler.setFormatter(
-        logging.Formatter(f"%(asctime)s{process} %(levelname)s %(name)s [%(request_id)s]: %(message)s")
-    )
-    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
-    if settings.workers > 1 and not args.worker:
-        from gateway.workers import supervise
-
-        return supervise(settings)
-
-    from gateway.app import create_app
-
     try:
-        app = create_app(settings)
-    except ValueError as exc:  # a malformed tokens file
+        return serve(settings, worker=args.worker)
+    except (ValueError, OSError) as exc:  # a malformed tokens file; a port that cannot be listened on
         raise CliError(str(exc)) from None
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=30,
-            # Connections plus requests in progress; past it uvicorn answers 503 at once.
-            limit_concurrency=settings.max_concurrency,
-        )
-    )
-    stop = server.handle_exit
-
-    def drain_then_stop(sig: int, frame: Any) -> None:
-        if args.worker and sig == signal.SIGINT:
-            return  # the supervisor passes the terminal's Ctrl-C on as SIGTERM: one signal, one drain
-        # Readiness turns false first; the listener closes only after the drain delay, so a load
-        # balancer stops sending before connections are refused. In-flight requests then finish.
-        app.state.ready = False
-        if settings.shutdown_drain_seconds > 0 and not server.should_exit:
-            threading.Timer(settings.shutdown_drain_seconds, stop, args=(sig, frame)).start()
-        else:
-            stop(sig, frame)
-
-    server.handle_exit = drain_then_stop  # type: ignore[method-assign]
-    if not args.worker:
-        server.run()
-        return 0
-    from gateway.workers import shared_socket, stop_when_orphaned
-
-    stop_when_orphaned(lambda: drain_then_stop(signal.SIGTERM, None))
-    try:
-        sock = shared_socket(settings.host, settings.port)
-    except OSError as exc:
-        raise CliError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from None
-    server.run(sockets=[sock])
-    return 0
 
 
 def _deploy(args: argparse.Namespace) -> int:

@@ -22,37 +22,10 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 0
 fi
 
-export DEBIAN_FRONTEND=noninteractive
-# Keep the package's maintainer scripts from starting the service (invoke-rc.d honours this).
-policy=/usr/sbin/policy-rc.d
-created_policy=0
-if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod +x "$policy"
-    created_policy=1
-fi
-cleanup() { if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi; }
-trap cleanup EXIT
-
-install() { apt-get install -y --no-install-recommends -o Dpkg::Options::=--force-confold prometheus; }
-if ! install; then
-    apt-get update
-    install
-fi
-
-# If a service manager started it anyway, stop it and keep it from starting at boot.
-if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    systemctl disable --now prometheus >/dev/null 2>&1 || true
-fi
-if command -v service >/dev/null 2>&1; then
-    service prometheus stop >/dev/null 2>&1 || true
-fi
-# The package's daemon, if one started without a service manager, by the pid file its init script
-# keeps (never a test's Prometheus, which has no such file).
-pidfile=/run/prometheus/prometheus.pid
-if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    kill "$(cat "$pidfile")" || true
-fi
+. "$(dirname "$0")/../apt.sh"
+apt_install prometheus
+# No system Prometheus left on 9090 (the tests and `make run` want it free).
+stop_service prometheus /run/prometheus/prometheus.pid
 
 command -v promtool >/dev/null && command -v prometheus >/dev/null
 echo "deploy/prometheus/install.sh: $(prometheus --version 2>&1 | head -1)"

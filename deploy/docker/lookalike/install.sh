@@ -22,23 +22,8 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 0
 fi
 
-export DEBIAN_FRONTEND=noninteractive
-# Keep the package's maintainer scripts from starting the engine (invoke-rc.d honours this).
-policy=/usr/sbin/policy-rc.d
-created_policy=0
-if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod +x "$policy"
-    created_policy=1
-fi
-cleanup() { if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi; }
-trap cleanup EXIT
-
-install() { apt-get install -y --no-install-recommends -o Dpkg::Options::=--force-confold docker.io debootstrap; }
-if ! install; then
-    apt-get update
-    install
-fi
+. "$(dirname "$0")/../../apt.sh"
+apt_install docker.io debootstrap
 
 command -v dockerd >/dev/null && command -v debootstrap >/dev/null
 echo "deploy/docker/lookalike/install.sh: $(dockerd --version)"
