@@ -147,6 +147,13 @@ class ArtifactStore(Protocol):
         """The stored version's manifest, or None if the store does not hold it."""
         ...
 
+    async def discard(self, manifest: Manifest, directory: Path) -> None:
+        """Forget a version that ``put`` stored (returned as new) for a deploy that then failed:
+        the manifest first, so no replica fetches it, then the files it names; the version number
+        is free again for other content. ``directory`` is the one given to ``put``: a store that
+        holds versions in place (the default local store) leaves it to the deploy."""
+        ...
+
     async def fetch(self, model: str, version: int, into: Path) -> Manifest:
         """Write the stored version into the new directory ``into`` (which must not exist), all
         of it or nothing: files are checked against the manifest, then renamed into place.

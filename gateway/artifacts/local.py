@@ -49,6 +49,15 @@ class LocalArtifactStore:
     async def fetch(self, model: str, version: int, into: Path) -> Manifest:
         return await asyncio.to_thread(self._fetch, model, version, into)
 
+    async def discard(self, manifest: Manifest, directory: Path) -> None:
+        await asyncio.to_thread(self._discard, manifest, directory)
+
+    def _discard(self, manifest: Manifest, directory: Path) -> None:
+        self._manifest_path(manifest.model, manifest.version).unlink(missing_ok=True)
+        final = self._dir(manifest.model, manifest.version)
+        if final.resolve() != directory.resolve():  # a copy of its own (a store outside the model store)
+            shutil.rmtree(final, ignore_errors=True)
+
     def _read_manifest(self, model: str, version: int) -> Manifest | None:
         path = self._manifest_path(model, version)
         try:

@@ -117,6 +117,16 @@ class S3ArtifactStore:
             raise ArtifactError(f"{where}: cannot store it: {_reason(exc)}") from exc
         return new, True
 
+    async def discard(self, manifest: Manifest, directory: Path) -> None:
+        model, version = manifest.model, manifest.version
+        where = f"{model} v{version} in {self.description}"
+        files = [self._key(model, version, f"{manifest.digest}/{entry.path}") for entry in manifest.files]
+        try:
+            await obstore.delete_async(self._store, self._key(model, version, "manifest.json"))
+            await obstore.delete_async(self._store, files)
+        except (BaseError, OSError) as exc:
+            raise ArtifactError(f"{where}: cannot discard it: {_reason(exc)}") from exc
+
     async def fetch(self, model: str, version: int, into: Path) -> Manifest:
         where = f"{model} v{version} in {self.description}"
         manifest = await self.manifest(model, version)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.artifacts import ArtifactConflict, ArtifactError, ArtifactStore
+from gateway.artifacts import ArtifactConflict, ArtifactError, ArtifactStore, Manifest
 from gateway.backends.catalog import ARTIFACTS, backend_of
 from gateway.core.errors import BadRequest, DeployFailed, GatewayError, RegistryDown
 from gateway.core.kinds import Kind
@@ -186,6 +186,7 @@ class Deployer:
         loaded is read from the registry now, so no other replica's change is lost."""
         backend = self.service.backends[kind]
         keep = self.service.loaded(await self.service.snapshot(), kind)
+        stored: Manifest | None = None
         try:
             try:
                 await backend.load(model, number, keep)
@@ -194,7 +195,7 @@ class Deployer:
             await self._wait_ready(model, number, kind)
             self.service.router.forget_signature(model, number)
             await self._smoke(model, number, kind, final)
-            await self._store(model, number, final)
+            stored = await self._store(model, number, final)
             await self._route(model, number, kind, canary, actor, detail.get("source"))
             await self.service.write_startup(kind, await self.service.snapshot())
         except BaseException:
@@ -205,6 +206,11 @@ class Deployer:
                 await backend.unload(model, number, keep)
             except GatewayError as exc:
                 log.warning("could not unload %s v%d after a failed deploy: %s", model, number, exc.message)
+            if stored is not None and self.artifacts is not None:
+                try:  # stored by this deploy: the number is free again for other content
+                    await self.artifacts.discard(stored, final)
+                except ArtifactError as exc:
+                    log.warning("could not discard %s v%d from the artifact store: %s", model, number, exc)
             if created:
                 await asyncio.to_thread(remove_tree, final)
             raise
@@ -314,17 +320,20 @@ class Deployer:
                     422,
                 )
 
-    async def _store(self, model: str, version: int, path: Path) -> None:
+    async def _store(self, model: str, version: int, path: Path) -> Manifest | None:
         """Keep the checked version in the artifact store, once: the same content again is a no-op,
-        other content under the same number fails the deploy (409) before it is routed."""
+        other content under the same number fails the deploy (409) before it is routed. The
+        manifest if this call stored it (a later failure of the deploy discards it), else None."""
         if self.artifacts is None:
-            return
+            return None
         try:
             manifest, created = await self.artifacts.put(model, version, path)
         except ArtifactError as exc:
             raise DeployFailed("store", str(exc), 409 if isinstance(exc, ArtifactConflict) else 503) from None
-        if created:
-            log.info("stored %s v%d in %s (digest %s)", model, version, self.artifacts.description, manifest.digest)
+        if not created:
+            return None
+        log.info("stored %s v%d in %s (digest %s)", model, version, self.artifacts.description, manifest.digest)
+        return manifest
 
     async def _route(
         self, model: str, version: int, kind: Kind, canary: float | None, actor: str, source: str | None

@@ -115,3 +115,69 @@ def test_with_the_default_store_the_start_writes_nothing_into_the_model_store(se
     assert {p for p in settings.model_store.rglob("*")} - before <= {settings.model_store / ".tfserving",
             settings.model_store / ".tfserving" / "models.config", settings.model_store / ".torchserve",
             settings.model_store / ".torchserve" / "models.json"}  # fmt: skip
+
+
+def _other_content(tar: bytes) -> bytes:
+    """The same version upload with other bytes in its (empty) saved_model.pb."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(tar)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read() if member.isfile() else None
+            if member.name.endswith("saved_model.pb"):
+                data = b"other weights"
+                member.size = len(data)
+            dst.addfile(member, io.BytesIO(data) if data is not None else None)
+    return out.getvalue()
+
+
+async def _fail_route(*args, **kwargs):
+    from gateway.rollouts.deploy import DeployFailed
+
+    raise DeployFailed("route", "the registry is unreachable", 503)
+
+
+def test_a_deploy_that_fails_after_storing_frees_the_version_number(settings, fake_backends, tmp_path, monkeypatch):
+    """A failed deploy loses nothing and leaves nothing: the stored manifest is discarded, so the
+    same number can later be deployed with other content (not refused as 'already stored')."""
+    tar = tf_version_tar(tmp_path)
+    with TestClient(create_app(settings, fake_backends)) as client:
+        with monkeypatch.context() as patch:
+            patch.setattr("gateway.rollouts.deploy.Deployer._route", _fail_route)
+            r = client.post("/admin/models/toy/deploy?version=4", content=tar, headers=ADMIN)
+            assert (r.status_code, r.json()["error"]) == (
+                503,
+                "deploy failed at step 'route': the registry is unreachable",
+            )
+        assert not (settings.model_store / ".artifacts" / "toy" / "4.json").exists()
+        assert not (settings.model_store / "toy" / "4").exists()
+        r = client.post("/admin/models/toy/deploy?version=4", content=_other_content(tar), headers=ADMIN)
+        assert r.status_code == 200, r.text
+    assert (settings.model_store / "toy" / "4" / "saved_model.pb").read_bytes() == b"other weights"
+
+
+async def test_a_deploy_that_fails_after_storing_in_s3_discards_it(
+    settings,
+    fake_backends,
+    tmp_path,
+    monkeypatch,
+    moto_endpoint,  # noqa: F811
+    s3_bucket,  # noqa: F811
+):
+    s3 = settings.model_copy(
+        update={"artifact_store": "s3", "artifact_s3_bucket": s3_bucket, "artifact_s3_endpoint": moto_endpoint}
+    )
+    store = S3ArtifactStore(s3_bucket, endpoint=moto_endpoint)
+    tar = tf_version_tar(tmp_path)
+    with TestClient(create_app(s3, fake_backends)) as client:
+        with monkeypatch.context() as patch:
+            patch.setattr("gateway.rollouts.deploy.Deployer._route", _fail_route)
+            r = client.post("/admin/models/toy/deploy?version=4", content=tar, headers=ADMIN)
+            assert r.status_code == 503, r.text
+        assert await store.manifest("toy", 4) is None
+        r = client.post("/admin/models/toy/deploy?version=4", content=_other_content(tar), headers=ADMIN)
+        assert r.status_code == 200, r.text
+    stored = await store.manifest("toy", 4)
+    assert stored == manifest_of("toy", 4, settings.model_store / "toy" / "4")
