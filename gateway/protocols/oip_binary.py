@@ -110,7 +110,7 @@ def to_array(name: str, raw: memoryview | bytes, datatype: str, shape: list[int]
     where = f"input '{name}'"
     count = math.prod(shape)
     if datatype == "BYTES":
-        flat = _bytes_elements(where, raw, count)
+        flat = bytes_elements(where, raw, count)
     else:
         wire = np.dtype("<u2") if datatype == "BF16" else _wire_dtype(where, datatype)
         expected = count * wire.itemsize
@@ -142,7 +142,9 @@ def _wire_dtype(where: str, datatype: str) -> np.dtype[Any]:
     return dtype.newbyteorder("<")
 
 
-def _bytes_elements(where: str, raw: memoryview | bytes, count: int) -> np.ndarray:
+def bytes_elements(where: str, raw: memoryview | bytes, count: int) -> np.ndarray:
+    """``count`` BYTES elements, each a 4-byte little-endian length and its bytes, filling ``raw``
+    exactly (the binary tensor extension's and OIP gRPC's raw contents share this form)."""
     data = bytes(raw)
     values: list[bytes] = []
     offset = 0

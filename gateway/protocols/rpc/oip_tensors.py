@@ -16,6 +16,7 @@ import numpy as np
 
 from gateway.core.errors import BadRequest
 from gateway.core.tensors import DATATYPES, Signature, check_shape, datatype_of
+from gateway.protocols.oip_binary import bytes_elements
 from gateway.protocols.rpc.protos import inference_pb2 as pb
 
 #: Datatype -> the ``InferTensorContents`` field its typed values travel in.
@@ -57,7 +58,7 @@ def _typed(where: str, datatype: str, contents: pb.InferTensorContents) -> np.nd
 
 def _raw(where: str, datatype: str, raw: bytes, count: int) -> np.ndarray:
     if datatype == "BYTES":
-        return _raw_bytes(where, raw, count)
+        return bytes_elements(where, raw, count)
     dtype = DATATYPES[datatype]
     if len(raw) != count * dtype.itemsize:
         raise BadRequest(
@@ -69,25 +70,6 @@ def _raw(where: str, datatype: str, raw: bytes, count: int) -> np.ndarray:
             raise BadRequest(f"{where}: BOOL raw contents must be bytes 0 or 1")
         return flags.astype(np.bool_)
     return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
-
-
-def _raw_bytes(where: str, raw: bytes, count: int) -> np.ndarray:
-    values: list[bytes] = []
-    offset = 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise BadRequest(f"{where}: BYTES raw contents end inside an element's 4-byte length")
-        (length,) = _LENGTH.unpack_from(raw, offset)
-        offset += 4
-        if offset + length > len(raw):
-            raise BadRequest(f"{where}: BYTES element of {length} bytes runs past the end of the raw contents")
-        values.append(raw[offset : offset + length])
-        offset += length
-    if len(values) != count:
-        raise BadRequest(f"{where}: raw contents hold {len(values)} BYTES elements; the shape needs {count}")
-    array = np.empty(count, dtype=object)
-    array[:] = values
-    return array
 
 
 def decode_inputs(request: pb.ModelInferRequest, signature: Signature) -> dict[str, np.ndarray]:

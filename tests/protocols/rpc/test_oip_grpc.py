@@ -101,7 +101,8 @@ def test_bytes_lengths_past_the_end(channel):
     request.raw_input_contents.append(b"\x09\x00\x00\x00abc")
     with pytest.raises(Exception) as info:
         unary(channel, "/inference.GRPCInferenceService/ModelInfer", request, pb.ModelInferResponse)
-    assert info.value.details() == "input 'text': BYTES element of 9 bytes runs past the end of the raw contents"
+    # The same message as the REST door's binary tensor data (one BYTES reader for both).
+    assert info.value.details() == "input 'text': BYTES element 0 is 9 bytes long, past the end of the input's 7 bytes"
 
 
 def test_health_and_metadata(oip, fake_backends):
