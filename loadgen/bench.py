@@ -31,6 +31,7 @@ import aiohttp
 import numpy as np
 
 from loadgen import floor
+from loadgen.bodies import oip_bodies
 from loadgen.floor import Way
 from loadgen.report import markdown, pct
 from loadgen.scrape import CLOCK_TICKS
@@ -80,19 +81,6 @@ def process_cpu_seconds(pid: int) -> float:
     """CPU seconds (user and system) process ``pid`` has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def oip_bodies(x: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
-    """An OIP infer request of ``x`` as JSON, and in the binary tensor data form (binary answer)."""
-    tensor = {"name": "x", "datatype": "FP32", "shape": list(x.shape)}
-    as_json = json.dumps({"inputs": [{**tensor, "data": x.ravel().tolist()}]}).encode()
-    raw = x.astype("<f4").tobytes()
-    header = json.dumps({
-        "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
-        "parameters": {"binary_data_output": True},
-    }).encode()  # fmt: skip
-    binary = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
-    return {"JSON": (as_json, {"Content-Type": "application/json"}), "binary": (header + raw, binary)}
 
 
 async def oip_forms(stack: Stack, x: np.ndarray, n: int, block: int = 25) -> list[dict[str, object]]:

@@ -143,3 +143,16 @@ async def build_body(
     inputs = await metadata(session, url, target)
     rng = np.random.default_rng(seed)
     return encode(protocol, random_arrays(inputs, batch, rng), inputs)
+
+
+def oip_bodies(x: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """An OIP infer request of ``x`` as JSON, and in the binary tensor data form (binary answer)."""
+    tensor = {"name": "x", "datatype": "FP32", "shape": list(x.shape)}
+    as_json = json.dumps({"inputs": [{**tensor, "data": x.ravel().tolist()}]}).encode()
+    raw = x.astype("<f4").tobytes()
+    header = json.dumps({
+        "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
+        "parameters": {"binary_data_output": True},
+    }).encode()  # fmt: skip
+    binary = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
+    return {"JSON": (as_json, {"Content-Type": "application/json"}), "binary": (header + raw, binary)}

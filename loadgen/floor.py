@@ -150,14 +150,12 @@ async def closed(way: Way, concurrency: int, seconds: float) -> tuple[float, flo
     return done / elapsed, cpu, errors
 
 
-async def side_by_side(
-    target: str, ways: list[Way], requests: int, concurrency: int, seconds: float
-) -> list[dict[str, object]]:
-    """One row per way: latency one at a time against the first way (direct), then CPU per request and
-    requests/s under ``concurrency`` clients (two rounds in opposite orders, averaged)."""
-    ms = await latency(ways, requests)
-    direct = ways[0].name
-    d50, d99 = pct(ms[direct], 50), pct(ms[direct], 99)
+async def _two_rounds(
+    ways: list[Way], concurrency: int, seconds: float
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, int]]:
+    """Each way under ``concurrency`` clients for ``seconds / 2``, twice, in opposite orders (so
+    drift on a shared machine hits every way alike): requests/s and CPU per request of each round,
+    and the errors of both."""
     rps: dict[str, list[float]] = {w.name: [] for w in ways}
     cpu: dict[str, list[float]] = {w.name: [] for w in ways}
     errors: dict[str, int] = dict.fromkeys(rps, 0)
@@ -168,6 +166,18 @@ async def side_by_side(
             errors[w.name] += e
             if c is not None:
                 cpu[w.name].append(c)
+    return rps, cpu, errors
+
+
+async def side_by_side(
+    target: str, ways: list[Way], requests: int, concurrency: int, seconds: float
+) -> list[dict[str, object]]:
+    """One row per way: latency one at a time against the first way (direct), then CPU per request and
+    requests/s under ``concurrency`` clients (two rounds in opposite orders, averaged)."""
+    ms = await latency(ways, requests)
+    direct = ways[0].name
+    d50, d99 = pct(ms[direct], 50), pct(ms[direct], 99)
+    rps, cpu, errors = await _two_rounds(ways, concurrency, seconds)
     rows: list[dict[str, object]] = []
     for w in ways:
         p50, p99 = pct(ms[w.name], 50), pct(ms[w.name], 99)
@@ -190,18 +200,9 @@ async def side_by_side(
 async def saturation(target: str, ways: list[Way], concurrency: int, seconds: float) -> list[dict[str, object]]:
     """Requests/s of each way at ``concurrency`` clients (two rounds in opposite orders), as a ratio
     to the first (direct); the serving process's CPU per request where it has one."""
-    rps: dict[str, list[float]] = {w.name: [] for w in ways}
-    cpu: dict[str, list[float]] = {w.name: [] for w in ways}
-    errors: dict[str, int] = dict.fromkeys(rps, 0)
     for w in ways:  # warm up
         await closed(w, concurrency, 1.0)
-    for order in (ways, ways[::-1]):
-        for w in order:
-            r, c, e = await closed(w, concurrency, seconds / 2)
-            rps[w.name].append(r)
-            errors[w.name] += e
-            if c is not None:
-                cpu[w.name].append(c)
+    rps, cpu, errors = await _two_rounds(ways, concurrency, seconds)
     direct = sum(rps[ways[0].name]) / 2
     return [
         {

@@ -30,6 +30,7 @@ from gateway.core.restjson import decode_outputs
 from gateway.core.tensors import Signature
 from gateway.core.types import InferenceRequest, InferenceResult, Passthrough, Target, VersionStatus
 from gateway.settings import Settings
+from loadgen.bodies import oip_bodies
 
 SIGNATURE = {
     "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
@@ -46,15 +47,8 @@ CNN = {
 
 def cnn_bodies(batch: int) -> tuple[tuple[bytes, dict[str, str]], tuple[bytes, dict[str, str]]]:
     """A ``cnn`` request of ``batch`` images as JSON, and in the binary form (binary answer too)."""
-    x = np.random.default_rng(batch).normal(size=(batch, 3, 32, 32)).astype(np.float32)
-    tensor = {"name": "x", "datatype": "FP32", "shape": list(x.shape)}
-    as_json = json.dumps({"inputs": [{**tensor, "data": x.ravel().tolist()}]}).encode()
-    raw = x.astype("<f4").tobytes()
-    header = json.dumps({
-        "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
-        "parameters": {"binary_data_output": True},
-    }).encode()  # fmt: skip
-    return (as_json, {}), (header + raw, {"inference-header-content-length": str(len(header))})
+    bodies = oip_bodies(np.random.default_rng(batch).normal(size=(batch, 3, 32, 32)).astype(np.float32))
+    return bodies["JSON"], bodies["binary"]
 
 
 (CNN1_JSON, CNN1_BINARY), (CNN8_JSON, CNN8_BINARY) = cnn_bodies(1), cnn_bodies(8)
@@ -107,8 +101,9 @@ async def call(app: Any, path: str, request: tuple[bytes, dict[str, str]], answe
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
         "scheme": "http", "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    *((k.encode(), v.encode()) for k, v in extra.items())],
+        "headers": [(k.encode(), v.encode()) for k, v in
+                    {"content-type": "application/json", **{k.lower(): v for k, v in extra.items()},
+                     "content-length": str(len(body))}.items()],
         "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000),
     }  # fmt: skip
     sent = False

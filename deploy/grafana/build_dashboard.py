@@ -436,50 +436,48 @@ def overview_panels() -> list[Any]:
     return panels
 
 
+def _multi_variable(name: str, label: str, description: str, query: str, sort: Any) -> Any:
+    """A template variable over a label's values, refreshed with the time range: several may be
+    chosen, and "All" (the default) matches any value."""
+    return (
+        db.QueryVariable(name)
+        .label(label)
+        .description(description)
+        .datasource(DATASOURCE)
+        .query(query)
+        .refresh(models.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(sort)
+        .multi(True)
+        .include_all(True)
+        .all_value(".+")
+        .current(models.VariableOption(selected=True, text=["All"], value=["$__all"]))
+    )
+
+
 def build() -> dict[str, Any]:
     """The dashboard as the JSON object Grafana reads."""
-    model_var = (
-        db.QueryVariable("model")
-        .label("Model")
-        .description("Models the gateway routes (gateway_model_version_info).")
-        .datasource(DATASOURCE)
-        .query("label_values(gateway_model_version_info, model)")
-        .refresh(models.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(models.VariableSort.ALPHABETICAL_ASC)
-        .multi(True)
-        .include_all(True)
-        .all_value(".+")
-        .current(models.VariableOption(selected=True, text=["All"], value=["$__all"]))
+    model_var = _multi_variable(
+        "model",
+        "Model",
+        "Models the gateway routes (gateway_model_version_info).",
+        "label_values(gateway_model_version_info, model)",
+        models.VariableSort.ALPHABETICAL_ASC,
     )
-    version_var = (
-        db.QueryVariable("version")
-        .label("Version")
-        .description("Versions of the selected models that served requests (gateway_requests_total).")
-        .datasource(DATASOURCE)
-        .query('label_values(gateway_requests_total{model=~"$model", backend!=""}, version)')
-        .refresh(models.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(models.VariableSort.NUMERICAL_ASC)
-        .multi(True)
-        .include_all(True)
-        .all_value(".+")
-        .current(models.VariableOption(selected=True, text=["All"], value=["$__all"]))
+    version_var = _multi_variable(
+        "version",
+        "Version",
+        "Versions of the selected models that served requests (gateway_requests_total).",
+        'label_values(gateway_requests_total{model=~"$model", backend!=""}, version)',
+        models.VariableSort.NUMERICAL_ASC,
     )
-    protocol_var = (
-        db.QueryVariable("protocol")
-        .label("Protocol")
-        .description(
-            "Front doors (gateway_requests_total): tfserving_rest, oip, torchserve, tfserving_grpc, oip_grpc. "
-            "Filters the request rate, error and latency panels; overhead and backend-call time have no "
-            "protocol label."
-        )
-        .datasource(DATASOURCE)
-        .query('label_values(gateway_requests_total{model=~"$model"}, protocol)')
-        .refresh(models.VariableRefresh.ON_TIME_RANGE_CHANGED)
-        .sort(models.VariableSort.ALPHABETICAL_ASC)
-        .multi(True)
-        .include_all(True)
-        .all_value(".+")
-        .current(models.VariableOption(selected=True, text=["All"], value=["$__all"]))
+    protocol_var = _multi_variable(
+        "protocol",
+        "Protocol",
+        "Front doors (gateway_requests_total): tfserving_rest, oip, torchserve, tfserving_grpc, oip_grpc. "
+        "Filters the request rate, error and latency panels; overhead and backend-call time have no "
+        "protocol label.",
+        'label_values(gateway_requests_total{model=~"$model"}, protocol)',
+        models.VariableSort.ALPHABETICAL_ASC,
     )
     # A rollout operation shows as a marker: a counter that moved within the last minute, or a
     # (model, action) counted for the first time (a new series has no earlier sample to change from).
