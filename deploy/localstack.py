@@ -461,6 +461,19 @@ class LocalStack:
         service.start()
         return service
 
+    def start_backend(self, kind: str, timeout: float = 240.0) -> Service:
+        """Start one backend of this stack on its own, with nothing registered or loaded (a
+        ``gateway agent`` beside it does that, issue 15), and wait until it answers."""
+        if kind == "torchserve":
+            service = self._replace("torchserve", self._torchserve())
+            url = f"{self.torchserve_url}/ping"
+            service.wait_until(lambda: _http("GET", url)[0] == 200, timeout, "answering /ping")
+        else:
+            service = self._replace("tfserving", self._tfserving())
+            url = f"{self.tfserving_rest_url}/v1/models/none"
+            service.wait_until(lambda: _http("GET", url)[0] == 404, timeout, "answering")
+        return service
+
     def restart_torchserve(self, timeout: float = 240.0) -> None:
         """Start TorchServe again (after a crash or a kill) and register its start-up versions again."""
         ts = self._replace("torchserve", self._torchserve())

@@ -25,6 +25,7 @@ from gateway.backends.tfserving.client import TFServingBackend
 from gateway.backends.torchserve import TorchServeBackend
 from gateway.core.auth import Authenticator, InferenceKeys, load_tokens
 from gateway.core.errors import GatewayError
+from gateway.core.kinds import KINDS, Kind
 from gateway.core.limits import DecodeSlots
 from gateway.core.types import Backend
 from gateway.protocols import oip, tfserving_rest
@@ -43,6 +44,8 @@ from gateway.rollouts.deploy import Deployer
 from gateway.rollouts.probe import probe_backends
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.startup import sync_defaults
+from gateway.routing.replicas import AdapterFactory, GuardLimits, ReplicaPool
+from gateway.routing.replicated import ReplicatedBackend
 from gateway.routing.router import Router
 from gateway.routing.shadow import ShadowRunner
 from gateway.services import Services
@@ -76,6 +79,30 @@ def make_backends(settings: Settings) -> dict[str, Backend]:
             config_file=settings.tfserving_config_path,
         ),
     }
+
+
+def replica_adapters(settings: Settings) -> AdapterFactory:
+    """The adapter of one agent-run replica, pointed at the inference address its agent reported;
+    no retry of its own (``ReplicatedBackend`` retries on another replica) and no management URL."""
+
+    def make(stack: Kind, address: str) -> Backend:
+        if stack == "torchserve":
+            return TorchServeBackend(
+                address,
+                "",
+                timeout=settings.torchserve_timeout_seconds,
+                connect_timeout=settings.torchserve_connect_timeout_seconds,
+                max_connections=settings.torchserve_max_connections,
+                retry_ratio=0.0,
+            )
+        return TFServingBackend(
+            address.removeprefix("grpc://"),
+            timeout=settings.tfserving_timeout_seconds,
+            max_message_bytes=settings.tfserving_max_message_bytes,
+            retry_ratio=0.0,
+        )
+
+    return make
 
 
 class GatewayApp(FastAPI):
@@ -152,16 +179,33 @@ class _Unexpected:
             raise
 
 
-def create_app(settings: Settings | None = None, backends: Mapping[str, Backend] | None = None) -> GatewayApp:
-    """Build the gateway app. ``backends`` replaces the real adapters (unit tests pass doubles)."""
+def create_app(
+    settings: Settings | None = None,
+    backends: Mapping[str, Backend] | None = None,
+    replica_adapter: AdapterFactory | None = None,
+) -> GatewayApp:
+    """Build the gateway app. ``backends`` replaces the real adapters, ``replica_adapter`` the
+    adapters of agent-run replicas (unit tests pass doubles)."""
     settings = settings or Settings()
     adapters = dict(backends) if backends is not None else make_backends(settings)
+    pool: ReplicaPool | None = None
+    if settings.agent_stacks:  # issue 15: these stacks are routed over the replicas agents run
+        limits = GuardLimits(
+            settings.backend_max_inflight, settings.breaker_failures, settings.breaker_cooldown_seconds
+        )
+        stacks = [kind for kind in KINDS if kind in settings.agent_stacks]
+        pool = ReplicaPool(stacks, replica_adapter or replica_adapters(settings), ttl=settings.replica_ttl_seconds,
+                           limits=limits)  # fmt: skip
+        for kind in stacks:
+            adapters[kind] = ReplicatedBackend(
+                kind, pool, passthrough=kind == "torchserve", retry_ratio=settings.retry_budget_ratio
+            )
     router = Router(adapters, settings.model_store)
     registry = RegistryStore(settings.database_url)
     shadow = ShadowRunner(settings.shadow_max_inflight, settings.smoke_tolerance)
     rollouts = RolloutService(settings, registry, router, adapters, shadow)
     artifacts = open_store(settings)
-    deployer = Deployer(rollouts, artifacts)
+    deployer = Deployer(rollouts, artifacts, pool)
 
     async def follow(revision: int) -> None:
         if revision <= router.revision:
@@ -177,6 +221,10 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
         for backend in adapters.values():
             await backend.start()
         await asyncio.to_thread(registry.migrate)
+        following: asyncio.Task[None] | None = None
+        if pool is not None:  # before the table is built: TF Serving signatures come from replicas
+            await pool.refresh(registry)
+            following = asyncio.create_task(pool.run(registry, settings.replica_poll_seconds))
         if await adopt_if_empty(rollouts, settings.state_file):
             log.info("adopted the model store into an empty registry")
         await rollouts.refresh()
@@ -209,6 +257,8 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
             await rpc_server.stop(grpc_server, grace=max(timeouts))  # calls in progress finish
             probe.cancel()
             storing.cancel()
+            if following is not None:
+                following.cancel()
             if metrics_server is not None:
                 await asyncio.to_thread(metrics_server.shutdown)
                 metrics_server.server_close()
@@ -243,7 +293,8 @@ def create_app(settings: Settings | None = None, backends: Mapping[str, Backend]
             kind: BackendGuard(
                 kind,
                 max_inflight=settings.backend_max_inflight,
-                failure_threshold=settings.breaker_failures,
+                # An agent-run stack's breakers are per replica (ReplicaPool); here only the cap.
+                failure_threshold=0 if pool is not None and kind in pool.stacks else settings.breaker_failures,
                 cooldown=settings.breaker_cooldown_seconds,
             )
             for kind in adapters

@@ -88,6 +88,45 @@ BACKEND_UP = Gauge(
     multiprocess_mode="livemostrecent",  # the latest any live worker saw (probe or call)
 )
 
+# Per backend replica (stacks run by agents, GATEWAY_AGENT_STACKS). ``replica`` is the replica id
+# the agent registered (the pod name on Kubernetes): bounded by the replicas that exist, and a
+# replica's series are removed when it leaves the pool (``gateway.routing.replicas``).
+REPLICA_UP = Gauge(
+    "gateway_replica_up",
+    "1 while the replica is in the gateway's pool with its circuit closed, else 0.",
+    ["stack", "replica"],
+    registry=REGISTRY,
+    multiprocess_mode="livemostrecent",
+)
+REPLICA_INFLIGHT = Gauge(
+    "gateway_replica_inflight",
+    "Calls in flight to the replica now.",
+    ["stack", "replica"],
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+REPLICA_DURATION = Histogram(
+    "gateway_replica_request_duration_seconds",
+    "Time inside one call to the replica (network and backend).",
+    ["stack", "replica"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+REPLICA_ERRORS = Counter(
+    "gateway_replica_errors",
+    "Calls to the replica that failed: unreachable, timed out, or a backend error.",
+    ["stack", "replica"],
+    registry=REGISTRY,
+)
+REPLICA_VERSIONS_READY = Gauge(
+    "gateway_replica_versions_ready",
+    "Versions the replica reports ready.",
+    ["stack", "replica"],
+    registry=REGISTRY,
+    multiprocess_mode="livemostrecent",
+)
+REPLICA_METRICS = (REPLICA_UP, REPLICA_INFLIGHT, REPLICA_DURATION, REPLICA_ERRORS, REPLICA_VERSIONS_READY)
+
 
 class VersionMappings(Collector):
     """``gateway_model_version_info``: 1 for each mapping ``set`` last gave, computed at scrape time."""

@@ -214,6 +214,19 @@ class Settings(BaseSettings):
     retry_budget_ratio: float = Field(
         0.1, ge=0, le=1, description="Retries (of calls that never reached the backend) per call, at most."
     )
+    agent_stacks: CommaList = Field(
+        default_factory=list,
+        description="Comma-separated stacks (torchserve, tfserving) whose replicas are run by `gateway agent`s: "
+        "the gateway routes them over the replicas the agents register in the registry and never calls their "
+        "management APIs (their URL settings here are then unused); empty: the gateway drives one backend of "
+        "each stack itself.",
+    )
+    replica_ttl_seconds: float = Field(
+        15.0, gt=0, description="A replica whose heartbeat has not moved for this long leaves the pool."
+    )
+    replica_poll_seconds: float = Field(
+        1.0, gt=0, description="How often the gateway reads the replica table (agent-run stacks only)."
+    )
     backend_probe_seconds: float = Field(
         5.0,
         gt=0,
@@ -306,6 +319,14 @@ class Settings(BaseSettings):
             what = "every key in" if name == "inference_keys" else "the token in"
             raise ValueError(f"{what} GATEWAY_{name.upper()} must be at least {MIN_SECRET_LENGTH} characters long")
         return value
+
+    @field_validator("agent_stacks")
+    @classmethod
+    def _stacks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item not in ("torchserve", "tfserving"):
+                raise ValueError(f"'{item}' is not a stack: use torchserve, tfserving or both, comma-separated")
+        return sorted(set(value))
 
     @field_validator("artifact_url_allowed_networks")
     @classmethod

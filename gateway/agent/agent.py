@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.artifacts import ArtifactError, ArtifactStore
+from gateway.artifacts import ArtifactError, ArtifactMissing, ArtifactStore
 from gateway.core.errors import GatewayError
 from gateway.core.kinds import Kind
 from gateway.core.names import is_model_name
@@ -174,8 +174,13 @@ class Agent:
                 log.warning("%s v%d: %s; trying again", model, version, exc.message)
                 return False
             await self._fail(key, exc.message)
+        except ArtifactMissing as exc:  # not stored yet (the gateway stores adopted versions in
+            # the background): tried again at the next pass instead of after the failure delay
+            await self._fail(key, str(exc), retry=self.config.poll_seconds)
         except (ArtifactError, LoadFailed) as exc:
             await self._fail(key, str(exc))
+        except OSError as exc:  # replica-local storage: full, read-only, something in the way
+            await self._fail(key, f"replica-local storage: {exc}")
         else:
             self._held.add(key)
             self._failed.pop(key, None)
@@ -183,11 +188,13 @@ class Agent:
             log.info("%s v%d is ready", model, version)
         return True
 
-    async def _fail(self, key: Key, error: str) -> None:
-        """Report ``key`` failed, and unload it so that nothing else on the backend changes."""
+    async def _fail(self, key: Key, error: str, retry: float | None = None) -> None:
+        """Report ``key`` failed, and unload it so that nothing else on the backend changes; it is
+        tried again after ``retry`` seconds (default: ``retry_failed_seconds``)."""
         model, version = key
         log.warning("%s v%d failed: %s", model, version, error)
-        self._failed[key] = time.monotonic() + self.config.retry_failed_seconds
+        delay = self.config.retry_failed_seconds if retry is None else retry
+        self._failed[key] = time.monotonic() + delay
         self._report(key, "failed", error)
         try:
             await self.backend.unload(model, version, self._keep(exclude=key))

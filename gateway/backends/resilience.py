@@ -22,12 +22,13 @@ T = TypeVar("T")
 
 
 class RetryBudget:
-    """A token bucket: each call adds ``ratio`` tokens (up to ``cap``); a retry costs one."""
+    """A token bucket: each call adds ``ratio`` tokens (up to ``cap``); a retry costs one.
+    A ratio of 0 allows no retry at all (the bucket starts empty and stays so)."""
 
     def __init__(self, ratio: float = 0.1, cap: float = 10.0) -> None:
         self.ratio = ratio
-        self.cap = cap
-        self.tokens = cap
+        self.cap = cap if ratio > 0 else 0.0
+        self.tokens = self.cap
 
     def earn(self) -> None:
         self.tokens = min(self.cap, self.tokens + self.ratio)
@@ -43,9 +44,18 @@ class BackendGuard:
     """Caps in-flight calls and breaks the circuit to one backend."""
 
     def __init__(
-        self, kind: str, *, max_inflight: int = 256, failure_threshold: int = 5, cooldown: float = 5.0
+        self,
+        kind: str,
+        *,
+        max_inflight: int = 256,
+        failure_threshold: int = 5,
+        cooldown: float = 5.0,
+        up: Callable[[int], None] | None = None,
     ) -> None:
+        """``failure_threshold`` 0: no breaker (only the cap). ``up`` is told 1 or 0 when the
+        circuit closes or opens (default: ``gateway_backend_up`` of ``kind``)."""
         self.kind = kind
+        self._up = up or (lambda value: metrics.BACKEND_UP.labels(kind).set(value))
         self.max_inflight = max_inflight
         self.failure_threshold = failure_threshold
         self.cooldown = cooldown
@@ -97,11 +107,11 @@ class BackendGuard:
 
     def _failed(self) -> None:
         self.failures += 1
-        if self.failures >= self.failure_threshold:
+        if self.failure_threshold and self.failures >= self.failure_threshold:
             self.opened_at = time.monotonic()  # (re)open: a failed probe restarts the cool-down
-            metrics.BACKEND_UP.labels(self.kind).set(0)
+            self._up(0)
 
     def _succeeded(self) -> None:
         self.failures = 0
         self.opened_at = None
-        metrics.BACKEND_UP.labels(self.kind).set(1)
+        self._up(1)

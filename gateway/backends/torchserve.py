@@ -31,6 +31,7 @@ from gateway.core.errors import (
     BackendError,
     BackendTimeout,
     BackendUnavailable,
+    BackendUnreached,
     BadRequest,
     GatewayError,
 )
@@ -96,7 +97,7 @@ def error_for_exception(exc: BaseException, what: str) -> GatewayError:
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return BackendTimeout(f"{what}: no answer within the deadline", detail=detail)
     if isinstance(exc, (aiohttp.ClientConnectorError, http1.CannotConnect)):
-        return BackendUnavailable(f"{what}: cannot connect ({_reason(exc.os_error)})", detail=detail)
+        return BackendUnreached(f"{what}: cannot connect ({_reason(exc.os_error)})", detail=detail)
     if isinstance(exc, (aiohttp.ServerDisconnectedError, http1.Disconnected)):
         return BackendUnavailable(f"{what}: connection closed by the server", detail=detail)
     return BackendError(f"{what}: {type(exc).__name__}: {scrub(str(exc))}", detail=detail)

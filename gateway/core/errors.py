@@ -93,6 +93,11 @@ class BackendUnavailable(GatewayError):
         super().__init__(message, headers={"Retry-After": "1", **(headers or {})}, detail=detail)
 
 
+class BackendUnreached(BackendUnavailable):
+    """The call never reached the backend (the connection could not be made): sending it to
+    another replica of the same stack is safe, the backend did no work."""
+
+
 class BackendTimeout(GatewayError):
     """The backend did not answer within its deadline."""
 

@@ -65,8 +65,11 @@ def replica_id(value: object) -> str:
 
 
 def register(conn: Connection, rid: str, stack: str, address: str, host: str) -> None:
-    """Add the replica, or renew it (a restarted agent); its heartbeat is now."""
+    """Add the replica, or renew it (a restarted agent); its heartbeat is now. A renewed replica's
+    reports are dropped: a restarted agent reports afresh what its backend holds, and until then
+    no gateway takes an old "ready" for the truth."""
     now = t.utcnow()
+    conn.execute(delete(t.replica_versions).where(t.replica_versions.c.replica_id == replica_id(rid)))
     values = {
         "replica_id": replica_id(rid),
         "stack": check.backend(stack),

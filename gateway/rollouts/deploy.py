@@ -8,28 +8,26 @@ Deploying the same artifact twice is harmless: the second time only confirms the
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from gateway.artifacts import ArtifactConflict, ArtifactError, ArtifactStore, Manifest
 from gateway.backends.catalog import ARTIFACTS, backend_of
 from gateway.core.errors import BadRequest, DeployFailed, GatewayError, RegistryDown
 from gateway.core.kinds import Kind
 from gateway.core.names import MODEL_RULE, is_model_name, shown
-from gateway.core.restjson import decode_outputs, decode_request
-from gateway.core.tensors import Signature
-from gateway.core.types import InferenceRequest, Target, version_number
+from gateway.core.types import version_number
 from gateway.registry.store import Tx
 from gateway.rollouts.answers import DeployAnswer
 from gateway.rollouts.artifacts import Limits, digest, remove_tree, stage, stated_version, unpack
 from gateway.rollouts.service import RolloutService
+from gateway.rollouts.smoke import smoke
 from gateway.rollouts.sources import materialise, redact
+from gateway.rollouts.staging import ReplicaDeploy
+from gateway.routing.replicas import ReplicaPool
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +35,15 @@ log = logging.getLogger(__name__)
 class Deployer:
     """Runs deploys for a ``RolloutService``; one deploy of a model at a time."""
 
-    def __init__(self, service: RolloutService, artifacts: ArtifactStore | None = None) -> None:
+    def __init__(
+        self, service: RolloutService, artifacts: ArtifactStore | None = None, pool: ReplicaPool | None = None
+    ) -> None:
         self.service = service
         self.settings = service.settings
         #: Where accepted versions are kept for the backend replicas' agents (issue 15).
         self.artifacts = artifacts
+        #: The replicas of the agent-run stacks (GATEWAY_AGENT_STACKS), deployed to through the registry.
+        self.replicas = ReplicaDeploy(service, pool, artifacts) if pool is not None else None
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def deploy(
@@ -107,6 +109,8 @@ class Deployer:
         lock, so a replica whose routing table lags never loads a version just retired elsewhere;
         while the registry is down it falls back to this replica's routing table.
         """
+        if self.replicas is not None and kind in self.replicas.pool.stacks:
+            return []  # each replica's agent loads again what its backend lost
         async with self.service.locks.try_hold(kind) as held:
             if not held:
                 return []
@@ -168,6 +172,19 @@ class Deployer:
             await asyncio.to_thread(_place, staged, final)
             created = True
 
+        if self.replicas is not None and kind in self.replicas.pool.stacks:
+            answer = DeployAnswer(model=model, version=number, backend=kind, status="deployed", canary=canary)
+            try:
+                await self.replicas.run(
+                    model, number, kind, final, actor, detail,
+                    store=lambda: self._store(model, number, final),
+                    route=lambda: self._route(model, number, kind, canary, actor, detail.get("source"), detail),
+                )  # fmt: skip
+            except BaseException:
+                if created:
+                    await asyncio.to_thread(remove_tree, final)
+                raise
+            return answer
         async with self.service.locks.hold(kind):
             return await self._load_and_route(model, number, kind, canary, actor, final, created, detail)
 
@@ -194,7 +211,7 @@ class Deployer:
                 raise DeployFailed("load", exc.message, exc.status_code) from None
             await self._wait_ready(model, number, kind)
             self.service.router.forget_signature(model, number)
-            await self._smoke(model, number, kind, final)
+            await smoke(backend, model, number, final, self.settings.smoke_tolerance)
             stored = await self._store(model, number, final)
             await self._route(model, number, kind, canary, actor, detail.get("source"))
             await self.service.write_startup(kind, await self.service.snapshot())
@@ -289,37 +306,6 @@ class Deployer:
             504,
         )
 
-    async def _smoke(self, model: str, version: int, kind: Kind, path: Path) -> None:
-        sample_in, sample_out = path / "sample_input.json", path / "sample_output.json"
-        if not sample_in.is_file() or not sample_out.is_file():
-            raise DeployFailed("smoke", "the version has no sample_input.json and sample_output.json")
-        backend = self.service.backends[kind]
-        signature = Signature.load(path / "signature.json") or await backend.signature(model, version)
-        if signature is None:
-            raise DeployFailed("smoke", "no signature.json and the backend does not describe the model")
-        try:
-            inputs, form = decode_request(json.loads(sample_in.read_text()), signature)
-            expected = decode_outputs(sample_out.read_bytes(), form, signature)
-            result = await backend.infer(Target(model, version, backend, signature), InferenceRequest(inputs, form))
-            got = result.outputs(signature)
-        except GatewayError as exc:
-            raise DeployFailed("smoke", exc.message, 422 if exc.status_code < 500 else exc.status_code) from None
-        except ValueError as exc:
-            raise DeployFailed("smoke", f"unreadable sample files: {exc}", 422) from None
-        tolerance = self.settings.smoke_tolerance
-        for name, want in expected.items():
-            have = got.get(name)
-            if have is None or have.shape != want.shape:
-                shape = None if have is None else list(have.shape)
-                raise DeployFailed("smoke", f"output '{name}': expected shape {list(want.shape)}, got {shape}", 422)
-            diff = float(np.max(np.abs(have.astype(np.float64) - want.astype(np.float64)))) if want.size else 0.0
-            if not diff <= tolerance:
-                raise DeployFailed(
-                    "smoke",
-                    f"output '{name}' differs from sample_output.json by {diff:.3g} (tolerance {tolerance:g})",
-                    422,
-                )
-
     async def _store(self, model: str, version: int, path: Path) -> Manifest | None:
         """Keep the checked version in the artifact store, once: the same content again is a no-op,
         other content under the same number fails the deploy (409) before it is routed. The
@@ -336,11 +322,22 @@ class Deployer:
         return manifest
 
     async def _route(
-        self, model: str, version: int, kind: Kind, canary: float | None, actor: str, source: str | None
+        self,
+        model: str,
+        version: int,
+        kind: Kind,
+        canary: float | None,
+        actor: str,
+        source: str | None,
+        reported: dict[str, Any] | None = None,
     ) -> None:
+        """Make the version available (and stable or canary), in one registry write; a staged
+        version stops being staged in the same write, so its replicas never unload it."""
+
         def change(tx: Tx) -> None:
             tx.ensure_model(model)
             tx.upsert_version(model, version, kind, f"{model}/{version}")
+            tx.unstage_version(model, version)
             record = tx.model(model)
             assert record is not None
             if "stable" not in record.labels:
@@ -359,7 +356,9 @@ class Deployer:
                 action="deploy",
                 model=model,
                 change=change,
-                detail={"version": version, "backend": kind, "canary": canary} | ({"source": source} if source else {}),
+                detail={"version": version, "backend": kind, "canary": canary}
+                | ({"source": source} if source else {})
+                | ({"replicas": reported["replicas"]} if reported and "replicas" in reported else {}),
             )
         except GatewayError as exc:
             raise DeployFailed("route", exc.message, exc.status_code) from None

@@ -69,14 +69,8 @@ class Replicas:
         return Service(f"agent-{rid}", argv, root / f"agent-{rid}.log", env=env)
 
     def start(self) -> None:
-        ts = self.ts._torchserve()
-        self.ts.services["torchserve"] = ts
-        ts.start()
-        tf = self.tf._tfserving()
-        self.tf.services["tfserving"] = tf
-        tf.start()
-        ts.wait_until(lambda: status_of(f"{self.ts.torchserve_url}/ping") == 200, 240, "answering /ping")
-        tf.wait_until(lambda: status_of(f"{self.tf.tfserving_rest_url}/v1/models/none") == 404, 240, "up")
+        self.ts.start_backend("torchserve")
+        self.tf.start_backend("tfserving")
         for agent in self.agents.values():
             agent.start()
 

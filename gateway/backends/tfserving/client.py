@@ -27,6 +27,7 @@ from gateway.core.errors import (
     BackendError,
     BackendTimeout,
     BackendUnavailable,
+    BackendUnreached,
     BadRequest,
     GatewayError,
     NotFound,
@@ -59,6 +60,11 @@ _GRPC_ERRORS: dict[grpc.StatusCode, type[GatewayError]] = {
 }
 
 
+def never_sent(exc: grpc.aio.AioRpcError) -> bool:
+    """UNAVAILABLE from a channel that could not connect: the call never reached the server."""
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and "connect" in (exc.details() or "").lower()
+
+
 def error_for_rpc(exc: grpc.aio.AioRpcError, what: str) -> GatewayError:
     """Translate a failed gRPC call into the gateway's error.
 
@@ -75,6 +81,8 @@ def error_for_rpc(exc: grpc.aio.AioRpcError, what: str) -> GatewayError:
     if cls is BackendTimeout:
         return BackendTimeout(f"{what}: no answer within the deadline", detail=detail)
     if cls is BackendUnavailable:
+        if never_sent(exc):
+            return BackendUnreached(f"{what}: unavailable ({code}): {scrub(server)}", detail=detail)
         return BackendUnavailable(f"{what}: unavailable ({code}): {scrub(server)}", detail=detail)
     return cls(f"{what}: {scrub(server)} ({code})", detail=detail)
 
@@ -187,8 +195,7 @@ class TFServingBackend:
             except grpc.aio.AioRpcError as exc:
                 # UNAVAILABLE from a channel that could not connect: the call never started, so
                 # one retry is safe, within the budget (a new connection attempt).
-                never_sent = exc.code() == grpc.StatusCode.UNAVAILABLE and "connect" in (exc.details() or "").lower()
-                if attempt == 1 and never_sent and self.retries.spend():
+                if attempt == 1 and never_sent(exc) and self.retries.spend():
                     log.info("%s: %s; retrying once", what, exc.details())
                     continue
                 raise error_for_rpc(exc, what) from exc
