@@ -18,7 +18,7 @@ from gateway.registry.records import (
     Snapshot,
     VersionRecord,
 )
-from gateway.registry.replicas import REPLICA_STATES, ReplicaRecord, ReplicaVersion
+from gateway.registry.replicas import REPLICA_STATES, ReplicaRecord, ReplicaVersion, StagedVersion
 from gateway.registry.store import RegistryStore, Tx
 from gateway.registry.watch import Watcher
 
@@ -36,6 +36,7 @@ __all__ = [
     "ReplicaRecord",
     "ReplicaVersion",
     "Snapshot",
+    "StagedVersion",
     "Tx",
     "VersionRecord",
     "Watcher",

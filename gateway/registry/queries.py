@@ -22,6 +22,7 @@ def policy_from_row(row: Row[Any]) -> Policy:
         shadow_percent=float(row.shadow_percent),
         stable_history=tuple(int(v) for v in row.stable_history or ()),
         guard=dict(row.guard) if row.guard is not None else None,
+        min_ready=int(row.min_ready) if row.min_ready is not None else None,
     )
 
 
@@ -35,6 +36,7 @@ def policy_values(policy: Policy) -> dict[str, Any]:
         "shadow_percent": float(policy.shadow_percent),
         "stable_history": [int(v) for v in policy.stable_history],
         "guard": dict(policy.guard) if policy.guard is not None else None,
+        "min_ready": policy.min_ready,
     }
 
 
@@ -119,8 +121,7 @@ def finish_write(
     """Append one history row, bump the revision and (PostgreSQL) notify the other replicas.
 
     Returns the new revision. Runs inside the caller's transaction: the row, the bump and the
-    notification all take effect at its commit, or not at all. The update of the meta row holds
-    its row lock until commit, so revisions are handed out in commit order.
+    notification all take effect at its commit, or not at all (see ``bump_revision``).
     """
     conn.execute(
         t.history.insert().values(
@@ -133,6 +134,16 @@ def finish_write(
             detail=detail,
         )
     )
+    return bump_revision(conn)
+
+
+def bump_revision(conn: Connection) -> int:
+    """Bump the revision and (PostgreSQL) notify the other replicas; return the new revision.
+
+    A change without a history row (an unstaged version) still makes every watcher re-read. Runs
+    inside the caller's transaction; the update of the meta row holds its row lock until commit,
+    so revisions are handed out in commit order.
+    """
     bump = update(t.meta).where(t.meta.c.id == 1).values(revision=t.meta.c.revision + 1)
     revision = int(conn.execute(bump.returning(t.meta.c.revision)).scalar_one())
     if conn.dialect.name == "postgresql":

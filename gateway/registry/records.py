@@ -60,7 +60,9 @@ class Policy:
     request header whose value keeps a client on one side of the split. ``shadow_percent`` of
     requests are mirrored to ``shadow_version``. ``stable_history`` lists previous stable
     versions, most recent last (what a rollback goes back to). ``guard`` holds the thresholds of
-    a guarded canary. Hashable as long as ``guard`` is None.
+    a guarded canary. ``min_ready`` is how many of the stack's replicas must report a version
+    ready before a deploy routes it (None: all current replicas, at least one). Hashable as long
+    as ``guard`` is None.
     """
 
     canary_version: int | None = None
@@ -70,6 +72,7 @@ class Policy:
     shadow_percent: float = 0.0
     stable_history: tuple[int, ...] = ()
     guard: dict[str, Any] | None = None
+    min_ready: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,13 @@
 """Backend replicas in the registry: who they are, when they last spoke, what each reports about
 the versions it holds, and which versions each stack's replicas should hold.
 
-The desired state is not stored twice: a stack's replicas should hold exactly the versions the
-registry has ``available`` on that stack (``registry_versions``), the same records the gateway
-routes by. Replica rows are reports, not configuration: writing them neither appends history
-nor bumps the revision, so a heartbeat never makes every gateway re-read the registry.
+A stack's replicas should hold the versions the registry has ``available`` on that stack
+(``registry_versions``, the same records the gateway routes by) and the versions *staged* on it
+(``registry_staged``): a deploy stages a version so the agents load it before it is routed, and
+unstages it when it routes it (the version row then keeps it desired) or gives up. Staging is
+configuration: it is written in a registry transaction and bumps the revision. Replica rows are
+reports, not configuration: writing them neither appends history nor bumps the revision, so a
+heartbeat never makes every gateway re-read the registry.
 """
 
 from __future__ import annotations
@@ -49,6 +52,17 @@ class ReplicaRecord:
     started_at: datetime
     heartbeat_at: datetime
     versions: tuple[ReplicaVersion, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class StagedVersion:
+    """A version a deploy staged on ``backend``: its agents load it, the gateway does not route it."""
+
+    model: str
+    version: int
+    backend: str
+    staged_at: datetime
+    actor: str
 
 
 def _upsert(conn: Connection, table: Table, keys: tuple[str, ...], values: dict[str, object]) -> None:
@@ -141,10 +155,45 @@ def read(conn: Connection, stack: str | None = None) -> list[ReplicaRecord]:
     ]
 
 
+def stage(conn: Connection, model: str, version: int, backend: str, actor: str) -> None:
+    """Stage ``version`` of ``model`` on ``backend`` (or stage it again: backend, time and actor
+    replaced). The model and the version need not exist yet."""
+    values = {
+        "model": check.model_name(model),
+        "version": check.version_number(version),
+        "backend": check.backend(backend),
+        "staged_at": t.utcnow(),
+        "actor": check.short_text(actor, "actor", 128),
+    }
+    _upsert(conn, t.staged, ("model", "version"), values)
+
+
+def unstage(conn: Connection, model: str, version: int) -> bool:
+    """Remove the staging of ``version`` of ``model``; True if it was staged."""
+    c = t.staged.c
+    where = (c.model == check.model_name(model)) & (c.version == check.version_number(version))
+    return bool(conn.execute(delete(t.staged).where(where)).rowcount)
+
+
+def staged(conn: Connection, stack: str | None = None) -> list[StagedVersion]:
+    """Every staged version (on ``stack`` only, if given), by model and version."""
+    c = t.staged.c
+    query = select(t.staged).order_by(c.model, c.version)
+    if stack is not None:
+        query = query.where(c.backend == check.backend(stack))
+    return [
+        StagedVersion(row.model, int(row.version), row.backend, row.staged_at, row.actor) for row in conn.execute(query)
+    ]
+
+
 def desired(conn: Connection, stack: str) -> dict[str, frozenset[int]]:
-    """The versions ``stack``'s replicas should hold: those the registry has available on it."""
+    """The versions ``stack``'s replicas should hold: those the registry has available on it, and
+    those staged on it."""
     c = t.versions.c
-    query = select(c.model, c.version).where((c.backend == check.backend(stack)) & (c.state == "available"))
+    stack = check.backend(stack)
+    s = t.staged.c
+    available = select(c.model, c.version).where((c.backend == stack) & (c.state == "available"))
+    query = available.union(select(s.model, s.version).where(s.backend == stack))
     wanted: dict[str, set[int]] = {}
     for row in conn.execute(query):
         wanted.setdefault(row.model, set()).add(int(row.version))

@@ -103,6 +103,9 @@ policies = Table(
     Column("stable_history", JSON, nullable=False),
     # none_as_null: a policy without a guard is SQL NULL, not the JSON text 'null'.
     Column("guard", JSON(none_as_null=True), nullable=True),
+    # How many of the stack's replicas must report a version ready before it is routed; NULL:
+    # all current replicas, at least one (migration 0003).
+    Column("min_ready", Integer, nullable=True),
 )
 
 history = Table(
@@ -147,4 +150,15 @@ replica_versions = Table(
     Column("state", String(16), nullable=False),
     Column("error", Text, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+staged = Table(
+    "registry_staged",
+    metadata,
+    # No foreign key to registry_versions: a staged version has no version row until it is routed.
+    Column("model", String(128), primary_key=True),
+    Column("version", BigInteger, primary_key=True, autoincrement=False),
+    Column("backend", String(32), nullable=False),
+    Column("staged_at", UTCDateTime(), nullable=False),
+    Column("actor", String(128), nullable=False),
 )

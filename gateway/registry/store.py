@@ -32,7 +32,7 @@ from gateway.registry.engine import (
 )
 from gateway.registry.locks import Release
 from gateway.registry.records import HistoryRecord, RegistryInvalid, Snapshot
-from gateway.registry.replicas import ReplicaRecord
+from gateway.registry.replicas import ReplicaRecord, StagedVersion
 from gateway.registry.tx import Tx
 
 __all__ = ["RegistryStore", "Tx"]
@@ -164,7 +164,7 @@ class RegistryStore:
             raise RegistryInvalid(f"message must be a string, got {type(message).__name__}")
         start_detail = dict(check.json_object(detail if detail is not None else {}, "detail"))
         with self._connect(write=True) as conn:
-            tx = Tx(conn, model=model, message=message, detail=start_detail)
+            tx = Tx(conn, model=model, message=message, detail=start_detail, actor=actor)
             tx._lock_scope()
             yield tx
             if not isinstance(tx.message, str):
@@ -220,11 +220,34 @@ class RegistryStore:
         with self._connect() as conn:
             return q.read_history(conn, model, limit)
 
-    # --- backend replicas (gateway.registry.replicas): reports, neither audited nor revisioned ---
+    # --- staged versions (gateway.registry.replicas): configuration, revisioned ------------------
+    def unstage(self, model: str, version: int) -> bool:
+        """Remove the staging of a version (a deploy that gave up); True if it was staged.
+
+        When a row went, the revision is bumped and (PostgreSQL) the replicas notified, like any
+        write, but no history row is appended: the deploy's own outcome is the history. Holds the
+        model's lock like a transaction on it (``Tx``).
+        """
+        name = check.model_name(model)
+        with self._connect(write=True) as conn:
+            tx = Tx(conn, model=name, message="", detail={})
+            tx._lock_scope()
+            removed = tx.unstage_version(name, version)
+            if removed:
+                q.bump_revision(conn)
+        return removed
+
+    def staged(self, stack: str | None = None) -> list[StagedVersion]:
+        """Every staged version (on ``stack`` only, if given), by model and version."""
+        with self._connect() as conn:
+            return r.staged(conn, stack)
+
     def desired(self, stack: str) -> dict[str, frozenset[int]]:
-        """The versions ``stack``'s replicas should hold: every version available on it."""
+        """The versions ``stack``'s replicas should hold: every version available or staged on it."""
         with self._connect() as conn:
             return r.desired(conn, stack)
+
+    # --- backend replicas (gateway.registry.replicas): reports, neither audited nor revisioned ---
 
     def register_replica(self, replica_id: str, stack: str, address: str, host: str) -> None:
         """Add or renew a backend replica; its heartbeat is now."""

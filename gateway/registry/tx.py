@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, select, text
 
 from gateway.registry import queries as q
+from gateway.registry import replicas as r
 from gateway.registry import schema as t
 from gateway.registry import validate as check
 from gateway.registry.engine import GLOBAL_LOCK, advisory_key
@@ -29,8 +30,11 @@ class Tx:
     is never lost.
     """
 
-    def __init__(self, conn: Connection, *, model: str | None, message: str, detail: dict[str, Any]) -> None:
+    def __init__(
+        self, conn: Connection, *, model: str | None, message: str, detail: dict[str, Any], actor: str = "gateway"
+    ) -> None:
         self._conn = conn
+        self.actor = actor
         self._pg = conn.dialect.name == "postgresql"
         self._locked: set[str] = set()
         self._all_locked = False
@@ -164,6 +168,20 @@ class Tx:
             self._conn.execute(t.policies.insert().values(model=model, **values))
         else:
             self._conn.execute(t.policies.update().where(where).values(**values))
+
+    def stage_version(self, model: str, version: int, backend: str) -> None:
+        """Stage ``version`` of ``model`` on ``backend``: the stack's agents load it (it is in
+        ``desired``) while routing ignores it. Staging it again replaces the row. The model and
+        the version need not exist yet; the transaction's actor is recorded."""
+        name = check.model_name(model)
+        self._touch(name)
+        r.stage(self._conn, name, version, backend, self.actor)
+
+    def unstage_version(self, model: str, version: int) -> bool:
+        """Remove the staging of ``version`` of ``model``; True if it was staged."""
+        name = check.model_name(model)
+        self._touch(name)
+        return r.unstage(self._conn, name, version)
 
     def model(self, name: str) -> ModelRecord | None:
         """Model ``name`` as this transaction sees it (its own writes included), or None."""

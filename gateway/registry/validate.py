@@ -115,6 +115,20 @@ def percent(value: object, what: str) -> float:
     return float(value)
 
 
+MAX_MIN_READY: Final = 1000
+
+
+def min_ready(value: object) -> int | None:
+    """``value`` if it is None (the default: all current replicas) or an integer 1-1000."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_MIN_READY:
+        raise RegistryInvalid(
+            f"min_ready must be an integer from 1 to {MAX_MIN_READY}, or null for all replicas, got {value!r}"
+        )
+    return value
+
+
 def policy_shape(policy: object) -> Policy:
     """``policy`` if its fields are well-formed on their own (versions are checked by ``Tx``), its
     guard in the stored form."""
@@ -137,6 +151,7 @@ def policy_shape(policy: object) -> Policy:
         raise RegistryInvalid("stable_history must be a tuple of versions")
     for v in policy.stable_history:
         version_number(v, "stable_history entry")
+    min_ready(policy.min_ready)
     if policy.guard is not None:  # the canary guard's one check (``guardspec``), in its stored form
         policy = replace(policy, guard=guard_thresholds(policy.guard))
     return policy

@@ -39,7 +39,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistrySt
         with s._engine.begin() as conn:
             conn.execute(
                 text(
-                    "TRUNCATE registry_history, registry_labels, registry_policies,"
+                    "TRUNCATE registry_history, registry_labels, registry_policies, registry_staged,"
                     " registry_versions, registry_models, registry_replica_versions, registry_replicas RESTART IDENTITY"
                 )
             )

@@ -31,7 +31,7 @@ def test_migrate_creates_an_empty_registry_and_is_idempotent(registry_url: str) 
         store.migrate()  # a second replica starting, or a restart: nothing to do
         assert store.revision() == 0
         with store._engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM registry_alembic_version")).scalar_one() == "0002"
+            assert conn.execute(text("SELECT version_num FROM registry_alembic_version")).scalar_one() == "0003"
     finally:
         store.close()
 
