@@ -111,7 +111,7 @@ def _agent(args: argparse.Namespace) -> int:
     from gateway.agent.run import main as agent_main
 
     return agent_main(args.stack, args.management_url, args.inference_url, args.replica_id, args.model_dir,
-                      args.host_name, args.poll_seconds)  # fmt: skip
+                      args.host_name, args.poll_seconds, args.command)  # fmt: skip
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -237,11 +237,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack", choices=("torchserve", "tfserving"), required=True)
     p.add_argument("--management-url", required=True, help="the replica's management API on localhost "
                    "(TorchServe: http://127.0.0.1:8081; TF Serving: its gRPC host:port)")  # fmt: skip
-    p.add_argument("--inference-url", required=True, help="where the gateway reaches the replica's inference API")
-    p.add_argument("--replica-id", required=True, help="unique among all replicas, e.g. the pod name")
+    p.add_argument("--inference-url", required=True, help="where the gateway reaches the replica's inference API; "
+                   "{ip} and {host} become this machine's address and host name")  # fmt: skip
+    p.add_argument("--replica-id", help="unique among all replicas (default: the host name; {host}, {ip} as above)")
     p.add_argument("--model-dir", help="replica-local model storage (default: GATEWAY_MODEL_STORE)")
     p.add_argument("--host-name", help="host or pod name to report (default: $POD_NAME, else the host name)")
     p.add_argument("--poll-seconds", type=float, default=2.0, help="how often it compares (default 2)")
+    p.add_argument("command", nargs="*", help="after --: the backend command to run as the agent's child "
+                   "(signals forwarded; the agent exits with it, with its exit code)")  # fmt: skip
 
     p = command("deploy", "deploy a version: load, wait ready, smoke test, then route", _deploy)
     p.add_argument("model", type=MODEL)

@@ -114,6 +114,17 @@ class Settings(BaseSettings):
         "error) for 'not yet': TF Serving finds a new version of a configured model only at its next "
         "file-system poll (--file_system_poll_wait_seconds, default 1 s) after the reload returned.",
     )
+    agent_heartbeat_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How often a backend replica's agent writes its heartbeat to the registry; keep it well "
+        "under the gateway's replica_ttl_seconds.",
+    )
+    agent_retry_failed_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long an agent waits before trying again a version its replica failed to load.",
+    )
     smoke_tolerance: float = Field(
         1e-4, ge=0, description="Largest absolute difference a deploy's smoke output may have."
     )
