@@ -1,6 +1,7 @@
-"""Write the files under k8s/ that are generated from deploy/: byte-exact copies of the
-configuration files compose mounts (which the ConfigMap generators read) and the PrometheusRule
-built from the Prometheus rule files.
+"""Write the files under k8s/ that are generated from deploy/: copies of the configuration files
+compose mounts (which the ConfigMap generators read) and the PrometheusRule built from the
+Prometheus rule files. The copies are byte-exact but for one line: in Kubernetes, TorchServe's
+management API listens on 127.0.0.1 only (its agent runs in the same pod; see TS_LOOPBACK).
 
 Why copies: `kubectl apply -k` refuses to read a file outside the kustomization's own directory
 (kustomize's default load restrictor, which kubectl gives no flag to change), so the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -22,15 +24,35 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 
+TS_CONFIG = K8S / "base" / "files" / "config.properties"
+TS_SOURCE = ROOT / "deploy" / "docker" / "torchserve" / "config.properties"
+
 # copy under k8s/ -> its source under deploy/
 COPIES: dict[Path, Path] = {
-    K8S / "base" / "files" / "config.properties": ROOT / "deploy" / "docker" / "torchserve" / "config.properties",
-    K8S / "base" / "files" / "stack_init.py": ROOT / "deploy" / "docker" / "stack_init.py",
     K8S / "base" / "files" / "monitoring.config": ROOT / "deploy" / "tfserving" / "monitoring.config",
     K8S / "components" / "monitoring" / "files" / "serving-stacks.json": (
         ROOT / "deploy" / "grafana" / "dashboards" / "serving-stacks.json"
     ),
 }
+
+
+# In a pod, the agent beside TorchServe is the only client of its management API: bound to
+# loopback, it never leaves the pod (whatever address compose's file gives it).
+TS_LOOPBACK = "management_address=http://127.0.0.1:{port}"
+TS_HEADER = (
+    "# Written by deploy/k8s_files.py from deploy/docker/torchserve/config.properties: edit that file.\n"
+    "# Kubernetes: management_address is bound to 127.0.0.1 (the agent sidecar, in the same pod,\n"
+    "# is its only client); every other line is the original's.\n"
+)
+
+
+def torchserve_config(source: str) -> str:
+    """Compose's config.properties with the management API on loopback, for the TorchServe pods."""
+    pattern = re.compile(r"^management_address=\w+://[^:/]+:(\d+)\s*$", re.MULTILINE)
+    found = pattern.findall(source)
+    if len(found) != 1:
+        raise SystemExit(f"{TS_SOURCE.relative_to(ROOT)}: expected one management_address=<scheme>://host:port line")
+    return TS_HEADER + pattern.sub(lambda m: TS_LOOPBACK.format(port=m.group(1)), source)
 
 
 def _k8s_rules() -> ModuleType:
@@ -46,6 +68,7 @@ def _k8s_rules() -> ModuleType:
 def expected() -> dict[Path, bytes]:
     """Every generated file under k8s/ with the content it must have."""
     files = {target: source.read_bytes() for target, source in COPIES.items()}
+    files[TS_CONFIG] = torchserve_config(TS_SOURCE.read_text()).encode()
     rules = _k8s_rules()
     files[rules.TARGET] = rules.render().encode()
     return files

@@ -266,6 +266,37 @@ def env_of(c: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
 
 
+def resolved_env(c: dict[str, Any], docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``env_of``, with each ``configMapKeyRef`` replaced by the value the built ConfigMap holds (an
+    optional key it lacks leaves the variable unset, as in Kubernetes); other references stay."""
+    config_maps = objects(docs, "ConfigMap")
+    out = {}
+    for name, value in env_of(c).items():
+        ref = value.get("configMapKeyRef") if isinstance(value, dict) else None
+        if ref is None:
+            out[name] = value
+            continue
+        data = config_maps[ref["name"]].get("data", {})
+        if ref["key"] in data:
+            out[name] = data[ref["key"]]
+        else:
+            assert ref.get("optional") is True, f"{name}: ConfigMap {ref['name']} has no key {ref['key']}"
+    return out
+
+
+def mount_at(c: dict[str, Any], path: str) -> dict[str, Any]:
+    """The volume mount of a container at exactly ``path``."""
+    (mount,) = [m for m in c.get("volumeMounts", []) if m["mountPath"].rstrip("/") == path.rstrip("/")]
+    result: dict[str, Any] = mount
+    return result
+
+
+def volume_named(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    (volume,) = [v for v in spec["volumes"] if v["name"] == name]
+    result: dict[str, Any] = volume
+    return result
+
+
 def gpu_memory_fractions(docs: list[dict[str, Any]]) -> dict[str, float]:
     """Each backend's GPU memory bound as its process reads it: TF Serving's flag (after the
     kubelet expands $(VAR) references), the example TorchServe handler's TS_GPU_MEMORY_FRACTION."""

@@ -2,34 +2,54 @@
 restrictor), with and without the optional monitoring component, every object validated against
 the Kubernetes API schemas of K8S_VERSION (kubernetes-validate, strict: no unknown fields), the
 Prometheus Operator objects checked for the shape the operator reads. Edits a user makes (an image,
-the storage class) are made to a copy of k8s/ and built again."""
+the artifact store) are made to a copy of k8s/ and built again. The backends: Deployments of
+several replicas, each pod with the agent as a sidecar (its command line parsed by the real CLI and
+turned into the real adapter), an emptyDir of its own, a PodDisruptionBudget and an HPA on the
+per-replica in-flight metric through prometheus-adapter."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import pytest
 import yaml
+from google.protobuf import text_format
 from kubernetes_validate import validate
 
+from gateway.agent.run import make_backend
+from gateway.backends.tfserving.client import TFServingBackend
+from gateway.backends.tfserving.protos import serving_pb2 as pb
+from gateway.backends.torchserve import TorchServeBackend
+from gateway.cli import build_parser
+from gateway.settings import Settings
 from tests.deploy.conftest import (
     DASHBOARD,
     K8S,
     K8S_VERSION,
     OVERLAYS,
     ROOT,
+    TF_MONITORING,
+    TS_CONFIG,
     container,
     containers_of,
     copy_k8s,
     env_of,
+    expand,
+    flags,
     gpu_memory_fractions,
     kustomize_build,
     kustomize_objects,
+    mount_at,
     objects,
     pod_spec,
+    properties,
+    resolved_env,
+    volume_named,
 )
 
 BACKENDS = ("torchserve", "tfserving")
@@ -136,8 +156,21 @@ def test_a_changed_source_makes_the_check_fail_until_the_files_are_written(tmp_p
     stale = subprocess.run([*script, "--check"], capture_output=True, text=True)
     assert stale.returncode == 1 and "k8s/base/files/config.properties is out of date" in stale.stderr
     assert subprocess.run(script, capture_output=True, text=True).returncode == 0
-    assert (tmp_path / "k8s" / "base" / "files" / "config.properties").read_text() == source.read_text()
+    copy = properties(tmp_path / "k8s" / "base" / "files" / "config.properties")
+    assert copy == properties(source) | {"management_address": "http://127.0.0.1:8081"}
     assert subprocess.run([*script, "--check"], capture_output=True, text=True).returncode == 0
+
+
+def test_the_k8s_torchserve_config_differs_from_composes_only_in_the_loopback_management_api():
+    """In a pod, the agent beside TorchServe is its management API's only client."""
+    k8s_config = properties(K8S / "base" / "files" / "config.properties")
+    assert urllib.parse.urlsplit(k8s_config["management_address"]).hostname == "127.0.0.1"
+    compose_config = properties(TS_CONFIG)
+    assert {k: v for k, v in k8s_config.items() if k != "management_address"} == {
+        k: v for k, v in compose_config.items() if k != "management_address"
+    }
+    port = urllib.parse.urlsplit(compose_config["management_address"]).port
+    assert urllib.parse.urlsplit(k8s_config["management_address"]).port == port
 
 
 def test_the_prometheus_rules_file_is_generated_from_the_rule_files():
@@ -178,37 +211,81 @@ def test_one_images_block_moves_every_container_to_your_registry(tmp_path, overl
     images = {(name, c["name"]): c["image"] for name, d in deployments.items() for c in containers_of(d)}
     assert images == {
         ("gateway", "gateway"): moved["twin-stack-gateway"],
-        ("tfserving", "model-config"): moved["twin-stack-gateway"],  # stack_init from the gateway image
         ("tfserving", "tfserving"): moved["tensorflow/serving"],
+        ("tfserving", "agent"): moved["twin-stack-gateway"],  # `gateway agent`, from the gateway image
         ("torchserve", "torchserve"): moved["pytorch/torchserve"],
+        ("torchserve", "agent"): moved["twin-stack-gateway"],
     }
 
 
-# --- storage ------------------------------------------------------------------------------------
-def test_the_model_store_is_one_read_write_many_claim(k8s):
-    docs = k8s["gpu"]
-    (claim,) = objects(docs, "PersistentVolumeClaim").values()
-    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+# --- storage: no shared volume ----------------------------------------------------------------
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_persistent_volume_claim_anywhere(k8s, overlay):
+    """No ReadWriteMany claim, no claim at all: each backend pod keeps its versions in its own
+    emptyDir, the gateway its staging area in its own; the artifact store is the one shared place."""
+    docs = k8s[overlay]
+    assert not objects(docs, "PersistentVolumeClaim")
+    assert "ReadWriteMany" not in str(docs) and "persistentVolumeClaim" not in str(docs)
     for name, spec in all_pod_specs(docs).items():
-        claims = [v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v]
-        assert claims == [claim["metadata"]["name"]], name
+        for volume in spec["volumes"]:
+            assert set(volume) == {"name", "emptyDir"} or set(volume) == {"name", "configMap"}, (name, volume)
+            if "emptyDir" in volume:
+                assert volume["emptyDir"]["sizeLimit"], (name, volume["name"])  # a node's disk, bounded
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_storage_class_is_named_in_one_place_in_the_overlay(k8s, tmp_path, overlay):
-    """Never the cluster's default class (single-node on managed clusters: an RWX claim stays
-    Pending): the claim names its class, and the overlay's model-store.yaml is where to change it."""
-    (claim,) = objects(k8s[overlay], "PersistentVolumeClaim").values()
-    patch_file = Path("overlays") / overlay / "model-store.yaml"
-    written = yaml.safe_load((K8S / patch_file).read_text())["spec"]["storageClassName"]
-    assert claim["spec"]["storageClassName"] == written and written
+def test_each_backend_pod_shares_one_emptydir_between_backend_and_agent(k8s, overlay):
+    """The agent writes the versions it pulls into --model-dir; the backend reads the same volume at
+    the same path (TorchServe's --model-store, TF Serving's base paths, which the agent names)."""
+    for backend in BACKENDS:
+        deployment = objects(k8s[overlay], "Deployment")[backend]
+        spec = pod_spec(deployment)
+        assert [c["name"] for c in spec["containers"]] == [backend, "agent"]  # the gpu patch targets index 0
+        agent = container(deployment, "agent")
+        model_dir = flags(agent["args"])["model-dir"]
+        agent_mount = mount_at(agent, model_dir)
+        backend_mount = mount_at(container(deployment, backend), model_dir)
+        assert agent_mount["name"] == backend_mount["name"], backend
+        assert "emptyDir" in volume_named(spec, agent_mount["name"]), backend
+        assert not agent_mount.get("readOnly"), backend  # the agent is the one writer
+        assert backend_mount["readOnly"] is True, backend
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_artifact_store_is_named_in_one_place_in_the_overlay(k8s, tmp_path, overlay):
+    """The gateway and every agent read the bucket, prefix and endpoint from one ConfigMap, built
+    from the base's defaults merged with the overlay's artifact-store.env; credentials from a Secret."""
+
+    def store_env(docs):
+        found = {}
+        for dname, deployment in objects(docs, "Deployment").items():
+            for c in pod_spec(deployment)["containers"]:
+                if c["name"] in ("gateway", "agent"):
+                    found[(dname, c["name"])] = resolved_env(c, docs)
+        return found
+
+    readers = store_env(k8s[overlay])
+    assert set(readers) == {("gateway", "gateway"), ("torchserve", "agent"), ("tfserving", "agent")}
+    for who, env in readers.items():
+        assert env["GATEWAY_ARTIFACT_STORE"] == "s3", who
+        assert env["GATEWAY_ARTIFACT_S3_BUCKET"], who
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert env[key]["secretKeyRef"]["name"] == "artifact-store-credentials", (who, key)
+        keys = (
+            "GATEWAY_ARTIFACT_S3_BUCKET",
+            "GATEWAY_ARTIFACT_S3_PREFIX",
+            "GATEWAY_ARTIFACT_S3_ENDPOINT",
+            "AWS_REGION",
+        )
+        assert {k: env.get(k) for k in keys} == {k: readers["gateway", "gateway"].get(k) for k in keys}, who
 
     tree = copy_k8s(tmp_path)
-    patch = yaml.safe_load((tree / patch_file).read_text())
-    patch["spec"]["storageClassName"] = "test-rwx"
-    (tree / patch_file).write_text(yaml.safe_dump(patch))
-    (claim,) = objects(kustomize_objects(tree / "overlays" / overlay), "PersistentVolumeClaim").values()
-    assert claim["spec"]["storageClassName"] == "test-rwx"
+    env_file = tree / "overlays" / overlay / "artifact-store.env"
+    kept = [line for line in env_file.read_text().splitlines() if not line.startswith(("bucket=", "endpoint="))]
+    env_file.write_text("\n".join([*kept, "bucket=test-bucket", "endpoint=https://s3.test:9000", ""]))
+    for who, env in store_env(kustomize_objects(tree / "overlays" / overlay)).items():
+        assert env["GATEWAY_ARTIFACT_S3_BUCKET"] == "test-bucket", who
+        assert env["GATEWAY_ARTIFACT_S3_ENDPOINT"] == "https://s3.test:9000", who
 
 
 # --- GPUs ---------------------------------------------------------------------------------------
@@ -272,8 +349,7 @@ def test_every_pod_is_locked_down(k8s, overlay):
             assert sc["readOnlyRootFilesystem"] is True, (name, c["name"])
             assert "limits" in c["resources"] and "requests" in c["resources"], (name, c["name"])
             mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
-            if c["name"] != "model-config":  # the init container writes into its emptyDir only
-                assert mounts.get("/tmp") in writable, (name, c["name"], "no writable /tmp")
+            assert mounts.get("/tmp") in writable, (name, c["name"], "no writable /tmp")
 
 
 def test_the_namespace_enforces_the_restricted_pod_security_standard(k8s):
@@ -306,7 +382,7 @@ def test_secrets_are_referenced_never_committed(k8s):
         for name, spec in all_pod_specs(docs).items():
             for c in spec["containers"]:
                 for key, value in env_of(c).items():
-                    if any(word in key for word in ("TOKEN", "PASSWORD", "DATABASE_URL")):
+                    if any(word in key for word in ("TOKEN", "PASSWORD", "DATABASE_URL", "SECRET", "ACCESS_KEY")):
                         assert isinstance(value, dict) and "secretKeyRef" in value, (name, key)
 
 
@@ -317,9 +393,10 @@ def test_network_policies_keep_the_backends_behind_the_gateway(k8s):
     gateway_pods = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}
     prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     expected = {
-        # backend: (ports only the gateway reaches, ports only Prometheus reaches)
-        "torchserve": ({8080, 8081}, {8082}),
-        "tfserving": ({8500}, {8501}),
+        # backend: (ports only the gateway reaches, ports only Prometheus reaches); TorchServe's
+        # management API (8081) listens on loopback only: no rule admits it
+        "torchserve": ({8080}, {8082}),
+        "tfserving": ({8500}, {8501}),  # 8500 carries ModelService too: the gateway pods only
     }
     gateway = container(objects(k8s["gpu"], "Deployment")["gateway"], "gateway")
     ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
@@ -333,9 +410,19 @@ def test_network_policies_keep_the_backends_behind_the_gateway(k8s):
             for p in policies.values()
             if p["spec"]["podSelector"].get("matchLabels") == {"app.kubernetes.io/name": backend}
         ]
-        assert policy["egress"] == [] and "Egress" in policy["policyTypes"]
         by_source = {str(rule["from"]): {p["port"] for p in rule["ports"]} for rule in policy["ingress"]}
         assert by_source == {str([gateway_pods]): from_gateway, str([prometheus]): from_prometheus}, backend
+    # Egress of the backend pods: what their agents need (DNS, the registry, the artifact store).
+    (egress,) = [p["spec"] for p in policies.values() if "Egress" in p["spec"]["policyTypes"]]
+    assert egress["podSelector"] == {"matchLabels": {"app.kubernetes.io/component": "backend"}}
+    selected = {
+        name
+        for name, d in objects(k8s["gpu"], "Deployment").items()
+        if egress["podSelector"]["matchLabels"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+    }
+    assert selected == set(BACKENDS)
+    allowed = {(p["port"], p["protocol"]) for rule in egress["egress"] for p in rule["ports"]}
+    assert allowed == {(53, "UDP"), (53, "TCP"), (5432, "TCP"), (443, "TCP"), (9000, "TCP")}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -367,3 +454,225 @@ def test_the_gateway_runs_one_worker_per_cpu_it_requests(k8s, overlay):
     workers = int(env_of(c)["GATEWAY_WORKERS"])
     assert workers >= 2
     assert c["resources"]["requests"]["cpu"] == c["resources"]["limits"]["cpu"] == str(workers)
+
+
+# --- backends: replicas, agents, disruption, autoscaling ----------------------------------------
+ADAPTER_VALUES = K8S / "components" / "monitoring" / "prometheus-adapter-values.yaml"
+LOAD_METRIC = "gateway_replica_inflight"
+# What the downward API gives the agent's $(...) references, and sample values of a pod.
+DOWNWARD = {"POD_NAME": "metadata.name", "POD_IP": "status.podIP", "NODE_NAME": "spec.nodeName"}
+SAMPLE_POD = {"POD_NAME": "torchserve-6d9f7c5b8-x2x9q", "POD_IP": "10.42.1.17", "NODE_NAME": "gpu-node-3"}
+
+
+def setting_default(name: str, fallback: float) -> float:
+    """A setting's default; ``fallback`` (the value the issue-15 contract names) until it exists."""
+    field = Settings.model_fields.get(name)
+    return float(field.default) if field is not None else fallback
+
+
+def management_port(docs, backend: str) -> int:
+    """Where the backend's management API listens in its pod, from the backend's own configuration."""
+    if backend == "torchserve":
+        return urllib.parse.urlsplit(
+            properties(K8S / "base" / "files" / "config.properties")["management_address"]
+        ).port
+    return int(flags(container(objects(docs, "Deployment")["tfserving"], "tfserving")["args"])["port"])
+
+
+def agent_command(docs, backend: str):
+    """The agent's command line as the kubelet runs it in a sample pod, parsed by `gateway agent`'s
+    own parser, and the settings its environment gives (ConfigMap values resolved)."""
+    deployment = objects(docs, "Deployment")[backend]
+    agent = container(deployment, "agent")
+    env = env_of(agent)
+    assert {k: env[k]["fieldRef"]["fieldPath"] for k in DOWNWARD} == DOWNWARD
+    argv = [expand(arg, SAMPLE_POD) for arg in agent["args"]]
+    args = build_parser().parse_args(argv)
+    assert args.func.__name__ == "_agent", argv  # the `gateway agent` subcommand
+    plain = {
+        k.removeprefix("GATEWAY_").lower(): v
+        for k, v in resolved_env(agent, docs).items()
+        if k.startswith("GATEWAY_") and isinstance(v, str)
+    }
+    settings = Settings(_env_file=None, **plain)  # type: ignore[call-arg]
+    return args, settings
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_hpas_own_the_backends_replica_counts(k8s, overlay):
+    """Several replicas of each stack, counted by its HPA (no replicas field for `apply` to reset);
+    the gpu overlay runs two of each."""
+    deployments, hpas = objects(k8s[overlay], "Deployment"), objects(k8s[overlay], "HorizontalPodAutoscaler")
+    for backend in BACKENDS:
+        assert "replicas" not in deployments[backend]["spec"], backend
+        spec = hpas[backend]["spec"]
+        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": backend}
+        assert 2 <= spec["minReplicas"] < spec["maxReplicas"], backend
+        if overlay == "gpu":
+            assert spec["minReplicas"] == 2, backend
+        strategy = deployments[backend]["spec"]["strategy"]
+        assert strategy["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}, backend  # no extra GPU
+        assert deployments[backend]["spec"]["minReadySeconds"] > 0, backend
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_stack_scales_on_its_replicas_in_flight_calls_through_prometheus_adapter(k8s, overlay):
+    hpas = objects(k8s[overlay], "HorizontalPodAutoscaler")
+    for backend in BACKENDS:
+        (metric,) = hpas[backend]["spec"]["metrics"]
+        assert metric["type"] == "Pods", backend
+        assert metric["pods"]["metric"] == {"name": LOAD_METRIC}, backend
+        assert metric["pods"]["target"]["type"] == "AverageValue", backend
+        assert float(metric["pods"]["target"]["averageValue"]) > 0, backend
+    # The adapter's rule serves exactly that metric, attributed to the backend pod the series'
+    # `replica` label names (`pod` is the gateway pod it was scraped from), summed over gateways.
+    values = yaml.safe_load(ADAPTER_VALUES.read_text())
+    (rule,) = values["rules"]["custom"]
+    assert rule["name"]["as"] == LOAD_METRIC and LOAD_METRIC in rule["seriesQuery"]
+    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "replica": {"resource": "pod"}}
+    assert rule["metricsQuery"].startswith("sum(") and "by (<<.GroupBy>>)" in rule["metricsQuery"]
+
+
+def test_the_gateway_exports_the_metric_the_hpas_read():
+    metrics = (ROOT / "gateway" / "metrics.py").read_text()
+    if LOAD_METRIC not in metrics:
+        pytest.skip(f"gateway/metrics.py does not define {LOAD_METRIC} yet (the gateway side of issue 15 adds it)")
+    from gateway import metrics as gateway_metrics
+
+    gauges = [m for m in vars(gateway_metrics).values() if getattr(m, "_name", None) == LOAD_METRIC]
+    assert gauges and "replica" in gauges[0]._labelnames
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_drain_takes_one_backend_replica_at_a_time(k8s, overlay):
+    deployments = objects(k8s[overlay], "Deployment")
+    pdbs = objects(k8s[overlay], "PodDisruptionBudget")
+    hpas = objects(k8s[overlay], "HorizontalPodAutoscaler")
+    for backend in BACKENDS:
+        spec = pdbs[backend]["spec"]
+        assert spec == {"maxUnavailable": 1, "selector": deployments[backend]["spec"]["selector"]}, backend
+        assert hpas[backend]["spec"]["minReplicas"] > spec["maxUnavailable"], backend  # one always serves
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_agent_sidecar_runs_gateway_agent_against_its_own_pod(k8s, overlay):
+    """Parsed by the CLI's parser and built into the adapter by the agent's own make_backend: the
+    management API on loopback at the port the backend listens on, the inference address the pod
+    IP at the port the gateway pods are let in on, the pod's name as replica id."""
+    docs = k8s[overlay]
+    policies = objects(docs, "NetworkPolicy")
+    for backend in BACKENDS:
+        deployment = objects(docs, "Deployment")[backend]
+        args, settings = agent_command(docs, backend)
+        assert args.stack == backend
+        assert args.replica_id == SAMPLE_POD["POD_NAME"] and args.host_name == SAMPLE_POD["NODE_NAME"]
+        management = urllib.parse.urlsplit(
+            args.management_url if "//" in args.management_url else f"//{args.management_url}"
+        )
+        assert management.hostname == "127.0.0.1" and management.port == management_port(docs, backend), backend
+        inference = urllib.parse.urlsplit(
+            args.inference_url if "//" in args.inference_url else f"//{args.inference_url}"
+        )
+        assert inference.hostname == SAMPLE_POD["POD_IP"], backend
+        ports = {p["containerPort"] for p in container(deployment, backend)["ports"]}
+        admitted = {
+            p["port"]
+            for policy in policies.values()
+            if policy["spec"]["podSelector"].get("matchLabels") == {"app.kubernetes.io/name": backend}
+            for rule in policy["spec"].get("ingress", [])
+            if rule.get("from") == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}]
+            for p in rule["ports"]
+        }
+        assert inference.port in ports and admitted == {inference.port}, backend
+        assert settings.artifact_store == "s3" and settings.artifact_s3_bucket, backend
+        adapter = make_backend(args.stack, args.management_url, args.inference_url, Path(args.model_dir), settings)
+        model_dir = mount_at(container(deployment, backend), args.model_dir)["mountPath"]
+        if backend == "torchserve":
+            assert isinstance(adapter, TorchServeBackend)
+            assert adapter.store == Path(model_dir) and adapter.management_url == args.management_url
+        else:
+            assert isinstance(adapter, TFServingBackend)
+            # The base paths of the model list it sends are where TF Serving sees the pulled versions.
+            assert adapter.base_path == model_dir and adapter.target == f"127.0.0.1:{management_port(docs, backend)}"
+            assert adapter.config_file is None  # it writes no start-up file: the ConfigMap's is read once
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_tfserving_starts_with_an_empty_model_list_the_agent_replaces(k8s, overlay):
+    docs = k8s[overlay]
+    deployment = objects(docs, "Deployment")["tfserving"]
+    c = container(deployment, "tfserving")
+    tf_flags = flags(c["args"])
+    path = tf_flags["model_config_file"]
+    mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/"))
+    volume = volume_named(pod_spec(deployment), mount["name"])
+    text = objects(docs, "ConfigMap")[volume["configMap"]["name"]]["data"][path[len(mount["mountPath"]) + 1 :]]
+    parsed = text_format.Parse(text, pb.ModelServerConfig())
+    assert parsed.WhichOneof("config") == "model_config_list" and not parsed.model_config_list.config
+    # The very list the agent's adapter sends when the stack should hold nothing.
+    assert parsed == TFServingBackend("127.0.0.1:8500", base_path="/models").model_server_config({}).config
+    # Read once: a poll of the file would reload this empty list over the agent's.
+    assert int(tf_flags.get("model_config_file_poll_wait_seconds") or 0) == 0
+    assert c["command"] == ["tensorflow_model_server"]
+    mon_path = tf_flags["monitoring_config_file"]
+    mon_mount = next(m for m in c["volumeMounts"] if mon_path.startswith(m["mountPath"].rstrip("/") + "/"))
+    mon_volume = volume_named(pod_spec(deployment), mon_mount["name"])
+    data = objects(docs, "ConfigMap")[mon_volume["configMap"]["name"]]["data"]
+    assert data[mon_path[len(mon_mount["mountPath"]) + 1 :]] == TF_MONITORING.read_text()
+    monitoring_path = re.search(r'path:\s*"([^"]+)"', TF_MONITORING.read_text()).group(1)  # type: ignore[union-attr]
+    assert c["readinessProbe"]["httpGet"]["path"] == monitoring_path
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_torchserve_starts_on_the_k8s_config_and_the_pods_store(k8s, overlay):
+    docs = k8s[overlay]
+    deployment = objects(docs, "Deployment")["torchserve"]
+    c = container(deployment, "torchserve")
+    argv = c["command"] + c["args"]
+    serve = flags(argv)
+    assert argv[0] == "torchserve" and "start" in serve and "foreground" in serve
+    assert "enable-model-api" in serve and "disable-token-auth" in serve and "ncs" in serve
+    config_path = serve["ts-config"]
+    mount = next(m for m in c["volumeMounts"] if config_path.startswith(m["mountPath"].rstrip("/") + "/"))
+    data = objects(docs, "ConfigMap")[volume_named(pod_spec(deployment), mount["name"])["configMap"]["name"]]["data"]
+    k8s_config = K8S / "base" / "files" / "config.properties"
+    assert data[config_path[len(mount["mountPath"]) + 1 :]] == k8s_config.read_text()
+    args, settings = agent_command(docs, "torchserve")
+    assert serve["model-store"] == properties(k8s_config)["model_store"] == args.model_dir
+    assert settings.torchserve_workers >= 1
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_stopping_backend_serves_until_the_gateways_dropped_its_replica(k8s, overlay):
+    """On SIGTERM the agent stops and its heartbeat with it; the gateways drop the replica after
+    GATEWAY_REPLICA_TTL_SECONDS (read every GATEWAY_REPLICA_POLL_SECONDS). The backend's preStop
+    sleep outlasts that, so no request is sent to a backend that already stopped listening."""
+    lapse = setting_default("replica_ttl_seconds", 15.0) + setting_default("replica_poll_seconds", 1.0)
+    for backend in BACKENDS:
+        deployment = objects(k8s[overlay], "Deployment")[backend]
+        command = container(deployment, backend)["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[0] == "sleep" and float(command[1]) > lapse, backend
+        assert pod_spec(deployment)["terminationGracePeriodSeconds"] > float(command[1]) + 30, backend
+        assert "lifecycle" not in container(deployment, "agent"), backend
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_routes_both_stacks_over_the_agents_replicas(k8s, overlay):
+    docs = k8s[overlay]
+    gateway = objects(docs, "Deployment")["gateway"]
+    env = resolved_env(container(gateway, "gateway"), docs)
+    assert set(env["GATEWAY_AGENT_STACKS"].split(",")) == set(BACKENDS)
+    # No single backend address or management API for it to call any more.
+    unused = {"GATEWAY_TORCHSERVE_URL", "GATEWAY_TORCHSERVE_MANAGEMENT_URL", "GATEWAY_TFSERVING_TARGET",
+              "GATEWAY_TFSERVING_MODEL_BASE_PATH"}  # fmt: skip
+    assert not unused & set(env), overlay
+    # Its model store: staging and the signatures of what it deployed, nothing needed at start.
+    store = mount_at(container(gateway, "gateway"), env["GATEWAY_MODEL_STORE"])
+    assert "emptyDir" in volume_named(pod_spec(gateway), store["name"])
+    # The backends' Services only carry their metrics (for Prometheus); traffic goes to pod IPs.
+    for backend in BACKENDS:
+        service = objects(docs, "Service")[backend]
+        assert service["spec"]["clusterIP"] == "None", backend
+        assert {p["name"] for p in service["spec"]["ports"]} == {"torchserve": {"metrics"}, "tfserving": {"rest"}}[
+            backend
+        ]
