@@ -82,17 +82,12 @@ def gateway_variables(compose, k8s) -> dict[str, list[str]]:
     return {k: v for k, v in found.items() if k.startswith("GATEWAY_")}
 
 
-# Settings the issue-15 contract names (notes/replicas-contract.md) that the gateway side adds in
-# parallel: accepted here until they are fields of Settings, then checked like any other.
-CONTRACT_SETTINGS = {"agent_stacks"}
-
-
 def test_every_gateway_variable_is_a_setting(compose, k8s):
     variables = gateway_variables(compose, k8s)
     assert len(variables) >= 10
     for key, where in sorted(variables.items()):
         name = key.removeprefix("GATEWAY_").lower()
-        assert name in Settings.model_fields or name in CONTRACT_SETTINGS, f"{key} ({', '.join(where)})"
+        assert name in Settings.model_fields, f"{key} ({', '.join(where)})"
 
 
 def test_the_given_values_are_valid_settings(compose, k8s):
