@@ -162,6 +162,13 @@ def _shadow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _min_ready(args: argparse.Namespace) -> int:
+    if args.default == (args.n is not None):
+        raise CliError("give either N (1-1000), or --default")
+    _print(_call(args, "PUT", f"/admin/models/{args.model}/min-ready", json={"min_ready": args.n}))
+    return 0
+
+
 def _apply(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
     _print(_call(args, "PUT", "/admin/state", content=text, headers={"Content-Type": "application/yaml"}))
@@ -292,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(
         func=lambda a: _print(_call(a, "PUT", f"/admin/models/{a.model}/labels/{a.name}", json={"version": a.version}))
     )
+
+    p = command("min-ready", "replicas that must have a new version ready before it is routed", None)
+    p.add_argument("model", type=MODEL)
+    p.add_argument("n", nargs="?", type=int, help="1-1000 (or --default: all current replicas, at least one)")
+    p.add_argument("--default", action="store_true", help="back to the default: all current replicas")
+    p.set_defaults(func=_min_ready)
 
     p = command("retire", "unload a version no label or policy uses", None)
     p.add_argument("model", type=MODEL)

@@ -145,6 +145,7 @@ def _admin_calls(model: str) -> list[tuple[str, str, dict]]:
         ("PUT", f"/admin/models/{m}/traffic", {"json": {"canary": 2, "percent": 10}}),
         ("PUT", f"/admin/models/{m}/shadow", {"json": {"version": 2, "percent": 10}}),
         ("PUT", f"/admin/models/{m}/labels/beta", {"json": {"version": 1}}),
+        ("PUT", f"/admin/models/{m}/min-ready", {"json": {"min_ready": 2}}),
         ("POST", f"/admin/models/{m}/versions/1/retire", {}),
         ("GET", f"/admin/models/{m}", {}),
         ("GET", f"/admin/history?model={m}", {}),

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 from gateway.core.errors import BadRequest, PayloadTooLarge
 from gateway.protocols.common import json_response
@@ -24,6 +24,7 @@ from gateway.rollouts.answers import (
     DeployAnswer,
     HistoryAnswer,
     LabelAnswer,
+    MinReadyAnswer,
     RetireAnswer,
     ShadowAnswer,
     StableAnswer,
@@ -59,6 +60,13 @@ class ShadowBody(BaseModel):
 
 class LabelBody(BaseModel):
     version: Version
+
+
+class MinReadyBody(BaseModel):
+    min_ready: Annotated[StrictInt, Field(ge=1, le=1000)] | None = Field(
+        description="replicas of the stack that must have a version ready before it is routed; "
+        "null: the default, all current replicas (at least one)"
+    )
 
 
 def answer(result: Answer) -> Response:
@@ -176,6 +184,13 @@ async def label(model: str, label: str, body: LabelBody, request: Request) -> Re
         raise BadRequest("label must be letters, digits, '-' or '_' (at most 64)")
     actor = _actor(request, "write")
     return answer(await _service(request).label(model, label, body.version, actor))
+
+
+@router.put("/models/{model}/min-ready", response_model=MinReadyAnswer)
+async def min_ready(model: str, body: MinReadyBody, request: Request) -> Response:
+    """How many of the stack's replicas must have a new version ready before a deploy routes it."""
+    actor = _actor(request, "write")
+    return answer(await _service(request).set_min_ready(model, body.min_ready, actor))
 
 
 @router.post("/models/{model}/versions/{version}/retire", response_model=RetireAnswer)

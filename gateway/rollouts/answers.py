@@ -89,6 +89,16 @@ class DeployAnswer(Answer):
         return self.model_dump(exclude={"canary"} if self.status == "unchanged" else None)
 
 
+class MinReadyAnswer(Answer):
+    """A model's ``min_ready`` as set."""
+
+    model: str
+    min_ready: int | None = Field(
+        description="replicas of the stack that must have a version ready before it is routed; "
+        "null: all current replicas, at least one"
+    )
+
+
 class ApplyAnswer(Answer):
     """A state document applied: whether anything changed, and what."""
 
@@ -143,6 +153,9 @@ class ModelStatus(Answer):
     shadow: ShadowView
     shadow_results: list[ShadowResult]
     stable_history: list[int] = Field(description="previous stable versions, most recent last")
+    min_ready: int | None = Field(
+        None, exclude_if=_OMITTED, description="present only when set: replicas that must have a version ready"
+    )
 
 
 class ReplicaVersionView(Answer):

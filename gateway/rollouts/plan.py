@@ -78,8 +78,16 @@ class CutCanary:
 
 
 @dataclass(frozen=True, slots=True)
+class SetMinReady:
+    """How many of the stack's replicas must have a version ready before it is routed (None: all)."""
+
+    min_ready: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Desired:
-    """The state a state document asks for: exactly these labels, this traffic and shadow."""
+    """The state a state document asks for: exactly these labels, this traffic and shadow (and
+    ``min_ready``: None is the default)."""
 
     labels: Mapping[str, int] = field(default_factory=dict)
     canary: int | None = None
@@ -87,9 +95,10 @@ class Desired:
     sticky_header: str | None = None
     shadow_version: int | None = None
     shadow_percent: float = 0.0
+    min_ready: int | None = None
 
 
-Command = Promote | Rollback | SetTraffic | SetShadow | SetLabel | CutCanary | Desired
+Command = Promote | Rollback | SetTraffic | SetShadow | SetLabel | CutCanary | SetMinReady | Desired
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +202,12 @@ def _plan(record: ModelRecord, state: RoutingState, command: Command) -> Plan:
             if policy.canary_version == canary and policy.canary_percent > 0:
                 policy = replace(policy, canary_percent=0.0)
             return Plan(RoutingState(labels, policy))
+        case SetMinReady(wanted):
+            policy = replace(policy, min_ready=wanted)
+            said = (
+                f"min_ready set to {wanted}" if wanted is not None else "min_ready back to the default (all replicas)"
+            )
+            return Plan(RoutingState(labels, policy), said, {"min_ready": wanted}, {"min_ready": wanted})
         case Desired():
             return _desired(record, state, command)
     raise TypeError(f"not a routing command: {command!r}")  # pragma: no cover - exhaustive above
@@ -217,6 +232,7 @@ def _desired(record: ModelRecord, state: RoutingState, wanted: Desired) -> Plan:
         sticky_header=wanted.sticky_header,
         shadow_version=wanted.shadow_version,
         shadow_percent=wanted.shadow_percent if wanted.shadow_version is not None else 0.0,
+        min_ready=wanted.min_ready,
     )
     new = RoutingState(dict(wanted.labels), policy)
     return Plan(new, facts={"changes": changes(name, state, new)})
@@ -226,8 +242,12 @@ def changes(name: str, before: RoutingState, after: RoutingState) -> list[str]:
     """What differs between two states of model ``name``, in the words of the history."""
     said = [f"{name} label {label} -> {n}" for label, n in after.labels.items() if before.labels.get(label) != n]
     said += [f"{name} label {label} removed" for label in sorted(set(before.labels) - set(after.labels))]
-    if after.policy != before.policy:
+    if replace(after.policy, min_ready=None) != replace(before.policy, min_ready=None):
         said.append(f"{name} traffic/shadow updated")
+    if after.policy.min_ready != before.policy.min_ready:
+        said.append(
+            f"{name} min_ready -> {after.policy.min_ready if after.policy.min_ready is not None else 'default'}"
+        )
     return said
 
 

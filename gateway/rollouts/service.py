@@ -23,7 +23,14 @@ from gateway.core.types import Backend
 from gateway.registry.guardspec import GuardSpec, guard_thresholds
 from gateway.registry.records import ModelRecord, RegistryInvalid, RegistryUnavailable, Snapshot
 from gateway.registry.store import RegistryStore, Tx
-from gateway.rollouts.answers import LabelAnswer, RetireAnswer, ShadowAnswer, StableAnswer, TrafficAnswer
+from gateway.rollouts.answers import (
+    LabelAnswer,
+    MinReadyAnswer,
+    RetireAnswer,
+    ShadowAnswer,
+    StableAnswer,
+    TrafficAnswer,
+)
 from gateway.rollouts.exclusive import BackendLocks
 from gateway.rollouts.plan import (
     Command,
@@ -33,6 +40,7 @@ from gateway.rollouts.plan import (
     Rollback,
     RoutingState,
     SetLabel,
+    SetMinReady,
     SetShadow,
     SetTraffic,
     available,
@@ -226,6 +234,12 @@ class RolloutService:
         """Point label ``name`` at ``version``."""
         await self.route(model, SetLabel(name, version), actor=actor, action="label")
         return LabelAnswer(model=model, label=name, version=version)
+
+    async def set_min_ready(self, model: str, min_ready: int | None, actor: str) -> MinReadyAnswer:
+        """How many of the stack's replicas must have a version ready before a deploy routes it
+        (None: all current replicas, at least one)."""
+        await self.route(model, SetMinReady(min_ready), actor=actor, action="min_ready")
+        return MinReadyAnswer(model=model, min_ready=min_ready)
 
     # --- backend operations -----------------------------------------------------------------
     async def retire(self, model: str, version: int, actor: str) -> RetireAnswer:

@@ -1,4 +1,5 @@
-"""The desired state as a declarative document: labels, traffic and shadow per model.
+"""The desired state as a declarative document: labels, traffic and shadow per model (and
+``min_ready`` where it is set: absent means the default, all current replicas).
 
 ``export`` writes what the registry holds; ``apply`` makes the registry match a document, in one
 transaction, and does nothing (no history entry) when it already matches. Each model's entry is a
@@ -13,6 +14,7 @@ from typing import Any
 
 from gateway.core import names
 from gateway.core.errors import BadRequest
+from gateway.registry import validate as check
 from gateway.registry.records import ModelRecord, RegistryInvalid, Snapshot
 from gateway.registry.store import Tx
 from gateway.rollouts.answers import ApplyAnswer
@@ -32,6 +34,8 @@ def export_state(snapshot: Snapshot) -> dict[str, Any]:
             "sticky_header": p.sticky_header,
         }
         entry["shadow"] = {"version": p.shadow_version, "percent": p.shadow_percent}
+        if p.min_ready is not None:  # only when set: documents without it stay as they were
+            entry["min_ready"] = p.min_ready
         models[name] = entry
     return {"models": models}
 
@@ -41,9 +45,13 @@ def desired(name: str, spec: Any) -> Desired:
     entry's field when it is malformed)."""
     if not isinstance(spec, dict):
         raise BadRequest(f"models.{name} must be a mapping with labels, traffic and shadow")
-    unknown = set(spec) - {"labels", "traffic", "shadow"}
+    unknown = set(spec) - {"labels", "traffic", "shadow", "min_ready"}
     if unknown:
-        raise BadRequest(f"models.{name}: unknown keys {sorted(unknown)} (expected labels, traffic, shadow)")
+        raise BadRequest(f"models.{name}: unknown keys {sorted(unknown)} (expected labels, traffic, shadow, min_ready)")
+    try:
+        min_ready = check.min_ready(spec.get("min_ready"))
+    except RegistryInvalid as exc:
+        raise BadRequest(f"models.{name}.{exc}") from None
     labels = spec.get("labels") or {}
     if not isinstance(labels, dict):
         raise BadRequest(f"models.{name}.labels must map label names to positive version numbers")
@@ -68,6 +76,7 @@ def desired(name: str, spec: Any) -> Desired:
         sticky_header=traffic.get("sticky_header"),
         shadow_version=shadow.get("version"),
         shadow_percent=float(shadow.get("percent") or 0),
+        min_ready=min_ready,
     )
 
 

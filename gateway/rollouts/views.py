@@ -78,6 +78,7 @@ async def _model_status(service: RolloutService, record: ModelRecord) -> ModelSt
         shadow=ShadowView(version=p.shadow_version, percent=p.shadow_percent),
         shadow_results=[ShadowResult.model_validate(s) for s in service.shadow.for_model(record.name)],
         stable_history=list(p.stable_history),
+        min_ready=p.min_ready,
     )
 
 

@@ -19,6 +19,7 @@ ANSWERS = [
     ("put", "/admin/models/{model}/traffic", "TrafficAnswer"),
     ("put", "/admin/models/{model}/shadow", "ShadowAnswer"),
     ("put", "/admin/models/{model}/labels/{label}", "LabelAnswer"),
+    ("put", "/admin/models/{model}/min-ready", "MinReadyAnswer"),
     ("post", "/admin/models/{model}/versions/{version}/retire", "RetireAnswer"),
     ("put", "/admin/state", "ApplyAnswer"),
 ]

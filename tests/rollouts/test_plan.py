@@ -20,6 +20,7 @@ from gateway.rollouts.plan import (
     Rollback,
     RoutingState,
     SetLabel,
+    SetMinReady,
     SetShadow,
     SetTraffic,
     changes,
@@ -59,6 +60,7 @@ def records(draw: st.DrawFn) -> ModelRecord:
         shadow_percent=draw(st.floats(0, 100)) if shadow is not None else 0.0,
         stable_history=tuple(draw(st.lists(st.sampled_from(sorted(known)), max_size=4))),
         guard=draw(st.none() | st.just(GUARD)),
+        min_ready=draw(st.none() | st.integers(1, 1000)),
     )
     return record(available, retired, labels, policy)
 
@@ -71,6 +73,7 @@ COMMANDS = st.one_of(
     st.builds(SetShadow, st.none() | VERSIONS, percents),
     st.builds(SetLabel, st.sampled_from(["stable", "canary", "beta", "no way"]), VERSIONS),
     st.builds(CutCanary, VERSIONS),
+    st.builds(SetMinReady, st.none() | st.integers(-1, 1001)),  # some out of range: the registry's error
     st.builds(
         Desired,
         st.dictionaries(st.sampled_from(["stable", "canary"]), VERSIONS),
@@ -167,6 +170,14 @@ R = record({1, 2, 3}, labels={"stable": 1, "canary": 3}, policy=Policy(canary_ve
             Policy(3, 20.0, stable_history=(1,)),
             "label stable: 1 -> 2",
         ),
+        (R, SetMinReady(2), R.labels, Policy(3, 20.0, min_ready=2), "min_ready set to 2"),
+        (
+            record({1}, labels={"stable": 1}, policy=Policy(min_ready=2)),
+            SetMinReady(None),
+            {"stable": 1},
+            Policy(),
+            "min_ready back to the default (all replicas)",
+        ),
     ],
 )
 def test_commands(rec, command, labels, policy, message) -> None:
@@ -185,6 +196,7 @@ def test_commands(rec, command, labels, policy, message) -> None:
         (R, SetShadow(2, 101.0), RegistryInvalid, "between 0 and 100"),
         (R, SetTraffic(2, 10.0, None, {"window_seconds": 1.0}), RegistryInvalid, "give max_error_ratio"),
         (R, SetTraffic(2, 10.0, None, {"window": 1.0}), RegistryInvalid, "unknown keys"),
+        (R, SetMinReady(0), RegistryInvalid, "min_ready must be an integer from 1 to 1000"),
     ],
 )
 def test_commands_that_cannot_apply(rec, command, error, text) -> None:
@@ -202,3 +214,8 @@ def test_a_desired_state_lists_its_changes_and_an_unchanged_one_none() -> None:
         "m label stable removed",
         "m traffic/shadow updated",
     ]
+    # min_ready is said on its own; a document without it asks for the default.
+    ready = record({1}, labels={"stable": 1}, policy=Policy(min_ready=2))
+    assert plan(ready, Desired({"stable": 1}, min_ready=2)).facts["changes"] == []
+    assert plan(ready, Desired({"stable": 1}, min_ready=3)).facts["changes"] == ["m min_ready -> 3"]
+    assert plan(ready, Desired({"stable": 1})).facts["changes"] == ["m min_ready -> default"]
