@@ -13,6 +13,9 @@ scraping the real local stack.
 Layout: each gateway view is a pair of panels, TorchServe on the left and TF Serving on the right,
 with the same queries but for ``backend``. Comparisons between versions (canary against stable,
 shadows) are single panels across both stacks, since the two versions may live on different stacks.
+A row per stack shows that stack's replicas side by side (issue 15: replicas converged by agents),
+from the gateway's per-replica series; each of those queries selects one stack and keeps the
+``replica`` label alone, so a panel has one line per replica of its stack and no more.
 Every metric name and label here is one that gateway/metrics.py, TorchServe, TF Serving or the DCGM
 exporter really exports.
 """
@@ -112,14 +115,17 @@ def series(
     return panel
 
 
-def up_stat(title: str, description: str, targets: list[tuple[str, str]], unit: str = "none") -> stat.Panel:
+def up_stat(
+    title: str, description: str, targets: list[tuple[str, str]], unit: str = "none", *, width: int = 6
+) -> stat.Panel:
+    """A stat panel, red below 1 and green from 1: one tile per series (legend as its name)."""
     panel = (
         stat.Panel()
         .title(title)
         .description(description)
         .datasource(DATASOURCE)
         .unit(unit)
-        .span(6)
+        .span(width)
         .height(4)
         .graph_mode(common.BigValueGraphMode.AREA)
         .color_mode(common.BigValueColorMode.BACKGROUND)
@@ -247,6 +253,79 @@ def stack_pairs() -> list[tuple[str, list[Any]]]:
     rows.append(("Traffic and errors", pair(request_rate) + pair(errors)))
     rows.append(("Latency", pair(latency) + pair(overhead) + pair(backend_call) + pair(per_version)))
     return rows
+
+
+def replica_rows() -> list[tuple[str, list[Any]]]:
+    """One row per stack: its replicas side by side (one tile or line per ``replica``), from the
+    gateway's per-replica metrics. Every query selects one stack and groups by ``replica`` alone."""
+    metric = "gateway_replica_request_duration_seconds"
+
+    def row(backend: str, name: str) -> tuple[str, list[Any]]:
+        sel = f'stack="{backend}"'
+        calls = f"sum by (replica) (rate({metric}_count{{{sel}}}{RATE}))"
+        errors = f"sum by (replica) (rate(gateway_replica_errors_total{{{sel}}}{RATE}))"
+        title = f"{name} replicas"
+        panels = [
+            up_stat(
+                f"{title}: up",
+                f"Each {name} replica the gateway routes to: 1 (green) while it is in the pool with its circuit "
+                "closed, 0 (red) when at least one gateway replica has its circuit open "
+                "(gateway_replica_up, the lowest over gateway replicas). A replica whose heartbeat lapsed "
+                "(GATEWAY_REPLICA_TTL_SECONDS) leaves the pool and this panel.",
+                [(f"min by (replica) (gateway_replica_up{{{sel}}})", "{{replica}}")],
+                width=12,
+            ),
+            up_stat(
+                f"{title}: versions ready",
+                f"How many versions each {name} replica reports ready (gateway_replica_versions_ready); "
+                "replicas of one stack hold the same versions once converged.",
+                [(f"max by (replica) (gateway_replica_versions_ready{{{sel}}})", "{{replica}}")],
+                width=12,
+            ),
+            series(
+                f"{title}: request rate",
+                f"Calls the gateway sent to each {name} replica per second, all gateway replicas ({metric}_count).",
+                "reqps",
+                [(calls, "{{replica}}")],
+                width=8,
+            ),
+            series(
+                f"{title}: share of calls",
+                f"Each replica's share of the calls to {name}: equal replicas should stay near an equal split.",
+                "percentunit",
+                [
+                    (
+                        f"{calls} / ignoring (replica) group_left () sum (rate({metric}_count{{{sel}}}{RATE}))",
+                        "{{replica}}",
+                    )
+                ],
+                width=8,
+                max_value=1,
+            ),
+            series(
+                f"{title}: in flight",
+                f"Calls in flight to each {name} replica now, all gateway replicas (gateway_replica_inflight).",
+                "none",
+                [(f"sum by (replica) (gateway_replica_inflight{{{sel}}})", "{{replica}}")],
+                width=8,
+            ),
+            series(
+                f"{title}: latency p50 / p99",
+                f"Duration of the gateway's calls to each {name} replica ({metric}).",
+                "s",
+                [(quantile(q, metric, sel, "replica"), f"{{{{replica}}}} p{round(q * 100)}") for q in (0.5, 0.99)],
+            ),
+            series(
+                f"{title}: errors",
+                f"Calls to each {name} replica that failed per second: unreachable, timed out or answered 5xx "
+                "(gateway_replica_errors_total); 0, not absent, while a replica has calls and no error.",
+                "reqps",
+                [(f"{errors} or {calls} * 0", "{{replica}}")],
+            ),
+        ]
+        return title, panels
+
+    return [row(backend, name) for backend, name in STACKS]
 
 
 def rollout_panels() -> list[Any]:
@@ -499,7 +578,8 @@ def build() -> dict[str, Any]:
         .uid(UID)
         .description(
             "The gateway in front of TorchServe and TF Serving: traffic, errors and latency per stack, model "
-            "and version, canary against stable, shadows, each stack's own metrics and the GPUs."
+            "and version, each stack's replicas side by side, canary against stable, shadows, each stack's "
+            "own metrics and the GPUs."
         )
         .tags(["gateway", "torchserve", "tfserving", "serving"])
         .editable()
@@ -514,6 +594,7 @@ def build() -> dict[str, Any]:
     )
     sections: list[tuple[str, list[Any]]] = [("Stacks", overview_panels())]
     sections += stack_pairs()
+    sections += replica_rows()
     sections.append(("Canary, stable and shadows", rollout_panels()))
     sections.append(("The stacks' own metrics (TorchServe left, TF Serving right)", backend_own_panels()))
     sections.append(("GPU (NVIDIA DCGM exporter)", gpu_panels()))

@@ -21,6 +21,7 @@ from tests.observability.tools import (
     missing,
     panel_queries,
     panels,
+    replica_metric_names,
 )
 
 BACKEND_METRICS = {
@@ -120,8 +121,70 @@ def test_each_stack_view_is_a_pair_side_by_side(dashboard):
             assert a["expr"].replace("torchserve", "tfserving") == b["expr"], view
 
 
+def replica_rows(dashboard: dict) -> dict[str, list[dict]]:
+    """The panels under each row whose title ends in " replicas", by row title (rows are not collapsed:
+    a row's panels follow it in the top-level list)."""
+    rows: dict[str, list[dict]] = {}
+    current: list[dict] | None = None
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            current = rows.setdefault(panel["title"], []) if panel["title"].endswith(" replicas") else None
+        elif current is not None:
+            current.append(panel)
+    return rows
+
+
+def test_each_stack_has_a_row_of_its_replicas_side_by_side(dashboard):
+    rows = replica_rows(dashboard)
+    assert list(rows) == ["TorchServe replicas", "TF Serving replicas"]
+    views = {
+        "up",
+        "versions ready",
+        "request rate",
+        "share of calls",
+        "in flight",
+        "latency p50 / p99",
+        "errors",
+    }
+    by_stack: dict[str, dict[str, dict]] = {}
+    for stack, (title, row) in zip(("torchserve", "tfserving"), rows.items(), strict=True):
+        assert {p["title"] for p in row} == {f"{title}: {view}" for view in views}
+        by_stack[stack] = {p["title"].removeprefix(f"{title}: "): p for p in row}
+        for panel in row:
+            where = panel["title"]
+            assert panel["targets"], where
+            for target in panel["targets"]:
+                expr = target["expr"]
+                # One stack's replicas, one line or tile per replica: every selector names the stack,
+                # every aggregation keeps the replica label and nothing else (le for quantiles).
+                assert metric_names(expr) <= replica_metric_names(), where
+                selectors = re.findall(r"gateway_replica_\w+\{([^}]*)\}", expr)
+                assert selectors and all(s == f'stack="{stack}"' for s in selectors), where
+                groupings = re.findall(r"\bby \(([^)]*)\)", expr)
+                assert groupings and set(groupings) <= {"replica", "le, replica"}, where
+                assert target["legendFormat"].startswith("{{replica}}"), where
+    # The same panels, in the same places, for both stacks: only the stack differs.
+    for view in views:
+        left, right = by_stack["torchserve"][view], by_stack["tfserving"][view]
+        assert (left["gridPos"]["x"], left["gridPos"]["w"]) == (right["gridPos"]["x"], right["gridPos"]["w"]), view
+        assert left["type"] == right["type"], view
+        for a, b in zip(left["targets"], right["targets"], strict=True):
+            assert a["expr"].replace('stack="torchserve"', 'stack="tfserving"') == b["expr"], view
+    # Panels of one height side by side fill the width.
+    for stack, panels_of in by_stack.items():
+        rows_of: dict[int, int] = {}
+        for panel in panels_of.values():
+            rows_of[panel["gridPos"]["y"]] = rows_of.get(panel["gridPos"]["y"], 0) + panel["gridPos"]["w"]
+        assert set(rows_of.values()) == {24}, (stack, rows_of)
+    # Every per-replica family is on the dashboard.
+    exprs = " ".join(t["expr"] for row in rows.values() for p in row for t in p["targets"])
+    assert {n for n in replica_metric_names() if n in exprs} == replica_metric_names() - {
+        "gateway_replica_request_duration_seconds_sum"
+    }
+
+
 def test_queries_read_only_metrics_that_exist_and_follow_the_variables(dashboard):
-    known = gateway_metric_names() | BACKEND_METRICS
+    known = gateway_metric_names() | replica_metric_names() | BACKEND_METRICS
     for q in panel_queries(dashboard):
         names = metric_names(q.expr)
         assert names and not names - known, f"{q.panel_title}: unknown metrics {names - known}"

@@ -6,6 +6,7 @@ without it, and fail under CI=true.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -14,7 +15,13 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import job_targets
-from tests.observability.tools import PROMETHEUS_DIR, gateway_metric_names, metric_names, require_tool
+from tests.observability.tools import (
+    PROMETHEUS_DIR,
+    gateway_metric_names,
+    metric_names,
+    replica_metric_names,
+    require_tool,
+)
 
 CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
@@ -87,6 +94,9 @@ def test_every_alert_is_unit_tested_firing_and_not_firing():
         "CanaryLatencyWorseThanStable",
         "CanaryErrorRatioWorseThanStable",
         "ShadowDisagreementHigh",
+        "ServingReplicaDown",
+        "ServingStackBelowTwoReplicas",
+        "ServingStackNoReplicaUp",
     }
     for name in names:
         assert seen[name] == {"firing", "not firing"}, f"{name}: tested {sorted(seen[name]) or 'not at all'}"
@@ -94,7 +104,7 @@ def test_every_alert_is_unit_tested_firing_and_not_firing():
 
 def test_rules_read_only_metrics_that_exist():
     recorded = {r["record"] for r in rules() if "record" in r}
-    known = gateway_metric_names() | BACKEND_METRICS | recorded
+    known = gateway_metric_names() | replica_metric_names() | BACKEND_METRICS | recorded
     for rule in rules():
         unknown = metric_names(rule["expr"]) - known
         assert not unknown, f"{rule.get('record') or rule.get('alert')}: unknown metrics {unknown}"
@@ -112,6 +122,18 @@ def test_recording_rules_follow_the_naming_convention():
         if "record" in rule:
             level, metric, operations = rule["record"].split(":")
             assert level and metric.startswith("gateway_") and operations, rule["record"]
+
+
+def test_replica_rules_group_by_stack_and_replica_only():
+    """The per-replica series are aggregated over gateway replicas (instance, job) to one series per
+    backend replica or per stack: bounded by the replicas, one alert per replica or stack."""
+    for rule in rules():
+        if not metric_names(rule["expr"]) & (replica_metric_names() | {"stack:gateway_replicas_up:count"}):
+            continue
+        name = rule.get("record") or rule["alert"]
+        groupings = set(re.findall(r"\bby \(([^)]*)\)", rule["expr"]))
+        assert groupings <= {"stack", "stack, replica"}, (name, groupings)
+        assert "by (" in rule["expr"] or rule["expr"].startswith("stack:"), name
 
 
 def test_install_script_is_valid_and_a_no_op_when_installed():

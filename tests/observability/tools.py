@@ -19,6 +19,18 @@ GRAFANA_DIR = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA_DIR / "dashboards" / "serving-stacks.json"
 INSTALL_HINT = "run `bash deploy/prometheus/install.sh` (Debian's prometheus package: prometheus and promtool)"
 
+# The gateway's per-replica metric families (issue 15): name -> (type, label names). ``replica`` is the
+# replica id (pod name in Kubernetes, container host name in compose), ``stack`` torchserve|tfserving.
+# The dashboard's replica rows and the replica rules read these; tests/observability/test_replica_metrics.py
+# checks that gateway/metrics.py exports them as declared here and runs every such query on them.
+REPLICA_FAMILIES: dict[str, tuple[str, frozenset[str]]] = {
+    "gateway_replica_up": ("gauge", frozenset({"stack", "replica"})),
+    "gateway_replica_inflight": ("gauge", frozenset({"stack", "replica"})),
+    "gateway_replica_request_duration_seconds": ("histogram", frozenset({"stack", "replica"})),
+    "gateway_replica_errors": ("counter", frozenset({"stack", "replica"})),
+    "gateway_replica_versions_ready": ("gauge", frozenset({"stack", "replica"})),
+}
+
 
 def missing(what: str) -> None:
     """Skip a test that needs ``what``; under CI=true, fail it: CI must run everything."""
@@ -45,6 +57,11 @@ class PanelQuery:
     @property
     def gpu(self) -> bool:
         return "DCGM_" in self.expr
+
+    @property
+    def replica(self) -> bool:
+        """Reads the per-replica series, which exist only for stacks served by agents' replicas."""
+        return "gateway_replica_" in self.expr
 
 
 def load_dashboard() -> dict[str, Any]:
@@ -80,6 +97,7 @@ _PROMQL_WORDS = {
     "sum", "min", "max", "avg", "count", "topk", "bottomk", "quantile", "stddev", "group",
     "rate", "irate", "increase", "changes", "resets", "delta", "deriv", "histogram_quantile",
     "vector", "scalar", "abs", "clamp_min", "clamp_max", "label_replace", "label_join", "time",
+    "max_over_time", "min_over_time", "avg_over_time", "last_over_time", "absent",
     "and", "or", "unless", "offset", "bool", "by", "without", "on", "ignoring", "group_left", "group_right",
 }  # fmt: skip
 
@@ -95,16 +113,25 @@ def metric_names(expr: str) -> set[str]:
     return {t for t in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", text) if t not in _PROMQL_WORDS}
 
 
+def series_names(name: str, kind: str) -> set[str]:
+    """The series names a metric family of ``kind`` exposes (histograms' _bucket/_sum/_count, counters' _total)."""
+    if kind == "histogram":
+        return {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    if kind == "counter":
+        return {f"{name}_total"}
+    return {name}
+
+
 def gateway_metric_names() -> set[str]:
     """Every series name gateway/metrics.py exports (histograms' _bucket/_sum/_count, counters' _total)."""
     from gateway import metrics
 
     names: set[str] = set()
     for family in metrics.REGISTRY.collect():
-        if family.type == "histogram":
-            names |= {f"{family.name}_bucket", f"{family.name}_sum", f"{family.name}_count"}
-        elif family.type == "counter":
-            names.add(f"{family.name}_total")
-        else:
-            names.add(family.name)
+        names |= series_names(family.name, family.type)
     return names
+
+
+def replica_metric_names() -> set[str]:
+    """Every series name of the per-replica families (REPLICA_FAMILIES)."""
+    return {n for name, (kind, _) in REPLICA_FAMILIES.items() for n in series_names(name, kind)}
