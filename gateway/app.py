@@ -200,11 +200,11 @@ def create_app(
             adapters[kind] = ReplicatedBackend(
                 kind, pool, passthrough=kind == "torchserve", retry_ratio=settings.retry_budget_ratio
             )
-    router = Router(adapters, settings.model_store)
+    artifacts = open_store(settings)
+    router = Router(adapters, settings.model_store, artifacts)
     registry = RegistryStore(settings.database_url)
     shadow = ShadowRunner(settings.shadow_max_inflight, settings.smoke_tolerance)
     rollouts = RolloutService(settings, registry, router, adapters, shadow)
-    artifacts = open_store(settings)
     deployer = Deployer(rollouts, artifacts, pool)
 
     async def follow(revision: int) -> None:

@@ -120,6 +120,18 @@ def safe_relative(path: str, where: str) -> str:
     return path
 
 
+def checked(data: bytes, entry: FileEntry, where: str) -> bytes:
+    """``data`` if it is ``entry``'s content, else ``ArtifactCorrupt``."""
+    if (len(data), hashlib.sha256(data).hexdigest()) != (entry.size, entry.sha256):
+        raise ArtifactCorrupt(f"{where}: {entry.path} does not match its manifest")
+    return data
+
+
+def entry_of(manifest: Manifest, path: str) -> FileEntry | None:
+    """The manifest's entry for ``path``, if it names one."""
+    return next((entry for entry in manifest.files if entry.path == path), None)
+
+
 def check_same(stored: Manifest, new: Manifest, where: str) -> None:
     """Refuse a second put of a version with other content (``ArtifactConflict``)."""
     if stored.digest != new.digest:
@@ -152,6 +164,11 @@ class ArtifactStore(Protocol):
         the manifest first, so no replica fetches it, then the files it names; the version number
         is free again for other content. ``directory`` is the one given to ``put``: a store that
         holds versions in place (the default local store) leaves it to the deploy."""
+        ...
+
+    async def read(self, model: str, version: int, path: str) -> bytes | None:
+        """One small file of the stored version (``signature.json``), checked against the
+        manifest; None if the store does not hold the version or the version has no such file."""
         ...
 
     async def fetch(self, model: str, version: int, into: Path) -> Manifest:

@@ -22,6 +22,8 @@ from gateway.artifacts.base import (
     ArtifactMissing,
     Manifest,
     check_same,
+    checked,
+    entry_of,
     file_sha256,
     manifest_of,
 )
@@ -51,6 +53,20 @@ class LocalArtifactStore:
 
     async def discard(self, manifest: Manifest, directory: Path) -> None:
         await asyncio.to_thread(self._discard, manifest, directory)
+
+    async def read(self, model: str, version: int, path: str) -> bytes | None:
+        return await asyncio.to_thread(self._read, model, version, path)
+
+    def _read(self, model: str, version: int, path: str) -> bytes | None:
+        where = f"{model} v{version} in {self.description}"
+        manifest = self._read_manifest(model, version)
+        entry = entry_of(manifest, path) if manifest is not None else None
+        if entry is None:
+            return None
+        try:
+            return checked((self._dir(model, version) / entry.path).read_bytes(), entry, where)
+        except OSError as exc:
+            raise ArtifactError(f"{where}: cannot read {entry.path}: {exc}") from exc
 
     def _discard(self, manifest: Manifest, directory: Path) -> None:
         self._manifest_path(manifest.model, manifest.version).unlink(missing_ok=True)

@@ -31,6 +31,8 @@ from gateway.artifacts.base import (
     FileEntry,
     Manifest,
     check_same,
+    checked,
+    entry_of,
     manifest_of,
 )
 from gateway.artifacts.local import staging
@@ -126,6 +128,19 @@ class S3ArtifactStore:
             await obstore.delete_async(self._store, files)
         except (BaseError, OSError) as exc:
             raise ArtifactError(f"{where}: cannot discard it: {_reason(exc)}") from exc
+
+    async def read(self, model: str, version: int, path: str) -> bytes | None:
+        where = f"{model} v{version} in {self.description}"
+        manifest = await self.manifest(model, version)
+        entry = entry_of(manifest, path) if manifest is not None else None
+        if manifest is None or entry is None:
+            return None
+        try:
+            result = await obstore.get_async(self._store, self._key(model, version, f"{manifest.digest}/{entry.path}"))
+            data = bytes(await result.bytes_async())
+        except (BaseError, OSError) as exc:
+            raise ArtifactError(f"{where}: cannot read {entry.path}: {_reason(exc)}") from exc
+        return checked(data, entry, where)
 
     async def fetch(self, model: str, version: int, into: Path) -> Manifest:
         where = f"{model} v{version} in {self.description}"

@@ -7,11 +7,13 @@ shadow policies) and the model store (signatures). Requests only ever read ``rou
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 
 from gateway import metrics
+from gateway.artifacts import ArtifactError, ArtifactStore
 from gateway.core.errors import GatewayError
 from gateway.core.tensors import Signature
 from gateway.core.types import Backend, Target
@@ -24,9 +26,12 @@ log = logging.getLogger(__name__)
 class Router:
     """Owns the in-memory routing table of one gateway process."""
 
-    def __init__(self, backends: Mapping[str, Backend], store: Path) -> None:
+    def __init__(self, backends: Mapping[str, Backend], store: Path, artifacts: ArtifactStore | None = None) -> None:
         self.backends = dict(backends)
         self.store = store
+        #: Where a version's signature.json is when this process's model store lacks it (another
+        #: gateway replica deployed it, or this one restarted on an empty store).
+        self.artifacts = artifacts
         self.table = RoutingTable()
         self.revision = -1
         self._signatures: dict[tuple[str, int, str], Signature] = {}
@@ -37,6 +42,12 @@ class Router:
         if key in self._signatures:
             return self._signatures[key]
         signature = Signature.load(self.store / model / str(version) / "signature.json")
+        if signature is None and self.artifacts is not None:
+            try:
+                stored = await self.artifacts.read(model, version, "signature.json")
+                signature = Signature.from_json(json.loads(stored)) if stored is not None else None
+            except (ArtifactError, ValueError) as exc:  # the backend may still describe it
+                log.warning("%s v%d: no signature from %s: %s", model, version, self.artifacts.description, exc)
         if signature is None:
             try:
                 signature = await backend.signature(model, version)
