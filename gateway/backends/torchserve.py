@@ -34,6 +34,7 @@ from gateway.core.errors import (
     BackendUnreached,
     BadRequest,
     GatewayError,
+    VersionMissing,
 )
 from gateway.core.kinds import Kind
 from gateway.core.restjson import decode_outputs, encode_inputs_column
@@ -80,6 +81,8 @@ def error_for_status(status: int, body: bytes, what: str) -> GatewayError:
         return BackendTimeout(f"{what}: timed out (HTTP {status}): {scrub(server)}", detail=detail)
     if status in (503, 507, 429):
         return BackendUnavailable(f"{what}: unavailable (HTTP {status}): {scrub(server)}", detail=detail)
+    if status == 404:  # "Model not found" / "Model version ... does not exist": it did not run
+        return VersionMissing(f"{what}: {scrub(server)} (HTTP {status})", detail=detail)
     return BackendError(f"{what}: {scrub(server)} (HTTP {status})", detail=detail)
 
 

@@ -84,6 +84,11 @@ class BackendError(GatewayError):
     status_code = 502
 
 
+class VersionMissing(BackendError):
+    """The backend does not hold the version it was asked to run (it restarted empty, or it was
+    unloaded meanwhile): the model did not run, so another replica of the stack may be asked."""
+
+
 class BackendUnavailable(GatewayError):
     """The backend could not be reached, or refused more work; the client may retry shortly."""
 

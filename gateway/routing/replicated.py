@@ -3,8 +3,9 @@
 The routing table's targets of an agent-run stack hold this backend; each call goes to one of the
 replicas that report the version ready (``ReplicaPool.pick``: the less busy of two random ones),
 through that replica's own guard. A call that never reached its replica (``BackendUnreached``:
-the connection could not be made) is sent once more to another replica, within a retry budget;
-any other failure is answered as it is (the replica may have done the work).
+the connection could not be made), or that its replica answered with "no such version" (a backend
+that restarted empty before its agent reported it), is sent once more to another replica, within a
+retry budget; any other failure is answered as it is (the replica may have done the work).
 
 Loading and unloading are the agents' business: they converge each replica from the registry, so
 ``load``, ``unload`` and ``set_default`` do nothing here, and there is no start-up file.
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import TypeVar, cast
 
 from gateway.backends.resilience import RetryBudget
-from gateway.core.errors import BackendUnavailable, BackendUnreached, GatewayError
+from gateway.core.errors import BackendUnavailable, BackendUnreached, GatewayError, VersionMissing
 from gateway.core.kinds import Kind
 from gateway.core.tensors import Signature
 from gateway.core.types import Backend, Forwarder, InferenceRequest, InferenceResult, Passthrough, Target, VersionStatus
@@ -53,10 +54,12 @@ class ReplicatedBackend:
             assert replica is not None  # candidates is not empty, and only one is excluded
             try:
                 return cast(T, await replica.call(run))
-            except BackendUnreached:
+            except (BackendUnreached, VersionMissing):
+                # Never reached it, or it does not hold the version (its backend restarted empty
+                # and its agent has not said so yet): the model did not run, another replica may.
                 if tried is not None or len(candidates) < 2 or not self.retries.spend():
                     raise
-                tried = replica  # never reached it: the other replicas are as good, once
+                tried = replica
 
     async def infer(self, target: Target, request: InferenceRequest) -> InferenceResult:
         return await self._call(target, lambda backend: backend.infer(target, request))

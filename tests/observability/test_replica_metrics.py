@@ -71,11 +71,6 @@ def _gateway_families() -> dict[str, MetricWrapperBase]:
     return {m._name: m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/metrics.py gets the per-replica families with the lead's gateway side of issue 15; "
-    "remove this marker when both are merged",
-)
 def test_the_gateway_exports_the_per_replica_families():
     from gateway import metrics
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gateway import metrics
-from gateway.core.errors import BackendError, BackendUnavailable, BackendUnreached
+from gateway.core.errors import BackendError, BackendUnavailable, BackendUnreached, VersionMissing
 from gateway.core.types import InferenceRequest, Target
 from gateway.registry import RegistryUnavailable
 from gateway.registry.replicas import ReplicaRecord, ReplicaVersion
@@ -148,6 +148,16 @@ async def test_a_call_that_never_reached_its_replica_goes_once_to_another():
     assert len(alive.requests) == 20
 
 
+async def test_a_replica_that_lost_the_version_sends_the_call_to_another():
+    pool, made = make_pool()
+    emptied, holding = await _two(pool, made)
+    emptied.fail = VersionMissing("torchserve mlp v1: Model not found (HTTP 404)")  # restarted empty, not yet reported
+    replicated = ReplicatedBackend("torchserve", pool, passthrough=False)
+    for _ in range(10):
+        await replicated.infer(target(replicated), request())
+    assert len(holding.requests) == 10
+
+
 async def test_a_call_that_may_have_reached_its_replica_is_not_sent_again():
     pool, made = make_pool()
     for backend in await _two(pool, made):
@@ -209,8 +219,10 @@ async def test_per_replica_metrics_follow_the_pool():
     for _ in range(6):
         await replicated.infer(target(replicated), request())
     sample = metrics.REGISTRY.get_sample_value
-    counts = [sample("gateway_replica_request_duration_seconds_count", {"stack": "torchserve", "replica": r}) or 0
-              for r in ("m-0", "m-1")]  # fmt: skip (a replica that got no call has no series yet)
+    counts = [
+        sample("gateway_replica_request_duration_seconds_count", {"stack": "torchserve", "replica": r}) or 0
+        for r in ("m-0", "m-1")
+    ]  # fmt: skip (a replica that got no call has no series yet)
     assert sum(counts) == 6
     assert sample("gateway_replica_versions_ready", {"stack": "torchserve", "replica": "m-0"}) == 1
     assert sample("gateway_replica_inflight", {"stack": "torchserve", "replica": "m-0"}) == 0

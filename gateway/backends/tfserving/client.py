@@ -31,6 +31,7 @@ from gateway.core.errors import (
     BadRequest,
     GatewayError,
     NotFound,
+    VersionMissing,
 )
 from gateway.core.kinds import Kind
 from gateway.core.tensors import Signature, TensorSpec
@@ -52,7 +53,7 @@ _GRPC_ERRORS: dict[grpc.StatusCode, type[GatewayError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: BadRequest,
     grpc.StatusCode.FAILED_PRECONDITION: BadRequest,
     grpc.StatusCode.OUT_OF_RANGE: BadRequest,
-    grpc.StatusCode.NOT_FOUND: BackendError,
+    grpc.StatusCode.NOT_FOUND: VersionMissing,
     grpc.StatusCode.DEADLINE_EXCEEDED: BackendTimeout,
     grpc.StatusCode.UNAVAILABLE: BackendUnavailable,
     grpc.StatusCode.RESOURCE_EXHAUSTED: BackendUnavailable,
