@@ -222,9 +222,12 @@ def create_app(
             await backend.start()
         await asyncio.to_thread(registry.migrate)
         following: asyncio.Task[None] | None = None
+        sweeping: asyncio.Task[None] | None = None
         if pool is not None:  # before the table is built: TF Serving signatures come from replicas
             await pool.refresh(registry)
             following = asyncio.create_task(pool.run(registry, settings.replica_poll_seconds))
+            assert deployer.replicas is not None
+            sweeping = asyncio.create_task(deployer.replicas.sweep_forever())
         if await adopt_if_empty(rollouts, settings.state_file):
             log.info("adopted the model store into an empty registry")
         await rollouts.refresh()
@@ -257,8 +260,9 @@ def create_app(
             await rpc_server.stop(grpc_server, grace=max(timeouts))  # calls in progress finish
             probe.cancel()
             storing.cancel()
-            if following is not None:
-                following.cancel()
+            for task in (following, sweeping):
+                if task is not None:
+                    task.cancel()
             if metrics_server is not None:
                 await asyncio.to_thread(metrics_server.shutdown)
                 metrics_server.server_close()

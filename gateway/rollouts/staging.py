@@ -22,6 +22,7 @@ from gateway.artifacts import ArtifactError, ArtifactStore, Manifest
 from gateway.core.errors import DeployFailed, GatewayError
 from gateway.core.kinds import Kind
 from gateway.registry import RegistryUnavailable
+from gateway.registry.schema import utcnow
 from gateway.registry.store import Tx
 from gateway.rollouts.service import RolloutService
 from gateway.rollouts.smoke import smoke
@@ -79,6 +80,37 @@ class ReplicaDeploy:
                 except ArtifactError as exc:
                     log.warning("could not discard %s v%d from the artifact store: %s", model, version, exc)
             raise
+
+    async def sweep(self, max_age: float) -> list[tuple[str, int]]:
+        """End the stagings older than ``max_age`` seconds on this pool's stacks: their deploy
+        died with its gateway (a deploy in progress ends its own staging within its deadline), and
+        its agents would otherwise keep the version loaded for good. Returns what it ended."""
+        now = utcnow()
+        ended: list[tuple[str, int]] = []
+        for staged in await asyncio.to_thread(self.service.registry.staged):
+            if staged.backend in self.pool.stacks and (now - staged.staged_at).total_seconds() > max_age:
+                if await asyncio.to_thread(self.service.registry.unstage, staged.model, staged.version):
+                    log.warning("ended the staging of %s v%d by %s at %s: its deploy never finished",
+                                staged.model, staged.version, staged.actor, staged.staged_at)  # fmt: skip
+                    ended.append((staged.model, staged.version))
+        return ended
+
+    async def sweep_forever(self, interval: float = 60.0) -> None:
+        """``sweep`` every ``interval`` seconds, with a deploy's longest run as the age limit."""
+        settings = self.settings
+        max_age = (
+            settings.deploy_ready_timeout_seconds
+            + max(settings.torchserve_timeout_seconds, settings.tfserving_timeout_seconds)
+            + interval
+        )
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep(max_age)
+            except RegistryUnavailable:
+                pass  # the next round tries again
+            except Exception:  # the sweep must keep running
+                log.exception("sweeping stale stagings failed")
 
     async def _stage(self, model: str, version: int, kind: Kind, actor: str) -> None:
         def change(tx: Tx) -> None:
