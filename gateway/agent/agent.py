@@ -105,6 +105,20 @@ class Agent:
         finally:
             beats.cancel()
             await asyncio.to_thread(watcher.stop)
+            await self._deregister()
+
+    async def _deregister(self) -> None:
+        """Take the replica out of the registry as the agent stops, so gateways stop routing to it
+        at their next read instead of after the heartbeat TTL (a pod being drained, a scale-down).
+        Left to the TTL while the registry cannot be reached."""
+        if not self._registered:
+            return
+        try:
+            await asyncio.to_thread(self.registry.deregister_replica, self.config.replica_id)
+            self._registered = False
+            log.info("deregistered replica %s", self.config.replica_id)
+        except RegistryUnavailable as exc:
+            log.warning("could not deregister replica %s: %s", self.config.replica_id, exc)
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
         """Every ``heartbeat_seconds`` (the first pass of ``converge`` registers the replica)."""

@@ -128,6 +128,13 @@ def forget(conn: Connection, rid: str, model: str, version: int) -> None:
     )
 
 
+def deregister(conn: Connection, rid: str) -> bool:
+    """Remove the replica and its reports (its agent is stopping); True if it was registered."""
+    rid = replica_id(rid)
+    conn.execute(delete(t.replica_versions).where(t.replica_versions.c.replica_id == rid))
+    return bool(conn.execute(delete(t.replicas).where(t.replicas.c.replica_id == rid)).rowcount)
+
+
 def read(conn: Connection, stack: str | None = None) -> list[ReplicaRecord]:
     """Every replica (of ``stack`` only, if given) with its reports, by id."""
     query = select(t.replicas).order_by(t.replicas.c.replica_id)

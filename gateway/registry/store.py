@@ -269,6 +269,11 @@ class RegistryStore:
         with self._connect(write=True) as conn:
             r.forget(conn, replica_id, model, version)
 
+    def deregister_replica(self, replica_id: str) -> bool:
+        """Remove a replica and its reports (its agent is stopping); True if it was registered."""
+        with self._connect(write=True) as conn:
+            return r.deregister(conn, replica_id)
+
     def replicas(self, stack: str | None = None) -> list[ReplicaRecord]:
         """Every registered replica (of ``stack`` only, if given) with its version reports."""
         with self._connect() as conn:

@@ -217,6 +217,10 @@ async def test_run_registers_the_replica_keeps_its_heartbeat_and_follows_changes
         desire(registry, "mlp", 1)
         await until(lambda: states(registry) == {("mlp", 1): ("ready", "")}, "mlp v1 ready")
         assert replica.loaded == {("mlp", 1)}
+        stop.set()
+        await asyncio.wait_for(running, 5)
+        assert registry.replicas() == []  # a stopping agent takes its replica out of the pool at once
+        assert replica.loaded == {("mlp", 1)}  # and leaves the backend as it is (it may be draining)
     finally:
         stop.set()
         await asyncio.wait_for(running, 5)
