@@ -33,8 +33,8 @@ ARG APP_UID=1000
 RUN groupadd --system --gid "${APP_UID}" gateway \
     && useradd --system --uid "${APP_UID}" --gid gateway --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin gateway \
-    && mkdir -p /models /data /opt/gateway \
-    && chown gateway:gateway /models /data
+    && mkdir -p /models /data /artifacts /opt/gateway \
+    && chown gateway:gateway /models /data /artifacts
 COPY --from=builder /opt/venv /opt/venv
 # The store helper of compose's model-init service and the TF Serving pod's init container.
 COPY deploy/docker/stack_init.py /opt/gateway/stack_init.py
@@ -46,7 +46,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     GATEWAY_MODEL_STORE=/models \
     GATEWAY_DATABASE_URL=sqlite:////data/registry.db
 WORKDIR /opt/gateway
-VOLUME ["/models", "/data"]
+VOLUME ["/models", "/data", "/artifacts"]
 # Numeric, so that Kubernetes can check runAsNonRoot against the image.
 USER ${APP_UID}:${APP_UID}
 EXPOSE 8000
