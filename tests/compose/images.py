@@ -8,6 +8,10 @@
    ``tensorflow_model_server``'s paths and flags).
 3. The gateway from its own Dockerfile, with ``PYTHON_IMAGE`` pointing at a local base that
    carries the gateway's wheels and a pip configuration that uses only them.
+4. The backend replicas' images from the project's own deploy/docker/backend.Dockerfile (the agent
+   installed beside the server, as entry wrapper) on the look-alikes instead of the official images.
+5. A look-alike of the official postgres image: Debian's PostgreSQL 15 in its own debootstrap tree
+   (``twin-stack-test/debian-postgres``), behind the official image's entrypoint and variables.
 
 Every build is offline (``--network none``): Python wheels are downloaded on the host first, into a
 wheelhouse beside the build context. Each image carries a label with a hash of its inputs (its
@@ -52,6 +56,12 @@ WHEELHOUSE_BASE = "twin-stack-test/python-wheelhouse:gateway"
 TORCHSERVE = "twin-stack-test/torchserve:0.12.0-cpu"
 TFSERVING = "twin-stack-test/tfserving:2.20.0"
 GATEWAY = "twin-stack-test/gateway:0.1.0"
+TORCHSERVE_AGENT = "twin-stack-test/torchserve-agent:0.1.0"
+TFSERVING_AGENT = "twin-stack-test/tfserving-agent:0.1.0"
+POSTGRES_BASE = "twin-stack-test/debian-postgres:bookworm"
+POSTGRES = "twin-stack-test/postgres:16.6-bookworm"
+POSTGRES_PACKAGES = ("postgresql-15",)
+NAMES = ("torchserve", "tfserving", "gateway", "agents", "postgres")
 
 # What each look-alike installs; pinned as the official images and pyproject's `local` extra pin.
 # TorchServe's image also has the packages of pytorch/serve's requirements/common.txt and
@@ -229,6 +239,48 @@ class Images:
         if self.label_of(GATEWAY) != inputs:
             self.build(GATEWAY, ROOT, dockerfile, inputs, {"PYTHON_IMAGE": WHEELHOUSE_BASE})
 
+    def agents(self) -> None:
+        """deploy/docker/backend.Dockerfile on each backend look-alike: the agent beside the server."""
+        self.gateway()  # its wheelhouse base builds the agent's wheels
+        dockerfile = ROOT / "deploy" / "docker" / "backend.Dockerfile"
+        sources = [ROOT / "pyproject.toml", ROOT / "README.md", ROOT / "gateway", ROOT / "deploy" / "docker" / "agent"]
+        for image, base, user in ((TORCHSERVE_AGENT, TORCHSERVE, "model-server"), (TFSERVING_AGENT, TFSERVING, "root")):
+            inputs = digest(dockerfile, ROOT / ".dockerignore", *sources, self.image_id(base),
+                            self.image_id(WHEELHOUSE_BASE), user)  # fmt: skip
+            if self.label_of(image) != inputs:
+                args = {"BASE_IMAGE": base, "PYTHON_IMAGE": WHEELHOUSE_BASE, "BACKEND_USER": user,
+                        "AGENT_PIP_FLAGS": "--ignore-requires-python"}  # fmt: skip
+                self.build(image, ROOT, dockerfile, inputs, args)
+
+    def postgres(self) -> None:
+        """Debian's PostgreSQL in a debootstrap tree of its own, then the entrypoint on top."""
+        inputs = digest(DEBIAN_SUITE, POSTGRES_PACKAGES)
+        if self.label_of(POSTGRES_BASE) != inputs:
+            self.cache.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="rootfs-pg-", dir=self.cache) as tmp:
+                tree = Path(tmp) / "rootfs"
+                run(["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(tree), DEBIAN_MIRROR], timeout=1800)
+                # No cluster made by the package, no service started in the chroot.
+                (tree / "etc" / "postgresql-common").mkdir(parents=True, exist_ok=True)
+                (tree / "etc" / "postgresql-common" / "createcluster.conf").write_text("create_main_cluster = false\n")
+                policy = tree / "usr" / "sbin" / "policy-rc.d"
+                policy.write_text("#!/bin/sh\nexit 101\n")
+                policy.chmod(0o755)
+                (tree / "proc").mkdir(exist_ok=True)
+                run(["mount", "-t", "proc", "proc", str(tree / "proc")], timeout=60)
+                try:
+                    run(["chroot", str(tree), "apt-get", "install", "-y", "-q", "--no-install-recommends",
+                         *POSTGRES_PACKAGES], timeout=1800,
+                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})  # fmt: skip
+                finally:
+                    run(["umount", str(tree / "proc")], timeout=60)
+                policy.unlink()
+                self._import(tree, POSTGRES_BASE, inputs)
+        dockerfile, files = LOOKALIKE / "postgres.Dockerfile", LOOKALIKE / "postgres"
+        inputs = digest(dockerfile, files, self.image_id(POSTGRES_BASE))
+        if self.label_of(POSTGRES) != inputs:
+            self.build(POSTGRES, files, dockerfile, inputs, {"BASE_IMAGE": POSTGRES_BASE})
+
     def torchserve(self) -> None:
         self.lookalike(TORCHSERVE, "torchserve", JAVA_BASE, TORCHSERVE_REQUIREMENTS, {})
 
@@ -236,7 +288,7 @@ class Images:
         self.lookalike(TFSERVING, "tfserving", PYTHON_BASE, TFSERVING_REQUIREMENTS,
                        {"tfserving_dev": ROOT / "deploy" / "tfserving_dev"})  # fmt: skip
 
-    def all(self, names: Iterable[str] = ("torchserve", "tfserving", "gateway")) -> None:
+    def all(self, names: Iterable[str] = NAMES) -> None:
         self.bases()
         for name in names:
             getattr(self, name)()
@@ -245,10 +297,10 @@ class Images:
 def main(argv: list[str]) -> int:
     from tests.compose.engine import docker_cli
 
-    names = argv or ["torchserve", "tfserving", "gateway"]
-    unknown = set(names) - {"torchserve", "tfserving", "gateway"}
+    names = argv or list(NAMES)
+    unknown = set(names) - set(NAMES)
     if unknown:
-        print(f"unknown image(s) {sorted(unknown)}: expected torchserve, tfserving or gateway", file=sys.stderr)
+        print(f"unknown image(s) {sorted(unknown)}: expected some of {', '.join(NAMES)}", file=sys.stderr)
         return 2
     images = Images(docker_cli())
     images.all(names)
