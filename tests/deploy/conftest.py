@@ -36,7 +36,11 @@ TF_MONITORING = ROOT / "deploy" / "tfserving" / "monitoring.config"
 # The Kubernetes version whose API schemas (from kubernetes-validate) every object must satisfy.
 K8S_VERSION = "1.32"
 # Values the compose file requires from the environment; the tests give dummies.
-COMPOSE_DUMMY_ENV = {"GATEWAY_ADMIN_TOKEN": "test-admin-token-0123456789", "GRAFANA_ADMIN_PASSWORD": "test-password"}
+COMPOSE_DUMMY_ENV = {
+    "GATEWAY_ADMIN_TOKEN": "test-admin-token-0123456789",
+    "GRAFANA_ADMIN_PASSWORD": "test-password",
+    "POSTGRES_PASSWORD": "test-db-password",
+}
 
 
 def tool(name: str) -> str:

@@ -24,7 +24,7 @@ def one_shot(config):
 
 def test_compose_files_validate_with_docker_compose():
     for files in ((COMPOSE_FILE,), (COMPOSE_FILE, COMPOSE_CPU_FILE)):
-        done = compose_config(*files, env=COMPOSE_DUMMY_ENV, profiles=("postgres",))
+        done = compose_config(*files, env=COMPOSE_DUMMY_ENV)
         assert done.returncode == 0, done.stderr
 
 
@@ -90,8 +90,10 @@ def test_dependencies_wait_for_health(compose):
             wanted = "service_completed_successfully" if dep in once else "service_healthy"
             assert rule["condition"] == wanted, f"{name} -> {dep}"
     gateway = compose["services"]["gateway"]["depends_on"]
-    assert {"torchserve", "tfserving", "model-init"} <= set(gateway)
-    assert gateway["postgres"]["required"] is False  # only with the postgres profile
+    # The replicas register themselves: the gateway waits for its store's seed and the registry only.
+    assert set(gateway) == {"model-init", "postgres"}
+    for backend in BACKENDS:
+        assert set(compose["services"][backend]["depends_on"]) == {"postgres"}, backend
 
 
 def test_only_the_gateway_grafana_and_prometheus_are_published(compose):
@@ -107,13 +109,31 @@ def test_only_the_gateway_grafana_and_prometheus_are_published(compose):
     }
 
 
-def test_the_model_store_volume_is_shared(compose):
-    def store_mounts(name):
-        return [v for v in compose["services"][name]["volumes"] if v["source"] == "model-store"]
+def test_replicas_scale_and_read_artifacts_the_gateway_writes(compose):
+    """No shared model store: the gateway writes the artifact store, each replica reads it (and
+    keeps its versions inside its container); nothing fixes a replica's name or host port."""
+    services = compose["services"]
 
-    for name in ("model-init", "gateway", "torchserve", "tfserving"):
-        assert len(store_mounts(name)) == 1, name
-    assert store_mounts("tfserving")[0].get("read_only") is True  # TF Serving only reads
+    def mounts(name, source):
+        return [v for v in services[name]["volumes"] if v.get("source") == source]
+
+    assert len(mounts("gateway", "artifacts")) == 1 and not mounts("gateway", "artifacts")[0].get("read_only")
+    env = services["gateway"]["environment"]
+    assert (env["GATEWAY_AGENT_STACKS"], env["GATEWAY_ARTIFACT_STORE"]) == ("torchserve,tfserving", "local")
+    for backend in BACKENDS:
+        service = services[backend]
+        assert [v.get("read_only") for v in mounts(backend, "artifacts")] == [True], backend
+        assert not mounts(backend, "model-store"), backend
+        assert "container_name" not in service and not service.get("ports"), backend
+        assert service["entrypoint"] == ["/opt/agent/bin/gateway", "agent"], backend
+        command = service["command"]
+        assert f"--stack={backend}" in command and "--" in command, backend
+        assert any(a.startswith("--inference-url=") and "{ip}" in a for a in command), backend
+        assert service["environment"]["GATEWAY_ARTIFACT_STORE_DIR"] == env["GATEWAY_ARTIFACT_STORE_DIR"]
+        assert service["environment"]["GATEWAY_DATABASE_URL"] == env["GATEWAY_DATABASE_URL"]
+        assert service["environment"]["GATEWAY_DATABASE_URL"].startswith("postgresql"), backend
+        assert service["build"]["dockerfile"] == "deploy/docker/backend.Dockerfile", backend
+    assert "profiles" not in services["postgres"]  # the shared registry always runs
 
 
 def test_no_secret_is_written_in_the_compose_file(compose_raw):

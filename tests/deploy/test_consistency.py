@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from pathlib import Path
 
 import pytest
 import yaml
@@ -39,6 +38,9 @@ from tests.deploy.docker_stack import load_stack_init
 from tests.fakes import make_version
 
 TS = properties(TS_CONFIG)
+# TorchServe in a compose replica, beside its agent (docker-compose.yml).
+TS_REPLICA_CONFIG = ROOT / "deploy" / "docker" / "torchserve" / "replica.properties"
+TS_REPLICA = properties(TS_REPLICA_CONFIG)
 MONITORING_PATH = re.search(r'path:\s*"([^"]+)"', TF_MONITORING.read_text()).group(1)  # type: ignore[union-attr]
 
 
@@ -48,6 +50,7 @@ def address_port(address: str) -> int:
 
 # Where each component's metrics are, from the component's own configuration.
 TS_PORTS = {name: address_port(TS[f"{name}_address"]) for name in ("inference", "management", "metrics")}
+TS_REPLICA_PORTS = {name: address_port(TS_REPLICA[f"{name}_address"]) for name in TS_PORTS}
 
 
 def host_port(value: str) -> tuple[str, int]:
@@ -169,20 +172,48 @@ def test_the_grpc_doors_listen_where_they_are_published(compose, k8s):
 
 
 # --- the backends, as the gateway addresses them ------------------------------------------------
-def test_compose_backend_addresses_agree_with_their_configs(compose):
-    env = compose_env(compose, "gateway")
+def test_compose_replicas_register_where_their_servers_listen(compose):
+    """Each replica's agent: the management API on the container's loopback (TorchServe's
+    replica.properties binds it there), the inference address on the container's own address ({ip})
+    at the port the server listens on and the service exposes; the gateway routes over them."""
     services = compose["services"]
-    tf_flags = flags(services["tfserving"]["command"])
-    expected = {
-        "GATEWAY_TORCHSERVE_URL": ("torchserve", TS_PORTS["inference"]),
-        "GATEWAY_TORCHSERVE_MANAGEMENT_URL": ("torchserve", TS_PORTS["management"]),
-        "GATEWAY_TFSERVING_TARGET": ("tfserving", int(tf_flags["port"])),
-    }
-    for key, (service, port) in expected.items():
-        assert host_port(env[key]) == (service, port), key
-        assert str(port) in services[service]["expose"], f"{service} does not expose {port}"
-    assert {str(p) for p in TS_PORTS.values()} == set(services["torchserve"]["expose"])
-    assert {tf_flags["port"], tf_flags["rest_api_port"]} == set(services["tfserving"]["expose"])
+    assert compose_env(compose, "gateway")["GATEWAY_AGENT_STACKS"] == "torchserve,tfserving"
+    ts = services["torchserve"]["command"]
+    split = ts.index("--")
+    agent, serve = flags(ts[:split]), flags(ts[split + 1 :])
+    assert host_port(agent["management-url"]) == ("127.0.0.1", TS_REPLICA_PORTS["management"])
+    assert urllib.parse.urlsplit(TS_REPLICA["management_address"]).hostname == "127.0.0.1"
+    assert agent["inference-url"] == f"http://{{ip}}:{TS_REPLICA_PORTS['inference']}"
+    assert {str(TS_REPLICA_PORTS[p]) for p in ("inference", "metrics")} == set(services["torchserve"]["expose"])
+    assert serve["model-store"] == TS_REPLICA["model_store"] == agent["model-dir"]
+    assert compose_mounts(compose, "torchserve")[serve["ts-config"]]["source"] == str(TS_REPLICA_CONFIG)
+    assert "enable-model-api" in serve and "disable-token-auth" in serve and "foreground" in serve
+    check = " ".join(services["torchserve"]["healthcheck"]["test"])
+    assert f"127.0.0.1:{TS_REPLICA_PORTS['inference']}/ping" in check
+    assert compose_env(compose, "torchserve")["GATEWAY_TORCHSERVE_WORKERS"] == "1"
+
+    tf = services["tfserving"]["command"]
+    split = tf.index("--")
+    agent, serve = flags(tf[:split]), flags(tf[split + 1 :])
+    assert tf[split + 1] == "tensorflow_model_server"
+    # TF Serving's ModelService (the agent's reloads) shares the gRPC port with PredictionService.
+    assert host_port(agent["management-url"]) == ("127.0.0.1", int(serve["port"]))
+    assert agent["inference-url"] == f"{{ip}}:{serve['port']}"
+    assert {serve["port"], serve["rest_api_port"]} == set(services["tfserving"]["expose"])
+    monitoring = compose_mounts(compose, "tfserving")[serve["monitoring_config_file"]]
+    assert monitoring["source"] == str(TF_MONITORING)
+    check = " ".join(services["tfserving"]["healthcheck"]["test"])
+    assert f"/dev/tcp/127.0.0.1/{serve['rest_api_port']}" in check and MONITORING_PATH in check
+    # It starts with no model (the file the backend image writes): the agent loads what is wanted.
+    assert serve["model_config_file"] == "/opt/agent/etc/tfserving-empty.config"
+    assert "tfserving-empty.config" in (ROOT / "deploy" / "docker" / "backend.Dockerfile").read_text()
+
+
+def test_the_torchserve_replica_config_differs_from_the_shared_one_only_where_it_must():
+    """replica.properties: management on loopback, the replica-local store; the rest as config.properties."""
+    differ = {k for k in TS.keys() | TS_REPLICA.keys() if TS.get(k) != TS_REPLICA.get(k)}
+    assert differ == {"management_address", "model_store"}
+    assert TS_REPLICA_PORTS == TS_PORTS
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -209,56 +240,9 @@ def test_the_torchserve_config_is_what_the_issue_asks():
         assert not re.search(TS["allowed_urls"], remote), remote
 
 
-def torchserve_runs(compose):
-    """(where, command line, mount path of the store, done file the health check waits for)."""
-    service = compose["services"]["torchserve"]
-    check = " ".join(service["healthcheck"]["test"])
-    yield "compose", service["entrypoint"] + service["command"], compose_mounts(compose, "torchserve"), check
-    # Kubernetes starts TorchServe with no start-up registration (its agent loads the versions):
-    # tests/deploy/test_k8s.py checks its command line.
-
-
-def test_torchserve_starts_on_the_config_and_store_of_the_deployment(compose):
-    workers = {"compose": compose_env(compose, "gateway")["GATEWAY_TORCHSERVE_WORKERS"]}
-    for where, argv, mounts, check in torchserve_runs(compose):
-        split = argv.index("--")
-        init, serve = flags(argv[:split]), flags(argv[split + 1 :])
-        assert argv[split + 1] == "torchserve" and "foreground" in serve, where
-        assert serve["model-store"] == TS["model_store"] == init["store"], where
-        assert TS["model_store"] in mounts, f"{where}: the store is not mounted at {TS['model_store']}"
-        assert "enable-model-api" in serve and "disable-token-auth" in serve, where
-        assert init["workers"] == workers[where], f"{where}: start-up and deploys use other worker counts"
-        assert host_port(init["management-url"])[1] == TS_PORTS["management"], where
-        assert host_port(init["inference-url"])[1] == TS_PORTS["inference"], where
-        assert init["done-file"] in check and f":{TS_PORTS['inference']}/ping" in check, where
-        config = Path(serve["ts-config"])
-        if where == "compose":
-            assert mounts[str(config)]["source"] == str(TS_CONFIG)
-
-
-# --- TF Serving ---------------------------------------------------------------------------------
-def test_tfserving_starts_on_the_model_config_the_init_step_writes(compose):
-    env = compose_env(compose, "gateway")
-    base = env["GATEWAY_TFSERVING_MODEL_BASE_PATH"]
-    tf, init = compose["services"]["tfserving"], compose["services"]["model-init"]
-    tf_flags, init_flags = flags(tf["command"]), flags(init["command"])
-    assert tf["entrypoint"] == ["tensorflow_model_server"]
-    assert tf_flags["model_config_file"] == init_flags["tf-config"]
-    # The file the gateway rewrites on every change (Settings.tfserving_config_path), and
-    # TorchServe's start-up registrations beside it: restarts load exactly the registry's versions.
-    assert tf_flags["model_config_file"] == f"{env['GATEWAY_MODEL_STORE']}/.tfserving/models.config"
-    assert init_flags["ts-startup"] == f"{env['GATEWAY_MODEL_STORE']}/.torchserve/models.json"
-    assert init_flags["tf-base-path"] == base and base in compose_mounts(compose, "tfserving")
-    assert compose_mounts(compose, "tfserving")[base]["source"] == "model-store"
-    assert env["GATEWAY_MODEL_STORE"] == init_flags["store"]
-    assert init_flags["store"] in compose_mounts(compose, "gateway")
-    monitoring = compose_mounts(compose, "tfserving")[tf_flags["monitoring_config_file"]]
-    assert monitoring["source"] == str(TF_MONITORING)
-    check = " ".join(tf["healthcheck"]["test"])
-    assert f"/dev/tcp/127.0.0.1/{tf_flags['rest_api_port']}" in check and MONITORING_PATH in check
-
-    # Kubernetes starts TF Serving on an empty model list its agent replaces (no init step):
-    # tests/deploy/test_k8s.py checks it.
+# Compose's replicas start TorchServe and TF Serving behind their agents with no start-up
+# registration or init step: test_compose_replicas_register_where_their_servers_listen; Kubernetes:
+# tests/deploy/test_k8s.py.
 
 
 # --- GPUs --------------------------------------------------------------------------------------
