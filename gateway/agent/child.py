@@ -76,7 +76,8 @@ class Child:
     async def stop(self, grace_seconds: float = LEFTOVER_GRACE_SECONDS) -> int:
         """Terminate the child (if it still runs) and whatever remains of its group; its return code."""
         assert self.process is not None
-        self.signal(signal.SIGTERM)
+        if self.process.returncode is None:
+            self.signal(signal.SIGTERM)
         try:
             code = await asyncio.wait_for(self.process.wait(), grace_seconds)
         except TimeoutError:
