@@ -39,6 +39,8 @@ TOKEN = "compose-admin-token-0123456789abcdef"
 # Left out of the seeded store: the tests deploy them through the gateway.
 DEPLOYED_LATER = ("mlp/3", "cnn/2")
 BACKENDS = ("torchserve", "tfserving")
+# Replicas per backend stack: `docker compose up --scale torchserve=2 --scale tfserving=2`.
+REPLICAS = 2
 # Bounds, not timings: every wait ends with a message. The health checks allow 180 s of start.
 UP_DEADLINE_S = 900.0
 # An HTTP/1.0 GET in bash: the status line and headers (CR removed), a blank line, then exactly
@@ -87,13 +89,14 @@ class ComposeStack:
             "DOCKER_CONFIG": str(workdir / "docker-config"),
             "GATEWAY_ADMIN_TOKEN": TOKEN,
             "GRAFANA_ADMIN_PASSWORD": "unused-in-the-compose-tests",
-            "POSTGRES_PASSWORD": "unused-in-the-compose-tests",
+            "POSTGRES_PASSWORD": "compose-db-password",
             "MODEL_STORE_SEED": str(seed),
             "COMPOSE_TEST_GATEWAY_PORT": str(port),
             "COMPOSE_TEST_GATEWAY_GRPC_PORT": str(grpc_port),
             "COMPOSE_TEST_GATEWAY_IMAGE": built.GATEWAY,
-            "COMPOSE_TEST_TORCHSERVE_IMAGE": built.TORCHSERVE,
-            "COMPOSE_TEST_TFSERVING_IMAGE": built.TFSERVING,
+            "COMPOSE_TEST_TORCHSERVE_IMAGE": built.TORCHSERVE_AGENT,
+            "COMPOSE_TEST_TFSERVING_IMAGE": built.TFSERVING_AGENT,
+            "COMPOSE_TEST_POSTGRES_IMAGE": built.POSTGRES,
         }
         (workdir / "docker-config").mkdir(parents=True, exist_ok=True)
 
@@ -111,37 +114,42 @@ class ComposeStack:
         done = subprocess.run([self.docker, *args], capture_output=True, text=True, timeout=120, check=True)
         return json.loads(done.stdout)
 
+    def containers(self, service: str) -> list[str]:
+        return sorted(self.compose("ps", "--all", "-q", service).stdout.split())
+
     def container(self, service: str) -> str:
-        ids = self.compose("ps", "--all", "-q", service).stdout.split()
+        ids = self.containers(service)
         assert len(ids) == 1, f"{service}: expected one container, found {ids}"
         return ids[0]
 
-    def inspect(self, service: str) -> dict:
-        found = self.docker_json("inspect", self.container(service))
+    def inspect(self, service: str, container: str | None = None) -> dict:
+        found = self.docker_json("inspect", container or self.container(service))
         assert isinstance(found, list)
         return found[0]
 
-    def health(self, service: str) -> str:
-        state = self.inspect(service)["State"]
+    def health(self, service: str, container: str | None = None) -> str:
+        state = self.inspect(service, container)["State"]
         return str(state.get("Health", {}).get("Status") or state["Status"])
 
     def wait_healthy(self, services: tuple[str, ...], deadline_s: float = HEALTHY_DEADLINE_S) -> None:
+        """Every container of each service healthy (all replicas of a scaled one)."""
         deadline = time.monotonic() + deadline_s
         for service in services:
-            while (status := self.health(service)) != "healthy":
-                if status in ("unhealthy", "exited", "dead") or time.monotonic() > deadline:
-                    raise AssertionError(f"{service} is {status}, not healthy; its log:\n{self.logs(service)}")
-                time.sleep(1)
+            for container in self.containers(service):
+                while (status := self.health(service, container)) != "healthy":
+                    if status in ("unhealthy", "exited", "dead") or time.monotonic() > deadline:
+                        raise AssertionError(f"{service} is {status}, not healthy; its log:\n{self.logs(service)}")
+                    time.sleep(1)
 
     def logs(self, *services: str, tail: int = 80) -> str:
         return self.compose("logs", "--no-color", f"--tail={tail}", *services, check=False).stdout[-8000:]
 
-    def http_inside(self, service: str, port: int, path: str) -> tuple[int, str]:
-        """``GET path`` on the container's own loopback, with bash's /dev/tcp (both the official
+    def http_inside(self, service: str, port: int, path: str, index: int = 1) -> tuple[int, str]:
+        """``GET path`` on replica ``index``'s own loopback, with bash's /dev/tcp (both the official
         images and the look-alikes have bash): the management ports are reachable nowhere else.
         The body is read by its Content-Length: TorchServe keeps the connection open."""
-        done = self.compose("exec", "-T", service, "timeout", "30", "bash", "-c", HTTP_GET, "http-get", str(port), path,
-                            timeout=90, check=False)  # fmt: skip
+        done = self.compose("exec", "-T", "--index", str(index), service, "timeout", "30", "bash", "-c", HTTP_GET,
+                            "http-get", str(port), path, timeout=90, check=False)  # fmt: skip
         head, _, body = done.stdout.partition("\n\n")
         if done.returncode != 0 or not head.startswith("HTTP/"):
             return 0, f"exit {done.returncode}: {done.stdout[-500:]} {done.stderr[-2000:]}"
@@ -149,8 +157,49 @@ class ComposeStack:
 
     def up(self) -> None:
         self.down()
-        self.compose("up", "--detach", "--no-build", "--pull", "never", timeout=UP_DEADLINE_S)
-        self.wait_healthy(("torchserve", "tfserving", "gateway"))
+        scale = [arg for backend in BACKENDS for arg in ("--scale", f"{backend}={REPLICAS}")]
+        self.compose("up", "--detach", "--no-build", "--pull", "never", *scale, timeout=UP_DEADLINE_S)
+        self.wait_healthy(("postgres", "torchserve", "tfserving", "gateway"))
+        self.wait_replicas_ready(HEALTHY_DEADLINE_S)
+
+    # --- the registry the gateway and the agents share ------------------------------------------
+    def registry(self, sql: str) -> list[list[str]]:
+        """Rows of ``sql`` in the compose PostgreSQL (inside its container: its port is published nowhere)."""
+        done = self.compose("exec", "-T", "postgres", "psql", "-U", "gateway", "-d", "gateway", "-At", "-F", "\t",
+                            "-c", sql, timeout=60, check=False)  # fmt: skip
+        if done.returncode != 0:  # e.g. the schema not there yet
+            return []
+        return [line.split("\t") for line in done.stdout.splitlines() if line]
+
+    def hosts(self, service: str) -> list[str]:
+        """The host names of ``service``'s containers: its replicas' ids."""
+        return [self.inspect(service, c)["Config"]["Hostname"] for c in self.containers(service)]
+
+    def unready(self) -> list[str]:
+        """(replica, version) pairs the registry wants ready and its replica has not reported ready:
+        every available version of a stack on every container of that stack."""
+        ready = {tuple(r) for r in self.registry(
+            "SELECT replica_id, model, version FROM registry_replica_versions WHERE state = 'ready'")}  # fmt: skip
+        missing = []
+        for backend in BACKENDS:
+            available = self.registry(f"SELECT model, version FROM registry_versions WHERE backend = '{backend}' "
+                                      "AND state = 'available'")  # fmt: skip
+            if not available:
+                missing.append(f"{backend}: no available version in the registry yet")
+            for host in self.hosts(backend):
+                missing += [f"{host} {m} v{v}" for m, v in available if (host, m, v) not in ready]
+        return missing
+
+    def wait_replicas_ready(self, deadline_s: float) -> None:
+        """Until every replica reports every available version of its stack ready (the agents
+        converge after the containers are healthy: healthy means the server answers)."""
+        deadline = time.monotonic() + deadline_s
+        while missing := self.unready():
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"not ready within {deadline_s:g}s: {missing}\n{self.logs('torchserve', 'tfserving')}"
+                )
+            time.sleep(1)
 
     def down(self) -> None:
         self.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=300, check=False)

@@ -1,11 +1,12 @@
 """The project's compose stack on a real Docker engine, end to end through the gateway.
 
 Locally built look-alikes stand in for the official backend images (what that does and does not
-prove: docs/deployment.md). The store is seeded without ``mlp`` v3 (TorchServe) and ``cnn`` v2
-(TF Serving); the tests deploy them, and ``mlp`` v4 (mlp v2's SavedModel under a new number: a new
-version of a model TF Serving already serves), then canary, promote, roll back and retire, and
-restart each backend container. Tests run in file order and build on each other's state, as an
-operator's session does.
+prove: docs/deployment.md); each backend runs as two replicas (``--scale``), each with its agent.
+The store is seeded without ``mlp`` v3 (TorchServe) and ``cnn`` v2 (TF Serving); the tests deploy
+them, and ``mlp`` v4 (mlp v2's SavedModel under a new number: a new version of a model TF Serving
+already serves), then canary, promote, roll back and retire, and restart each backend's
+containers. Tests run in file order and build on each other's state, as an operator's session
+does; what is loaded is checked on every replica.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ import numpy as np
 import pytest
 
 from tests.compose import images
-from tests.compose.conftest import DEPLOYED_LATER, PROJECT, STORE, ComposeStack
+from tests.compose.conftest import DEPLOYED_LATER, PROJECT, REPLICAS, STORE, ComposeStack
 
-# Management, metrics and backend inference ports of the two stacks, inside the network.
-BACKEND_PORTS = {"torchserve": (8080, 8081, 8082, 7070, 7071), "tfserving": (8500, 8501)}
+# The ports each replica opens to the compose network (inference, metrics; TF Serving's gRPC port
+# also carries its ModelService); TorchServe's management API listens on the container's loopback only.
+BACKEND_PORTS = {"torchserve": (8080, 8082), "tfserving": (8500, 8501)}
+LOOPBACK_ONLY = {"torchserve": (8081,)}
 RESTART_DEADLINE_S = 420.0
+# An agent converges within seconds of a change; the bound only turns a hang into a message.
+CONVERGE_DEADLINE_S = 120.0
 INTERNAL, EDGE = f"{PROJECT}_backend", f"{PROJECT}_edge"
 
 
@@ -64,22 +69,41 @@ def status(gateway, model: str) -> dict:
     return r.json()["models"][0]
 
 
-def torchserve_versions(stack: ComposeStack, model: str) -> set[str]:
-    """The versions TorchServe has registered, from its management API inside its container."""
-    code, body = stack.http_inside("torchserve", 8081, f"/models/{model}/all")
+def torchserve_versions(stack: ComposeStack, model: str, index: int = 1) -> set[str]:
+    """The versions TorchServe replica ``index`` has registered, from its management API inside
+    its container."""
+    code, body = stack.http_inside("torchserve", 8081, f"/models/{model}/all", index)
     if code == 404:
         return set()
     assert code == 200, (code, body)
     return {entry["modelVersion"] for entry in json.loads(body)}
 
 
-def tfserving_available(stack: ComposeStack, model: str) -> set[int]:
-    """The versions TF Serving reports AVAILABLE, from its REST status API inside its container."""
-    code, body = stack.http_inside("tfserving", 8501, f"/v1/models/{model}")
+def tfserving_available(stack: ComposeStack, model: str, index: int = 1) -> set[int]:
+    """The versions TF Serving replica ``index`` reports AVAILABLE, from its REST status API
+    inside its container."""
+    code, body = stack.http_inside("tfserving", 8501, f"/v1/models/{model}", index)
     if code == 404:
         return set()
     assert code == 200, (code, body)
     return {int(v["version"]) for v in json.loads(body)["model_version_status"] if v["state"] == "AVAILABLE"}
+
+
+# Each process's command line, one a line, from /proc.
+PROCESSES = "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done"
+
+
+def on_every_replica(stack: ComposeStack, loaded, model: str) -> list:
+    """What ``loaded`` (torchserve_versions or tfserving_available) finds on each replica."""
+    return [loaded(stack, model, index) for index in range(1, REPLICAS + 1)]
+
+
+def converges(stack: ComposeStack, loaded, model: str, want: set) -> None:
+    """Until every replica holds exactly ``want`` of ``model`` (agents converge asynchronously)."""
+    deadline = time.monotonic() + CONVERGE_DEADLINE_S
+    while (got := on_every_replica(stack, loaded, model)) != [want] * REPLICAS:
+        assert time.monotonic() < deadline, f"{model}: the replicas hold {got}, not {sorted(want)} each"
+        time.sleep(0.5)
 
 
 def spread(gateway, model: str, n: int) -> Counter[str]:
@@ -94,15 +118,32 @@ def spread(gateway, model: str, n: int) -> Counter[str]:
 def test_the_stack_comes_up_healthy_from_the_projects_compose_files(compose_stack):
     init = compose_stack.inspect("model-init")["State"]
     assert (init["Status"], init["ExitCode"]) == ("exited", 0)
-    for service in ("torchserve", "tfserving", "gateway"):
+    for service in ("postgres", "gateway"):
         assert compose_stack.health(service) == "healthy", service
-    # The official images' identities, as the compose file relies on them.
-    ts = compose_stack.inspect("torchserve")
+    for service in ("torchserve", "tfserving"):
+        containers = compose_stack.containers(service)
+        assert len(containers) == REPLICAS, (service, containers)
+        for container in containers:
+            assert compose_stack.health(service, container) == "healthy", (service, container)
+            info = compose_stack.inspect(service, container)
+            # The agent is the entry wrapper; the server its child (the compose file's command after --).
+            assert info["Config"]["Entrypoint"] == ["/opt/agent/bin/gateway", "agent"]
+            assert info["HostConfig"]["Init"] is True
+    # The official images' identities, as the compose file relies on them: the agent runs as the
+    # server's own user, and the agent's Python stays out of the server's PATH.
+    ts = compose_stack.inspect("torchserve", compose_stack.containers("torchserve")[0])
     assert ts["Config"]["User"] == "model-server"
     assert compose_stack.compose("exec", "-T", "torchserve", "id", "-u").stdout.strip() == "1000"
     assert "/home/venv/bin" in next(e for e in ts["Config"]["Env"] if e.startswith("PATH="))
-    tf = compose_stack.inspect("tfserving")
-    assert tf["Config"]["Entrypoint"] == ["tensorflow_model_server"]  # the compose file's own
+    assert "/opt/agent" not in next(e for e in ts["Config"]["Env"] if e.startswith("PATH="))
+    # In each container the agent runs with the server as its child (from /proc: TF Serving's image has no ps).
+    for service, server in (
+        ("torchserve", "org.pytorch.serve.ModelServer"),
+        ("tfserving", "--model_config_file=/opt/agent/etc/tfserving-empty.config"),
+    ):
+        for index in range(1, REPLICAS + 1):
+            done = compose_stack.compose("exec", "-T", "--index", str(index), service, "bash", "-c", PROCESSES)
+            assert "gateway agent --stack=" + service in done.stdout and server in done.stdout, (service, done.stdout)
 
 
 def test_inference_on_both_stacks(gateway):
@@ -170,9 +211,10 @@ def test_deploy_a_new_version_on_each_stack(gateway, compose_stack):
         r = predict(gateway, model, version)
         assert r.status_code == 200, r.text
         np.testing.assert_allclose(r.json()["predictions"], expected(model, 2 if version == 4 else version), atol=1e-4)
-    assert torchserve_versions(compose_stack, "mlp") == {"1", "3"}
-    assert tfserving_available(compose_stack, "mlp") == {2, 4}
-    assert tfserving_available(compose_stack, "cnn") == {2}
+    # On every replica once the deploy answered (min_ready: all replicas).
+    assert on_every_replica(compose_stack, torchserve_versions, "mlp") == [{"1", "3"}] * REPLICAS
+    assert on_every_replica(compose_stack, tfserving_available, "mlp") == [{2, 4}] * REPLICAS
+    assert on_every_replica(compose_stack, tfserving_available, "cnn") == [{2}] * REPLICAS
 
 
 def test_canary_promote_rollback(gateway):
@@ -196,11 +238,8 @@ def test_retire_unloads_a_tfserving_version(gateway, compose_stack):
     assert r.status_code == 200, r.text
     assert r.json() == {"model": "mlp", "version": 2, "retired": True, "unloaded": True}
     assert predict(gateway, "mlp", 2).status_code == 404  # routing stops first
-    # TF Serving unloads on its manager's next ticks after the reload returned: wait, boundedly.
-    deadline = time.monotonic() + 60
-    while (loaded := tfserving_available(compose_stack, "mlp")) != {4}:
-        assert time.monotonic() < deadline, f"TF Serving still serves mlp {sorted(loaded)}"
-        time.sleep(0.2)
+    # Each replica's agent unloads it; TF Serving on its manager's next ticks: wait, boundedly.
+    converges(compose_stack, tfserving_available, "mlp", {4})
 
 
 def test_retire_unloads_a_torchserve_version(gateway, compose_stack):
@@ -208,7 +247,7 @@ def test_retire_unloads_a_torchserve_version(gateway, compose_stack):
     assert r.status_code == 200, r.text
     assert predict(gateway, "mlp", 3).status_code == 404  # routing stops first, whatever the backend said
     assert r.json() == {"model": "mlp", "version": 3, "retired": True, "unloaded": True}
-    assert torchserve_versions(compose_stack, "mlp") == {"1"}
+    converges(compose_stack, torchserve_versions, "mlp", {"1"})
 
 
 def registry_versions(gateway, model: str, backend: str) -> set[int]:
@@ -224,10 +263,11 @@ def test_a_restarted_backend_loads_exactly_the_registrys_versions(gateway, compo
     compose_stack.compose("restart", "--timeout", "20", backend, timeout=300)
     compose_stack.wait_healthy((backend,), RESTART_DEADLINE_S)
     loaded = torchserve_versions if backend == "torchserve" else tfserving_available
+    # Every replica's agent loads again what the registry wants, by itself.
     for model in ("mlp", "cnn"):
         want = registry_versions(gateway, model, backend)
-        got = {int(v) for v in loaded(compose_stack, model)}
-        assert got == want, f"{backend} {model}: loaded {sorted(got)}, the registry's available versions {sorted(want)}"
+        converges(compose_stack, lambda s, m, i: {int(v) for v in loaded(s, m, i)}, model, want)
+    compose_stack.wait_replicas_ready(CONVERGE_DEADLINE_S)  # and each reported it ready
     # And the gateway serves every available version of that backend, with no probe's help.
     for model in ("mlp", "cnn"):
         for version in registry_versions(gateway, model, backend):
@@ -238,9 +278,10 @@ def test_a_restarted_backend_loads_exactly_the_registrys_versions(gateway, compo
 
 def test_backend_ports_are_published_nowhere_and_the_gateway_only_on_loopback(compose_stack):
     for backend in BACKEND_PORTS:
-        settings = compose_stack.inspect(backend)["NetworkSettings"]
-        assert not any(settings["Ports"].values()), (backend, settings["Ports"])
-        assert set(settings["Networks"]) == {INTERNAL}, backend
+        for container in compose_stack.containers(backend):
+            settings = compose_stack.inspect(backend, container)["NetworkSettings"]
+            assert not any(settings["Ports"].values()), (backend, settings["Ports"])
+            assert set(settings["Networks"]) == {INTERNAL}, backend
     settings = compose_stack.inspect("gateway")["NetworkSettings"]
     assert set(settings["Networks"]) == {INTERNAL, EDGE}
     published = [b for bindings in settings["Ports"].values() if bindings for b in bindings]
@@ -254,23 +295,29 @@ def test_backend_ports_are_published_nowhere_and_the_gateway_only_on_loopback(co
 
 def test_management_ports_are_unreachable_from_outside_the_internal_network(compose_stack):
     """A container on the gateway's other network can neither resolve the backends' names nor
-    connect to their addresses; the same probe on the internal network reaches every port."""
+    connect to their addresses; the same probe on the internal network reaches every replica's
+    inference and metrics ports, and TorchServe's management port on none (loopback only)."""
     addresses = {
-        backend: compose_stack.inspect(backend)["NetworkSettings"]["Networks"][INTERNAL]["IPAddress"]
+        backend: [
+            compose_stack.inspect(backend, c)["NetworkSettings"]["Networks"][INTERNAL]["IPAddress"]
+            for c in compose_stack.containers(backend)
+        ]
         for backend in BACKEND_PORTS
     }
     targets = [
         (host, port)
         for backend, ports in BACKEND_PORTS.items()
-        for port in ports[:3]
-        for host in (backend, addresses[backend])
+        for port in ports
+        for host in (backend, *addresses[backend])
     ]
-    assert {port for _, port in targets} >= {8080, 8081, 8082, 8500, 8501}
+    assert {port for _, port in targets} >= {8080, 8082, 8500, 8501}
     from_inside = probe_from(compose_stack, INTERNAL, targets)
     assert from_inside == ["open"] * len(targets), list(zip(targets, from_inside, strict=True))
     from_outside = probe_from(compose_stack, EDGE, targets)
     assert "open" not in from_outside, list(zip(targets, from_outside, strict=True))
     assert from_outside[0] == "gaierror"  # the name `torchserve` does not even resolve
+    management = [(ip, port) for backend, ports in LOOPBACK_ONLY.items() for port in ports for ip in addresses[backend]]
+    assert "open" not in probe_from(compose_stack, INTERNAL, management), management
 
 
 PROBE = """

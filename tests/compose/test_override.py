@@ -14,10 +14,11 @@ ENV = {
     "COMPOSE_TEST_GATEWAY_IMAGE": "gw:test",
     "COMPOSE_TEST_TORCHSERVE_IMAGE": "ts:test",
     "COMPOSE_TEST_TFSERVING_IMAGE": "tf:test",
+    "COMPOSE_TEST_POSTGRES_IMAGE": "pg:test",
     "COMPOSE_TEST_GATEWAY_PORT": "18000",
     "COMPOSE_TEST_GATEWAY_GRPC_PORT": "18002",
 }
-RUNNING = ("model-init", "torchserve", "tfserving", "gateway")
+RUNNING = ("model-init", "torchserve", "tfserving", "gateway", "postgres")
 
 
 def merged(*files):
@@ -39,6 +40,7 @@ def test_the_containers_run_the_projects_commands_volumes_and_health_checks():
         "torchserve": "ts:test",
         "tfserving": "tf:test",
         "gateway": "gw:test",
+        "postgres": "pg:test",
     }
 
 
