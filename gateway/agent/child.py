@@ -1,10 +1,11 @@
 """The agent as a container's entry wrapper: ``gateway agent ... -- <backend command...>``.
 
 The backend runs as the agent's child, in a process group of its own: SIGTERM and SIGINT that the
-agent receives go to that whole group (``torchserve --foreground`` is a Python launcher whose Java
-server and handler workers are further processes of the group), the agent stops when the child
-exits and exits with the child's code (128 + N when a signal N ended it), and whatever is left of
-the group afterwards is terminated, then killed: nothing outlives the agent. Zombies of processes
+agent receives go to that whole group once the agent has deregistered the replica (a drain,
+gateway/agent/run.py; ``torchserve --foreground`` is a Python launcher whose Java server and
+handler workers are further processes of the group), the agent stops when the child exits and
+exits with the child's code (128 + N when a signal N ended it), and whatever is left of the group
+afterwards is terminated, then killed: nothing outlives the agent. Zombies of processes
 that leave the group are reaped by the container's init (compose's ``init: true``).
 
 And where the gateway reaches a replica when that cannot be written down in advance (``docker
@@ -73,11 +74,12 @@ class Child:
         assert self.process is not None
         return await self.process.wait()
 
-    async def stop(self, grace_seconds: float = LEFTOVER_GRACE_SECONDS) -> int:
-        """Terminate the child (if it still runs) and whatever remains of its group; its return code."""
+    async def stop(self, sig: int | None = None, grace_seconds: float = LEFTOVER_GRACE_SECONDS) -> int:
+        """Stop the child with ``sig`` (default SIGTERM; if it still runs; SIGKILL after
+        ``grace_seconds``) and terminate whatever remains of its group; its return code."""
         assert self.process is not None
         if self.process.returncode is None:
-            self.signal(signal.SIGTERM)
+            self.signal(sig or signal.SIGTERM)
         try:
             code = await asyncio.wait_for(self.process.wait(), grace_seconds)
         except TimeoutError:

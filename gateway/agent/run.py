@@ -26,6 +26,12 @@ from gateway.settings import Settings
 
 log = logging.getLogger("gateway.agent")
 
+# On SIGTERM/SIGINT the wrapper waits this long at most for the agent to deregister the replica,
+# then this long more (one read of the replica table by the gateways, GATEWAY_REPLICA_POLL_SECONDS'
+# default) before the backend gets the signal.
+DRAIN_SECONDS = 5.0
+DRAIN_PAUSE_SECONDS = 1.0
+
 
 def make_backend(stack: Kind, management_url: str, inference_url: str, model_dir: Path, settings: Settings) -> Backend:
     """The stack's adapter, pointed at this replica's management API and its local storage.
@@ -46,8 +52,9 @@ def make_backend(stack: Kind, management_url: str, inference_url: str, model_dir
 
 
 async def run_agent(config: AgentConfig, settings: Settings, management_url: str, command: Sequence[str] = ()) -> int:
-    """Run one agent until SIGTERM or SIGINT; with a ``command``, start it first, forward those
-    signals to it, and stop when it exits. The exit code: the command's, else 0."""
+    """Run one agent until SIGTERM or SIGINT; with a ``command``, start it first, and stop when it
+    exits; on those signals the agent deregisters the replica first, then the command gets the
+    signal. The exit code: the command's, else 0."""
     config.model_dir.mkdir(parents=True, exist_ok=True)
     child = Child(command) if command else None
     if child is not None:
@@ -56,11 +63,20 @@ async def run_agent(config: AgentConfig, settings: Settings, management_url: str
     backend = make_backend(config.stack, management_url, config.address, config.model_dir, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    signalled: list[int] = []
+    drain = asyncio.Event()
+
+    def on_signal(sig: int) -> None:
+        """The agent stops (and deregisters the replica) first, then the backend gets the signal
+        (in run_agent); a second signal goes to the backend at once."""
+        stop.set()
+        if child is not None and signalled:
+            child.signal(sig)
+        signalled.append(sig)
+        drain.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        if child is None:
-            loop.add_signal_handler(sig, stop.set)
-        else:  # the backend stops first; its exit stops the agent
-            loop.add_signal_handler(sig, child.signal, sig)
+        loop.add_signal_handler(sig, on_signal, sig)
     agent = asyncio.create_task(_agent(config, registry, settings, backend, stop))
     code = 0
     try:
@@ -68,10 +84,17 @@ async def run_agent(config: AgentConfig, settings: Settings, management_url: str
             await agent
             return 0
         exited = asyncio.create_task(child.wait())
-        await asyncio.wait([agent, exited], return_when=asyncio.FIRST_COMPLETED)
-        if not exited.done():  # the agent ended on its own (it should not): take the backend down with it
+        draining = asyncio.create_task(drain.wait())
+        await asyncio.wait([agent, exited, draining], return_when=asyncio.FIRST_COMPLETED)
+        draining.cancel()
+        if signalled and not exited.done():
+            # A drain: gateways stop routing to the replica at their next read of the registry,
+            # before its backend stops (bounded: the agent may be in the middle of a load).
+            await asyncio.wait([agent], timeout=DRAIN_SECONDS)
+            await asyncio.sleep(DRAIN_PAUSE_SECONDS)
+        elif not exited.done():  # the agent ended on its own (it should not): take the backend down with it
             log.error("the agent stopped before the backend; stopping the backend")
-        code = exit_code(await child.stop())
+        code = exit_code(await child.stop(signalled[0] if signalled else signal.SIGTERM))
         log.info("the backend exited with %d", code)
         return code
     finally:

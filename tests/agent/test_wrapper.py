@@ -33,6 +33,13 @@ BACKEND = textwrap.dedent(
     grandchild = subprocess.Popen(["sleep", "600"])
     open(out + ".pids", "w").write(f"{os.getpid()} {grandchild.pid}")
     def term(sig, frame):
+        # How many replicas the registry holds when the signal arrives (the agent drains first).
+        import sqlite3
+        try:
+            rows = sqlite3.connect(sys.argv[-1]).execute("SELECT count(*) FROM registry_replicas").fetchone()[0]
+        except sqlite3.Error as exc:
+            rows = f"error {exc}"
+        open(out + ".replicas", "w").write(str(rows))
         open(out + ".signal", "w").write(signal.Signals(sig).name)
         sys.exit(3)
     signal.signal(signal.SIGTERM, term)
@@ -79,7 +86,8 @@ class Wrapped:
         argv = [sys.executable, "-m", "gateway.cli", "agent", "--stack", "torchserve",
                 "--management-url", f"http://127.0.0.1:{nobody}", "--inference-url", "http://{ip}:8080",
                 "--model-dir", str(tmp_path / "local"), "--poll-seconds", "0.2", *extra,
-                "--", sys.executable, str(script), str(self.out), *backend_args]  # fmt: skip
+                "--", sys.executable, str(script), str(self.out), *backend_args,
+                str(tmp_path / "registry.db")]  # fmt: skip
         self.log = (tmp_path / "agent.log").open("wb")
         self.process = subprocess.Popen(argv, env=environment, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
 
@@ -95,9 +103,19 @@ class Wrapped:
         return (self.tmp_path / "agent.log").read_text(errors="replace")
 
     def close(self) -> None:
+        """Stop the agent as a container would (SIGTERM, then SIGKILL), and whatever of the backend
+        a failed test left behind (a SIGKILLed agent cannot stop its child)."""
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        pids = Path(f"{self.out}.pids")
+        for pid in pids.read_text().split() if pids.is_file() else ():
+            if alive(int(pid)):
+                os.kill(int(pid), signal.SIGKILL)
         self.log.close()
 
 
@@ -115,13 +133,24 @@ def wrapped(tmp_path):
         w.close()
 
 
+def registered(agent: Wrapped) -> bool:
+    registry = RegistryStore(agent.registry_url)
+    try:
+        return bool(_replicas(registry))
+    finally:
+        registry.close()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_reaches_the_backend_and_its_exit_code_is_the_agents(wrapped, sig):
     agent = wrapped("run")
     child, grandchild = agent.pids()
+    wait_until(lambda: registered(agent), "the replica registered", 30)
     agent.process.send_signal(sig)
     assert agent.wait() == 3, agent.output()
     assert Path(f"{agent.out}.signal").read_text() == sig.name
+    # A drain: the replica left the registry before the backend got the signal.
+    assert Path(f"{agent.out}.replicas").read_text() == "0", agent.output()
     # The whole group got it: nothing of the backend is left.
     wait_until(lambda: not alive(child) and not alive(grandchild), "the backend's processes are gone", 15)
 
