@@ -8,6 +8,7 @@ are read too, including TensorFlow's shorthand of one value repeated to fill the
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,8 @@ _TO_TF: dict[np.dtype[Any], tf_pb2.DataType] = {
     np.dtype(np.bool_): tf_pb2.DT_BOOL,
 }
 _FROM_TF: dict[tf_pb2.DataType, np.dtype[Any]] = {v: k for k, v in _TO_TF.items()}
+#: The dtypes above are native: on a little-endian host an array's own bytes are ``tensor_content``.
+_NATIVE_IS_LITTLE = sys.byteorder == "little"
 _VAL_FIELD: dict[int, str] = {
     tf_pb2.DT_FLOAT: "float_val",
     tf_pb2.DT_DOUBLE: "double_val",
@@ -76,7 +79,7 @@ def to_tensor_proto(array: np.ndarray, proto: tf_pb2.TensorProto | None = None) 
     proto = tf_pb2.TensorProto() if proto is None else proto
     dims = proto.tensor_shape.dim
     for size in array.shape:
-        dims.add().size = size
+        dims.add(size=size)
     if array.dtype.kind in "OSU":
         proto.dtype = tf_pb2.DT_STRING
         proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist())
@@ -85,7 +88,10 @@ def to_tensor_proto(array: np.ndarray, proto: tf_pb2.TensorProto | None = None) 
     if dtype is None:
         raise BadRequest(f"tensor dtype {array.dtype} has no TF Serving equivalent")
     proto.dtype = dtype
-    proto.tensor_content = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+    if _NATIVE_IS_LITTLE:
+        proto.tensor_content = array.tobytes()  # row-major whatever the array's own layout
+    else:
+        proto.tensor_content = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
     return proto
 
 
