@@ -24,7 +24,8 @@ LOADING = ("LOADING", "")
 async def tf() -> AsyncIterator[tuple[FakeModelService, TFServingBackend]]:
     server = FakeModelService()
     await server.start()
-    adapter = TFServingBackend(server.target, base_path="/models", load_timeout=0.5)
+    # Long enough for a loaded CI machine to answer a reload; the timed-out-reload test waits it out.
+    adapter = TFServingBackend(server.target, base_path="/models", load_timeout=3.0)
     adapter.busy_poll_seconds = 0.02
     await adapter.start()
     try:
