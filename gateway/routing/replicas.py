@@ -21,10 +21,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from gateway import metrics
 from gateway.backends.resilience import BackendGuard
-from gateway.core.kinds import Kind
+from gateway.core.kinds import Kind, as_kind
 from gateway.core.types import Backend
 from gateway.registry import RegistryStore, RegistryUnavailable
 from gateway.registry.replicas import ReplicaRecord
@@ -60,6 +61,12 @@ class Replica:
     seen_at: float  # monotonic: when this process last saw ``heartbeat_at`` move
     reports: dict[Key, tuple[str, str]] = field(default_factory=dict)
     ready: frozenset[Key] = frozenset()
+    #: Its in-flight gauge and call histogram, looked up once (not on every call).
+    series: tuple[Any, Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        labels = (self.stack, self.replica_id)
+        self.series = (metrics.REPLICA_INFLIGHT.labels(*labels), metrics.REPLICA_DURATION.labels(*labels))
 
     @property
     def inflight(self) -> int:
@@ -78,19 +85,18 @@ class Replica:
 
     async def call(self, run: Callable[[Backend], Awaitable[object]]) -> object:
         """Run ``run`` on this replica's adapter through its guard, measured."""
-        labels = (self.stack, self.replica_id)
-        inflight = metrics.REPLICA_INFLIGHT.labels(*labels)
+        inflight, duration = self.series
         inflight.inc()
         start = time.perf_counter()
         try:
             return await self.guard.call(lambda: run(self.backend))
         except Exception as exc:
             if getattr(exc, "status_code", 500) >= 500:
-                metrics.REPLICA_ERRORS.labels(*labels).inc()
+                metrics.REPLICA_ERRORS.labels(self.stack, self.replica_id).inc()
             raise
         finally:
             inflight.dec()
-            metrics.REPLICA_DURATION.labels(*labels).observe(time.perf_counter() - start)
+            duration.observe(time.perf_counter() - start)
 
 
 class ReplicaPool:
@@ -196,7 +202,8 @@ class ReplicaPool:
         self._ready = {key: tuple(found) for key, found in index.items()}  # one swap
 
     async def _add(self, record: ReplicaRecord, seen_at: float) -> Replica:
-        stack: Kind = "torchserve" if record.stack == "torchserve" else "tfserving"
+        stack = as_kind(record.stack)
+        assert stack is not None  # apply() keeps only this pool's stacks
         backend = self._adapter(stack, record.address)
         await backend.start()
         labels = (stack, record.replica_id)
@@ -209,7 +216,6 @@ class ReplicaPool:
             up=up.set,
         )
         up.set(1)
-        metrics.REPLICA_INFLIGHT.labels(*labels).set(0)
         replica = Replica(record.replica_id, stack, record.address, record.host, backend, guard,
                           record.heartbeat_at, seen_at)  # fmt: skip
         self._replicas[record.replica_id] = replica
