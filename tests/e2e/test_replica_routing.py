@@ -79,11 +79,11 @@ def wait_routed(gateway: LocalStack, model: str, version: int, replicas: int) ->
         assert time.monotonic() < deadline, f"{model} v{version}: not on {replicas} replicas"
 
 
-def spread(gateway: LocalStack, model: str, version: int, requests: int = 200) -> dict[str, float]:
-    """Send ``requests`` through the gateway with 4 clients; the calls each replica got."""
+def spread(gateway: LocalStack, model: str, version: int, requests: int = 200, clients: int = 4) -> dict[str, float]:
+    """Send ``requests`` through the gateway with ``clients`` clients; the calls each replica got."""
     body, _ = sample(model, version)
     before = replica_calls(gateway.gateway_url)
-    with Load(predict_url(gateway, model, version), body) as load:
+    with Load(predict_url(gateway, model, version), body, clients=clients) as load:
         deadline = time.monotonic() + 120
         while len(load.outcomes) < requests and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -104,12 +104,22 @@ def test_requests_spread_evenly_between_two_equal_replicas(fleet, model, version
     _, gateway = fleet
     wait_routed(gateway, model, version, 2)
     spread(gateway, model, version)  # both warm (least in flight favours a warmer, faster one)
-    calls = spread(gateway, model, version)
+    # One request at a time, both replicas idle at every pick: equal in every way the balancer sees,
+    # so the split is the tie-break's (binomial: 40/60 is four standard deviations out at 400 calls).
+    calls = spread(gateway, model, version, requests=400, clients=1)
     total = sum(calls.values())
     assert set(calls) == set(replicas), calls
     shares = {rid: calls[rid] / total for rid in replicas}
-    print(f"\n{model} v{version}: {total:g} calls, shares {shares}")
+    print(f"\n{model} v{version}: {total:g} calls one at a time, shares {shares}")
     assert all(0.4 <= share <= 0.6 for share in shares.values()), shares
+    # Four clients: least in flight gives each replica a share in proportion to its speed, and two
+    # processes on a shared two-core machine are rarely equally fast (CI once measured 62/38), so
+    # what holds here is that neither replica is starved while the other is busy.
+    calls = spread(gateway, model, version)
+    total = sum(calls.values())
+    shares = {rid: calls.get(rid, 0) / total for rid in replicas}
+    print(f"{model} v{version}: {total:g} calls from 4 clients, shares {shares}")
+    assert all(share >= 0.25 for share in shares.values()), shares
 
 
 def test_a_deploy_loads_the_version_on_both_replicas_before_the_first_request_reaches_it(fleet):
