@@ -12,6 +12,10 @@ included; ``time.process_time``), median and best over the rounds, and the media
 the first variant (the adapter as it is). ``--exact NAME`` runs one variant alone, for counting
 instructions: ``valgrind --tool=callgrind`` at two ``--calls`` counts, the difference over the
 difference in calls is the instructions per call (startup and warm-up cancel out).
+
+The ``grpclib`` variants call the same server through grpclib (pure-Python asyncio gRPC over
+``h2``) with the same protobuf classes, for comparison only: grpclib is not a dependency of the
+gateway. Without it installed they print as unavailable and the other variants run as before.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ from typing import Any
 
 import grpc
 import numpy as np
+
+try:  # optional: only the grpclib variants need it
+    import grpclib.client as grpclib_client
+except ImportError:  # pragma: no cover - depends on the environment
+    grpclib_client = None  # type: ignore[assignment]
 
 from gateway.backends.tfserving.client import PREDICTION, TFServingBackend
 from gateway.backends.tfserving.codec import from_tensor_proto, to_tensor_proto
@@ -65,6 +74,10 @@ def serve(port: int, ready: Any) -> None:
 
 class Fake:
     kind = "tfserving"
+
+
+class Unavailable(Exception):
+    """A variant that cannot run here (a library it needs is not installed)."""
 
 
 Call = Callable[[], Awaitable[Any]]
@@ -185,6 +198,41 @@ def variants(target: str) -> dict[str, Factory]:
 
         return one, close
 
+    def grpclib_call(*, timeout: bool, codec: bool) -> Factory:
+        """grpclib's unary call with the same messages; ``codec``: request built and outputs
+        decoded each call, the steps of the adapter's ``infer`` without its error mapping."""
+
+        async def make() -> tuple[Call, Any]:
+            if grpclib_client is None:
+                raise Unavailable("grpclib is not installed (pip install grpclib)")
+            host, port = target.rsplit(":", 1)
+            channel = grpclib_client.Channel(host, int(port))
+            method = grpclib_client.UnaryUnaryMethod(
+                channel, PREDICTION + "Predict", pb.PredictRequest, pb.PredictResponse
+            )
+            built = pb.PredictRequest()
+            built.model_spec.name = "mlp"
+            built.model_spec.version.value = 2
+            to_tensor_proto(inputs["x"], built.inputs["x"])
+
+            async def one() -> Any:
+                if not codec:
+                    return await (method(built, timeout=30.0) if timeout else method(built))
+                req = pb.PredictRequest()
+                req.model_spec.name = "mlp"
+                req.model_spec.version.value = 2
+                for name, array in inputs.items():
+                    to_tensor_proto(array, req.inputs[name])
+                resp = await method(req, timeout=30.0)
+                return {name: from_tensor_proto(t) for name, t in resp.outputs.items()}
+
+            async def close() -> None:
+                channel.close()
+
+            return one, close
+
+        return make
+
     base = TFServingBackend(target)._options
     return {
         "adapter as it is": adapter,
@@ -211,6 +259,9 @@ def variants(target: str) -> dict[str, Factory]:
         "bare call, bytes, timeout": raw_channel(base, timeout=True),
         "bare call, bytes, no timeout": raw_channel(base, timeout=False),
         "codec + protobuf only (no call)": codec_only,
+        "grpclib, messages, timeout": grpclib_call(timeout=True, codec=False),
+        "grpclib, messages, no timeout": grpclib_call(timeout=False, codec=False),
+        "grpclib, infer's steps (request built, outputs decoded), timeout": grpclib_call(timeout=True, codec=True),
     }
 
 
@@ -237,15 +288,25 @@ async def run(args: argparse.Namespace, port: int) -> None:
     elif args.only:
         table = {k: v for k, v in table.items() if k == "adapter as it is" or any(o in k for o in args.only)}
     results: dict[str, list[float]] = {name: [] for name in table}
+    missing: dict[str, str] = {}
     names = list(table)
     for r in range(args.rounds):
         # each round starts at another variant, so no variant always follows the same one
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            results[name].append(await measure(table[name], args.calls, args.clients))
-    first = statistics.median(next(iter(results.values())))
+            if name in missing:
+                continue
+            try:
+                results[name].append(await measure(table[name], args.calls, args.clients))
+            except Unavailable as exc:
+                missing[name] = str(exc)
+    measured = [values for values in results.values() if values]
+    first = statistics.median(measured[0]) if measured else 1.0
     print("| variant | CPU µs/call, median | best | ratio to the adapter (median) |")
     print("|---|---|---|---|")
     for name, values in results.items():
+        if name in missing:
+            print(f"| {name} | unavailable: {missing[name]} | | |")
+            continue
         med = statistics.median(values)
         print(f"| {name} | {med:.1f} | {min(values):.1f} | {med / first:.2f} |")
 
