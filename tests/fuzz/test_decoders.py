@@ -9,7 +9,9 @@ backend) writes it, decodes to exactly the array it came from: dtype, shape and 
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import orjson
@@ -19,6 +21,7 @@ from hypothesis import strategies as st
 
 from gateway.backends.tfserving.codec import from_tensor_proto, to_tensor_proto
 from gateway.backends.tfserving.protos import tensorflow_pb2 as tf_pb2
+from gateway.core import tensors
 from gateway.core.errors import BackendError, BadRequest, GatewayError
 from gateway.core.restjson import decode_outputs, decode_request, encode_outputs
 from gateway.core.tensors import DATATYPES, Signature, TensorSpec, check_shape, to_array, to_json_value
@@ -507,3 +510,54 @@ def _proto(dtype: int, dims: list[int], content: bytes = b"", **fields: list[Any
 def test_malformed_tensor_protos_are_backend_errors(proto):
     with pytest.raises(BackendError):
         from_tensor_proto(proto)
+
+
+# --- the small-float shortcut of to_array: the same array, or the same error, as the general path ---
+_EDGES = [0.0, -0.0, 0.1, 1e-45, 1e-320, 65504.0, 65519.9, 65520.0, 3.4028234663852886e38, 3.4028235e38, 3.5e38,
+          1.7976931348623157e308, float("nan"), float("inf"), -float("inf"), 2**24 + 1, 2**53, 2**53 + 1,
+          -(2**53) - 1, 2**63, 10**40, True, False, "1", None, [1.0], {}]  # fmt: skip
+_SMALL_ITEMS = st.one_of(
+    st.sampled_from(_EDGES), st.floats(width=64), st.integers(-(2**70), 2**70), st.integers(-70000, 70000)
+)
+
+
+def _general(value: Any, datatype: str) -> Any:
+    """to_array with the shortcut off: the array or the error message."""
+    with mock.patch.object(tensors, "_small_floats", lambda *_: None):
+        try:
+            return to_array("x", value, datatype)
+        except BadRequest as exc:
+            return exc.message
+
+
+@settings(FUZZ, max_examples=examples(600))
+@given(
+    st.sampled_from(["FP16", "FP32", "FP64"]),
+    st.one_of(
+        st.lists(_SMALL_ITEMS, max_size=70),
+        st.integers(1, 4).flatmap(lambda w: st.lists(st.lists(_SMALL_ITEMS, min_size=w, max_size=w), max_size=20)),
+        st.lists(st.lists(_SMALL_ITEMS, max_size=5), max_size=4),  # ragged rows
+    ),
+)
+def test_the_small_float_shortcut_gives_what_the_general_path_gives(datatype, value):
+    expected = _general(value, datatype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow reaches numpy's casts on the shortcut
+        try:
+            got: Any = to_array("x", value, datatype)
+        except BadRequest as exc:
+            got = exc.message
+    if isinstance(expected, str):
+        assert got == expected
+    else:
+        assert isinstance(got, np.ndarray) and got.dtype == expected.dtype and got.shape == expected.shape
+        assert got.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64"])
+def test_a_small_row_of_numbers_takes_the_shortcut(datatype):
+    value = [[0.5, -1, 0.25, 2.0]]
+    array = tensors._small_floats(value, DATATYPES[datatype])
+    assert array is not None and array.dtype == DATATYPES[datatype] and array.shape == (1, 4)
+    assert tensors._small_floats([[0.5, True]], DATATYPES[datatype]) is None  # a boolean: the general path's 400
+    assert tensors._small_floats([0.5] * 65, DATATYPES[datatype]) is None  # larger: numpy converts faster
