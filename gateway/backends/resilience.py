@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gateway import metrics
 from gateway.core.errors import BackendTimeout, BackendUnavailable
@@ -40,6 +40,20 @@ class RetryBudget:
         return False
 
 
+def _backend_up(kind: str) -> Callable[[int], None]:
+    """Sets ``gateway_backend_up`` of ``kind``; its series is looked up at the first call (a success
+    sets it on every call, so not per call), and only then exposed."""
+    child: Any = None
+
+    def up(value: int) -> None:
+        nonlocal child
+        if child is None:
+            child = metrics.BACKEND_UP.labels(kind)
+        child.set(value)
+
+    return up
+
+
 class BackendGuard:
     """Caps in-flight calls and breaks the circuit to one backend."""
 
@@ -55,7 +69,7 @@ class BackendGuard:
         """``failure_threshold`` 0: no breaker (only the cap). ``up`` is told 1 or 0 when the
         circuit closes or opens (default: ``gateway_backend_up`` of ``kind``)."""
         self.kind = kind
-        self._up = up or (lambda value: metrics.BACKEND_UP.labels(kind).set(value))
+        self._up = up or _backend_up(kind)
         self.max_inflight = max_inflight
         self.failure_threshold = failure_threshold
         self.cooldown = cooldown

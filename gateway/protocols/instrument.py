@@ -29,6 +29,10 @@ def protocol_of(path: str) -> str | None:
     return None
 
 
+#: ``gateway_inflight_requests`` of each protocol, looked up once (a few protocols: bounded).
+_INFLIGHT: dict[str, Any] = {}
+
+
 class InferenceMetrics:
     """Records ``gateway_request_duration_seconds`` and friends for inference requests."""
 
@@ -48,7 +52,9 @@ class InferenceMetrics:
                 status = message["status"]
             await send(message)
 
-        inflight = metrics.INFLIGHT.labels(protocol)
+        inflight = _INFLIGHT.get(protocol)
+        if inflight is None:
+            inflight = _INFLIGHT[protocol] = metrics.INFLIGHT.labels(protocol)
         inflight.inc()
         start = time.perf_counter()
         try:
