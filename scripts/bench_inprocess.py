@@ -132,6 +132,7 @@ async def run(args: argparse.Namespace, store: Path) -> None:
         model_store=store,
         database_url=f"sqlite:///{store.parent / 'registry.db'}",
         state_file=store.parent / "state.yaml",
+        grpc_port=0,  # REST front doors only: no port to bind, none to collide with a running stack
     )
     backends = {"torchserve": NoopBackend("torchserve", True), "tfserving": NoopBackend("tfserving", False)}
     app = create_app(settings, backends=backends)  # type: ignore[arg-type]

@@ -4,10 +4,12 @@ and error answers (the inference pipeline itself is ``pipeline.serve``)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from fastapi import Request, Response
 from starlette.datastructures import State
+from starlette.requests import ClientDisconnect
 
 from gateway.backends.scrub import scrub
 from gateway.core.errors import BadRequest, GatewayError, PayloadTooLarge
@@ -31,9 +33,17 @@ def table_of(request: Request) -> RoutingTable:
     return services_of(request).router.table
 
 
-async def read_body(request: Request) -> bytes:
-    """The request body, refusing (413) more than the configured limit before reading it all."""
-    limit = settings_of(request).max_body_bytes
+async def read_body(request: Request, limit: int | None = None) -> bytes:
+    """The request body, refusing (413) more than ``limit`` (default: the configured limit) before
+    reading it all.
+
+    Read from the ASGI ``receive`` directly rather than through Starlette's ``stream()``, an async
+    generator the event loop tracks (a hook and a weak reference per request); the body is then
+    left where Starlette's own ``body()`` finds it, so nothing that reads it later sees a
+    consumed stream.
+    """
+    if limit is None:
+        limit = settings_of(request).max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -44,12 +54,21 @@ async def read_body(request: Request) -> bytes:
             )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    receive = request.receive
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body is over the limit of {limit} bytes (GATEWAY_MAX_BODY_BYTES)")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    request._body = body  # where Starlette's Request.body() and stream() look first
+    return body
 
 
 async def signature_of(target: Target) -> Signature | None:
@@ -79,6 +98,53 @@ def routing_headers(resolved: Resolved) -> dict[str, str]:
     if resolved.label:
         headers["X-Model-Label"] = resolved.label
     return headers
+
+
+#: Each route's routing headers, encoded once: (model, version, stack, label) -> header lines.
+_ROUTE_LINES: dict[tuple[str, int, str, str | None], list[tuple[bytes, bytes]]] = {}
+_ROUTE_LINES_MAX = 4096  # routes come and go with deploys: start again past this many
+_FRAMING = frozenset({b"content-length", b"content-type"})
+
+
+def _lines(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+
+def respond(resolved: Resolved, body: bytes, media_type: str, *extra: Mapping[str, str]) -> Response:
+    """A 200 answer carrying the routing headers, then ``extra`` headers: the very header lines
+    Starlette's ``Response(body, media_type=..., headers={**routing_headers(resolved), *extra})``
+    writes, with the routing headers encoded once per route instead of on every request (``extra``
+    never names a routing header)."""
+    target = resolved.target
+    key = (target.model, target.version, target.backend.kind, resolved.label)
+    lines = _ROUTE_LINES.get(key)
+    if lines is None:
+        if len(_ROUTE_LINES) >= _ROUTE_LINES_MAX:
+            _ROUTE_LINES.clear()
+        lines = _ROUTE_LINES[key] = _lines(routing_headers(resolved))
+    raw = lines.copy()
+    for headers in extra:
+        if headers:
+            raw += _lines(headers)
+    framed = len(raw) > len(lines) and not _FRAMING.isdisjoint(name for name, _ in raw)
+    if framed or media_type.startswith("text/"):  # Starlette's own rules: keep them, via Starlette
+        return Response(body, media_type=media_type, headers={**routing_headers(resolved), **_merge(extra)})
+    raw.append((b"content-length", str(len(body)).encode("latin-1")))
+    raw.append((b"content-type", media_type.encode("latin-1")))
+    response = Response.__new__(Response)
+    response.status_code = 200
+    response.media_type = media_type
+    response.background = None
+    response.body = body
+    response.raw_headers = raw
+    return response
+
+
+def _merge(extra: tuple[Mapping[str, str], ...]) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for headers in extra:
+        merged.update(headers)
+    return merged
 
 
 def json_response(

@@ -24,14 +24,7 @@ from starlette.datastructures import State
 
 from gateway.core.errors import BadRequest, GatewayError
 from gateway.core.types import InferenceRequest, InferenceResult, Passthrough, Target
-from gateway.protocols.common import (
-    mark_route,
-    read_body,
-    require_signature,
-    routing_headers,
-    signature_of,
-)
-from gateway.protocols.keys import require_inference_key
+from gateway.protocols.common import mark_route, read_body, require_signature, respond, signature_of
 from gateway.routing.table import Resolved, parse_version
 from gateway.services import Services, services_of
 
@@ -123,23 +116,23 @@ async def serve(request: Request, codec: Codec, params: Mapping[str, str]) -> Re
 
     Metrics are read by ``InferenceMetrics`` from what this records in the request state.
     """
-    await require_inference_key(request)
     call = Call.of(request)
+    services = call.services
+    services.inference_keys.check(request)
     resolved = resolve(call, params)
     mark_route(call.state, resolved)
     target = resolved.target
-    body = await read_body(request)
-    headers = {**routing_headers(resolved), **codec.headers}
+    body = await read_body(request, services.settings.max_body_bytes)
     if codec.passthrough and target.backend.passthrough is not None:
         passthrough = Passthrough(body, request.headers.get("content-type", "application/octet-stream"))
         answer = await dispatch(call, codec, resolved, passthrough)
-        return Response(answer.body, media_type=answer.content_type, headers=headers)
+        return respond(resolved, answer.body if answer.body is not None else b"", answer.content_type, codec.headers)
     signature = require_signature(target, await signature_of(target))
-    depth = call.services.settings.max_json_depth
+    depth = services.settings.max_json_depth
     decoded = await call.decode(len(body), lambda: codec.decode(body, signature, depth, request.headers))
     result = await dispatch(call, codec, resolved, decoded.request)
     encoded = codec.encode(decoded, result, target, signature)
-    return Response(encoded.body, media_type=encoded.media_type, headers={**headers, **encoded.headers})
+    return respond(resolved, encoded.body, encoded.media_type, codec.headers, encoded.headers)
 
 
 async def timed(call: Call, backend: str, run: Callable[[], Awaitable[T]]) -> T:

@@ -4,6 +4,7 @@ every inference front door, before any backend sees it."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -11,8 +12,11 @@ import time
 import pytest
 import uvicorn
 from localstack import free_port
+from starlette.requests import ClientDisconnect, Request
 
 from gateway.app import create_app
+from gateway.core.errors import PayloadTooLarge
+from gateway.protocols.common import read_body
 
 LIMIT = 4096
 ROW = b"[1.0, 2.0, 3.0, 4.0],"
@@ -81,3 +85,37 @@ def test_a_real_server_refuses_an_oversized_chunked_body(served, fake_backends):
     expected = b'{"error":"request body is over the limit of 4096 bytes (GATEWAY_MAX_BODY_BYTES)"}'
     assert rest.endswith(expected), answer[-300:]
     assert all(not backend.requests for backend in fake_backends.values())
+
+
+def _request(messages: list[dict], headers: list[tuple[bytes, bytes]] | None = None) -> Request:
+    pending = list(messages)
+
+    async def receive() -> dict:
+        return pending.pop(0)
+
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": headers or []}, receive)
+
+
+@pytest.mark.parametrize(
+    "chunks", [[b'{"instances": [[1.0]]}'], [b'{"instances": ', b"[[1.0]]", b"}"], [b""], [b"", b"{}", b""]]
+)
+def test_read_body_joins_the_chunks_and_leaves_the_body_for_starlette(chunks):
+    request = _request(
+        [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
+    )
+    body = asyncio.run(read_body(request, 1000))
+    assert body == b"".join(chunks)
+    assert asyncio.run(request.body()) == body  # not "Stream consumed": Starlette finds it
+
+
+def test_read_body_refuses_past_the_limit_while_reading_and_a_disconnect_is_a_disconnect():
+    request = _request([{"type": "http.request", "body": b"x" * 600, "more_body": True},
+                        {"type": "http.request", "body": b"x" * 600, "more_body": False}])  # fmt: skip
+    with pytest.raises(PayloadTooLarge, match="over the limit of 1000 bytes"):
+        asyncio.run(read_body(request, 1000))
+    request = _request([{"type": "http.request", "body": b"{", "more_body": True}, {"type": "http.disconnect"}])
+    with pytest.raises(ClientDisconnect):
+        asyncio.run(read_body(request, 1000))
+    request = _request([], [(b"content-length", b"1001")])
+    with pytest.raises(PayloadTooLarge, match="request body of 1001 bytes"):
+        asyncio.run(read_body(request, 1000))
