@@ -1,0 +1,143 @@
+"""The gateway at two revisions, side by side, in front of the same running backends.
+
+    make run        # in another terminal: the local stack (TorchServe, TF Serving, gateway)
+    PYTHONPATH=.:deploy .venv/bin/python scripts/bench_revisions.py --base main~3 [--head WORKTREE]
+
+Checks each revision out in a temporary git worktree (``--head`` defaults to this checkout as it
+is, uncommitted changes included), starts one gateway process of each as another replica of the
+local stack's gateway (same registry, model store and backends, a free port, no gRPC port), then
+measures them in turns, round after round and in alternating order, so that the drift of a shared
+machine hits both alike: ``--clients`` closed-loop clients for ``--seconds`` on each path, the
+requests per second and the gateway process's CPU per request (user + system from
+``/proc/<pid>/stat``). Prints the medians over the rounds and their ratio, head to base.
+
+Use it for what a change costs or saves per request on the real data path: the in-process
+benchmark (``bench_inprocess.py``) counts the gateway's own work without sockets, this counts
+everything its process does for a request, with the backends' answers in between.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import httpx
+from localstack import ROOT, LocalStack, Ports, free_port
+
+from loadgen.floor import Way, closed
+
+ROW = b'{"instances": [[0.1, 0.2, 0.3, 0.4]]}'
+PATHS = {"v1": "/v1/models/mlp/versions/1:predict", "v2": "/v1/models/mlp/versions/2:predict"}
+
+
+@contextmanager
+def checkout(revision: str | None, scratch: Path) -> Iterator[Path]:
+    """This checkout (``None``) or ``revision`` in a temporary worktree, removed afterwards."""
+    if revision is None:
+        yield ROOT
+        return
+    tree = scratch / f"rev-{len(list(scratch.iterdir()))}"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), revision], check=True)
+    try:
+        yield tree
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+
+
+@contextmanager
+def gateway(tree: Path, env: dict[str, str], log: Path) -> Iterator[tuple[int, str]]:
+    """A gateway process running ``tree``'s code: its pid and URL."""
+    port = free_port()
+    environment = {**os.environ, **env, "GATEWAY_PORT": str(port), "GATEWAY_GRPC_PORT": "0", "PYTHONPATH": str(tree)}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], cwd=tree, env=environment,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the gateway of {tree} did not become ready; its log: {log}")
+            time.sleep(0.2)
+        yield proc.pid, url
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+Rounds = dict[str, list[tuple[float, float]]]
+
+
+async def measure(ways: dict[str, Way], rounds: int, clients: int, seconds: float) -> Rounds:
+    """(requests/s, CPU µs per request) of each way, each round; the order alternates by round."""
+    results: Rounds = {name: [] for name in ways}
+    names = list(ways)
+    for number in range(rounds):
+        for name in names if number % 2 == 0 else reversed(names):
+            rps, cpu_ms, errors = await closed(ways[name], clients, seconds)
+            if errors:
+                raise SystemExit(f"{name}: {errors} failed requests")
+            results[name].append((rps, (cpu_ms or 0.0) * 1000))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--base", required=True, help="the revision to compare against (e.g. main~3)")
+    parser.add_argument("--head", help="the revision measured (default: this checkout as it is)")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--paths", default="v1,v2", help="v1 (mlp v1, TorchServe), v2 (mlp v2, TF Serving gRPC)")
+    parser.add_argument("--workdir", default=str(ROOT / ".local"), help="the running local stack's workdir")
+    args = parser.parse_args()
+    stack = LocalStack(ROOT / "model_store", Path(args.workdir), Ports(), start_gateway=False)
+    env = stack.gateway_environment()
+    with httpx.Client() as client:
+        client.get(f"{stack.torchserve_url}/ping", timeout=5).raise_for_status()  # the stack runs
+    scratch = Path(tempfile.mkdtemp(prefix="bench-revisions-"))
+    try:
+        with (
+            checkout(args.base, scratch) as base_tree,
+            checkout(args.head, scratch) as head_tree,
+            gateway(base_tree, env, scratch / "base.log") as (base_pid, base_url),
+            gateway(head_tree, env, scratch / "head.log") as (head_pid, head_url),
+        ):
+            print(f"base {args.base}: pid {base_pid}; head {args.head or 'this checkout'}: pid {head_pid}")
+            print(f"{args.rounds} rounds, {args.clients} clients, {args.seconds:g} s a way a round\n")
+            print("| path | base requests/s | head requests/s | base CPU µs/request | head CPU µs/request "
+                  "| head / base CPU |")  # fmt: skip
+            print("|---|---|---|---|---|---|")
+            for key in args.paths.split(","):
+                path = PATHS[key]
+                ways = {
+                    "base": Way("base", base_url + path, base_pid, ROW),
+                    "head": Way("head", head_url + path, head_pid, ROW),
+                }
+                results = asyncio.run(measure(ways, args.rounds, args.clients, args.seconds))
+                rps = {n: statistics.median(r for r, _ in rows) for n, rows in results.items()}
+                cpu = {n: statistics.median(c for _, c in rows) for n, rows in results.items()}
+                each = "; ".join(f"{n} " + ", ".join(f"{c:.0f}" for _, c in rows) for n, rows in results.items())
+                print(f"| {path} | {rps['base']:.0f} | {rps['head']:.0f} | {cpu['base']:.0f} | {cpu['head']:.0f} "
+                      f"| {cpu['head'] / cpu['base']:.2f} |  <!-- CPU each round: {each} -->")  # fmt: skip
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
