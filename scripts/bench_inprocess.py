@@ -29,6 +29,7 @@ from gateway.app import create_app
 from gateway.core.restjson import decode_outputs
 from gateway.core.tensors import Signature
 from gateway.core.types import InferenceRequest, InferenceResult, Passthrough, Target, VersionStatus
+from gateway.registry import RegistryStore
 from gateway.settings import Settings
 from loadgen.bodies import oip_bodies
 
@@ -127,16 +128,43 @@ async def call(app: Any, path: str, request: tuple[bytes, dict[str, str]], answe
     return status
 
 
+def register_replicas(url: str, count: int) -> None:
+    """``count`` agent-run replicas of each stack in the registry, each with every version ready."""
+    registry = RegistryStore(url)
+    registry.migrate()
+    for stack in ("torchserve", "tfserving"):
+        version = 1 if stack == "torchserve" else 2
+        for number in range(count):
+            rid = f"{stack}-{number}"
+            registry.register_replica(rid, stack, f"http://127.0.0.1:{9000 + number}", "bench")
+            for model in ("mlp", "cnn"):
+                registry.report_version(rid, model, version, "ready")
+    registry.close()
+
+
 async def run(args: argparse.Namespace, store: Path) -> None:
+    url = f"sqlite:///{store.parent / 'registry.db'}"
     settings = Settings(
         model_store=store,
-        database_url=f"sqlite:///{store.parent / 'registry.db'}",
+        database_url=url,
         state_file=store.parent / "state.yaml",
         grpc_port=0,  # REST front doors only: no port to bind, none to collide with a running stack
+        artifact_store_dir=store.parent / "artifacts",
+        agent_stacks="torchserve,tfserving" if args.replicas else "",
     )
     backends = {"torchserve": NoopBackend("torchserve", True), "tfserving": NoopBackend("tfserving", False)}
-    app = create_app(settings, backends=backends)  # type: ignore[arg-type]
+    if args.replicas:  # the stacks routed over agent-run replicas, each replica's adapter a no-op one
+        register_replicas(url, args.replicas)
+        adapter = lambda stack, _address: NoopBackend(stack, stack == "torchserve")  # noqa: E731
+        app = create_app(settings, backends=backends, replica_adapter=adapter)  # type: ignore[arg-type]
+    else:
+        app = create_app(settings, backends=backends)  # type: ignore[arg-type]
     async with app.router.lifespan_context(app):
+        if args.replicas:  # until the pool has read the replica table and routes over it
+            for _ in range(150):
+                if await call(app, CASES[1][1], CASES[1][2]) == 200:
+                    break
+                await asyncio.sleep(0.2)
         print("| route | us per request, best run | median run | runs |")
         print("|---|---|---|---|")
         for name, path, body in CASES:
@@ -162,6 +190,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", default="", help="run the routes whose name holds this text")
+    parser.add_argument("--replicas", type=int, default=0,
+                        help="route both stacks over this many agent-run replicas each (no-op adapters)")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store"

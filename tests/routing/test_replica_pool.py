@@ -4,7 +4,10 @@ replicas are in the pool, which one a call goes to, and what happens when one fa
 from __future__ import annotations
 
 import asyncio
+import random
+from collections import Counter
 from datetime import timedelta
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -230,3 +233,17 @@ async def test_per_replica_metrics_follow_the_pool():
     await pool.apply([record("m-0", ("mlp", 1))])  # m-1 lapsed
     assert sample("gateway_replica_up", {"stack": "torchserve", "replica": "m-1"}) is None
     assert sample("gateway_replica_up", {"stack": "torchserve", "replica": "m-0"}) == 1
+
+
+def test_the_power_of_two_choices_draws_two_distinct_replicas_evenly_and_the_less_busy_wins():
+    random.seed(16)
+    idle = [SimpleNamespace(inflight=0, open=False, name=f"r{i}") for i in range(3)]
+    picks = Counter(ReplicaPool.pick(idle).name for _ in range(30_000))  # type: ignore[arg-type, union-attr]
+    assert set(picks) == {"r0", "r1", "r2"} and all(abs(n / 30_000 - 1 / 3) < 0.02 for n in picks.values()), picks
+    busy = [*idle[:2], SimpleNamespace(inflight=5, open=False, name="busy")]
+    picks = Counter(ReplicaPool.pick(busy).name for _ in range(3_000))  # type: ignore[arg-type, union-attr]
+    assert "busy" not in picks and abs(picks["r0"] / 3_000 - 0.5) < 0.05, picks  # drawn with an idle one, it loses
+    pair = idle[:2]
+    picks = Counter(ReplicaPool.pick(pair, exclude=pair[0]).name for _ in range(100))  # type: ignore[arg-type, union-attr]
+    assert picks == {"r1": 100}
+    assert ReplicaPool.pick(pair[:1], exclude=pair[0]) is None  # type: ignore[arg-type]
