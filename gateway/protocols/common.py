@@ -126,17 +126,11 @@ def respond(resolved: Resolved, body: bytes, media_type: str, *extra: Mapping[st
     for headers in extra:
         if headers:
             raw += _lines(headers)
-    framed = len(raw) > len(lines) and not _FRAMING.isdisjoint(name for name, _ in raw)
-    if framed or media_type.startswith("text/"):  # Starlette's own rules: keep them, via Starlette
+    if len(raw) > len(lines) and not _FRAMING.isdisjoint(name for name, _ in raw):
+        # a codec naming the framing itself: Starlette then leaves its own out, as it would here
         return Response(body, media_type=media_type, headers={**routing_headers(resolved), **_merge(extra)})
-    raw.append((b"content-length", str(len(body)).encode("latin-1")))
-    raw.append((b"content-type", media_type.encode("latin-1")))
-    response = Response.__new__(Response)
-    response.status_code = 200
-    response.media_type = media_type
-    response.background = None
-    response.body = body
-    response.raw_headers = raw
+    response = Response(body, media_type=media_type)  # Content-Length and Content-Type, Starlette's way
+    response.raw_headers[:0] = raw  # before them, where Starlette puts a response's own headers
     return response
 
 
