@@ -144,12 +144,7 @@ class ReplicaPool:
         pool = closed or pool
         if len(pool) <= 1:
             return pool[0] if pool else None
-        # Two distinct replicas at random, in random order (the first wins a tie): two calls of
-        # random() where random.sample(pool, 2) took a few microseconds of Python per request.
-        count = len(pool)
-        first = int(random.random() * count)
-        second = int(random.random() * (count - 1))
-        a, b = pool[first], pool[second + (second >= first)]
+        a, b = random.sample(pool, 2)  # two distinct ones, in random order: the first wins a tie
         return b if b.inflight < a.inflight else a
 
     # --- keeping up with the registry ----------------------------------------------------------
