@@ -96,14 +96,15 @@ class Fleet:
             raise AssertionError(f"{exc}; states {self.states()}; agent logs:\n{logs}") from None
 
 
-def replica_calls(gateway_url: str) -> dict[str, float]:
-    """gateway_replica_request_duration_seconds_count per replica id, from the gateway's /metrics."""
+def replica_calls(gateway_url: str, suffix: str = "_count") -> dict[str, float]:
+    """gateway_replica_request_duration_seconds_count (or ``_sum``: seconds spent in calls) per
+    replica id, from the gateway's /metrics."""
     text = httpx.get(f"{gateway_url}/metrics", timeout=10).text
     counts: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         if family.name == "gateway_replica_request_duration_seconds":
             for sample in family.samples:
-                if sample.name.endswith("_count"):
+                if sample.name.endswith(suffix):
                     counts[sample.labels["replica"]] = sample.value
     return counts
 
