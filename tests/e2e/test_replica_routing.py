@@ -210,12 +210,13 @@ def test_killing_a_replica_under_load_fails_at_most_its_calls_in_flight_and_it_r
     fleet_.wait_ready(["ts-1"], "mlp", 1)
     wait_routed(gateway, "mlp", 1, 2)
     # A backend just started answers slower for its first few hundred calls (its JVM is cold), and
-    # least in flight gives a slower replica fewer calls: it rejoins with a smaller share at first
-    # (15-30% here, then even: the spread test above).
+    # under load least in flight gives a slower replica fewer calls (CI: 3-30% at first), so that
+    # it has rejoined is checked one request at a time, where speed does not count: both replicas
+    # are idle at every pick and each gets about half (30% is five standard deviations out).
     warming = spread(gateway, "mlp", 1)
-    calls = spread(gateway, "mlp", 1, 300)
-    print(f"\nts-1 back: while warming {warming}, then {calls}")
-    assert calls.get("ts-1", 0) / sum(calls.values()) >= 0.1, calls
+    calls = spread(gateway, "mlp", 1, 300, clients=1)
+    print(f"\nts-1 back: while warming {warming}, then one at a time {calls}")
+    assert calls.get("ts-1", 0) / sum(calls.values()) >= 0.3, calls
 
 
 def test_a_replica_added_under_load_converges_then_takes_its_share(fleet):
@@ -228,7 +229,7 @@ def test_a_replica_added_under_load_converges_then_takes_its_share(fleet):
     assert {o.status for o in load.outcomes} == {200}  # no error while it joined
     wait_routed(gateway, "mlp", 1, 3)
     warming = spread(gateway, "mlp", 1)
-    calls = spread(gateway, "mlp", 1, 300)
-    print(f"\nts-2 added: while warming {warming}, then {calls}")
+    calls = spread(gateway, "mlp", 1, 300, clients=1)  # one at a time: its share whatever its speed, as above
+    print(f"\nts-2 added: while warming {warming}, then one at a time {calls}")
     assert set(calls) == {"ts-0", "ts-1", "ts-2"}, calls
-    assert calls["ts-2"] / sum(calls.values()) >= 0.1, calls  # cold at first, as above
+    assert calls["ts-2"] / sum(calls.values()) >= 0.2, calls  # a third expected: 20% is five deviations out
