@@ -37,6 +37,7 @@ def serve(settings: Settings, worker: bool = False) -> int:
         return supervise(settings)
 
     from gateway.app import create_app
+    from gateway.wire import JoinedWritesProtocol
 
     app = create_app(settings)
     server = uvicorn.Server(
@@ -47,6 +48,7 @@ def serve(settings: Settings, worker: bool = False) -> int:
             log_level=settings.log_level,
             access_log=False,
             log_config=None,
+            http=JoinedWritesProtocol,  # uvicorn's httptools protocol, each answer in one write
             timeout_graceful_shutdown=30,
             # Connections plus requests in progress; past it uvicorn answers 503 at once.
             limit_concurrency=settings.max_concurrency,
