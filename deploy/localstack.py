@@ -157,6 +157,7 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
+    cwd: Path = ROOT
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +167,7 @@ class Service:
         with INTERRUPTS.held():
             self.proc = subprocess.Popen(
                 self.argv,
-                cwd=ROOT,
+                cwd=self.cwd,
                 env={**os.environ, **self.env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -402,13 +403,21 @@ class LocalStack:
         return Service(name, [self.python, "-m", "gateway.cli", "serve"], self.workdir / name / "gateway.log", env=env)
 
     def start_gateway_process(
-        self, port: int | None = None, name: str = "gateway", env: dict[str, str] | None = None
+        self,
+        port: int | None = None,
+        name: str = "gateway",
+        env: dict[str, str] | None = None,
+        tree: Path | None = None,
     ) -> Service:
         """Start (another) gateway process on ``port`` and wait until it is ready.
 
-        Tests use it to restart the gateway, or to run a second replica on the same registry.
+        Tests use it to restart the gateway, or to run a second replica on the same registry;
+        ``scripts/bench_revisions.py`` runs the gateway code of another checkout (``tree``) so.
         """
         service = self._gateway(port, name, env)
+        if tree is not None:
+            service.cwd = tree
+            service.env["PYTHONPATH"] = str(tree)
         self.services[name] = service
         service.start()
         self._wait_gateway_ready(service, port)

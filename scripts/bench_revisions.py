@@ -9,7 +9,9 @@ local stack's gateway (same registry, model store and backends, a free port, no 
 measures them in turns, round after round and in alternating order, so that the drift of a shared
 machine hits both alike: ``--clients`` closed-loop clients for ``--seconds`` on each path, the
 requests per second and the gateway process's CPU per request (user + system from
-``/proc/<pid>/stat``). Prints the medians over the rounds and their ratio, head to base.
+``/proc/<pid>/stat``). Prints the medians over the rounds and their ratio, head to base; then
+``--latency`` requests one at a time on each path, the two revisions interleaved request by
+request: p50 and p99 of each, and the difference, head minus base.
 
 Use it for what a change costs or saves per request on the real data path: the in-process
 benchmark (``bench_inprocess.py``) counts the gateway's own work without sockets, this counts
@@ -20,22 +22,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from localstack import ROOT, LocalStack, Ports, free_port
 
-from loadgen.floor import Way, closed
+from loadgen.floor import Way, closed, latency
 
 ROW = b'{"instances": [[0.1, 0.2, 0.3, 0.4]]}'
 PATHS = {"v1": "/v1/models/mlp/versions/1:predict", "v2": "/v1/models/mlp/versions/2:predict"}
@@ -56,28 +54,15 @@ def checkout(revision: str | None, scratch: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def gateway(tree: Path, env: dict[str, str], log: Path) -> Iterator[tuple[int, str]]:
-    """A gateway process running ``tree``'s code: its pid and URL."""
+def gateway(stack: LocalStack, tree: Path, name: str) -> Iterator[tuple[int, str]]:
+    """A gateway process running ``tree``'s code beside the stack's own: its pid and URL."""
     port = free_port()
-    environment = {**os.environ, **env, "GATEWAY_PORT": str(port), "GATEWAY_GRPC_PORT": "0", "PYTHONPATH": str(tree)}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], cwd=tree, env=environment,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    service = stack.start_gateway_process(port, name, {"GATEWAY_GRPC_PORT": "0"}, tree=tree)
+    assert service.proc is not None
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            with suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the gateway of {tree} did not become ready; its log: {log}")
-            time.sleep(0.2)
-        yield proc.pid, url
+        yield service.proc.pid, f"http://127.0.0.1:{port}"
     finally:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        service.stop()
 
 
 Rounds = dict[str, list[tuple[float, float]]]
@@ -103,11 +88,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--latency", type=int, default=2000, help="requests one at a time per path (0: none)")
     parser.add_argument("--paths", default="v1,v2", help="v1 (mlp v1, TorchServe), v2 (mlp v2, TF Serving gRPC)")
     parser.add_argument("--workdir", default=str(ROOT / ".local"), help="the running local stack's workdir")
     args = parser.parse_args()
     stack = LocalStack(ROOT / "model_store", Path(args.workdir), Ports(), start_gateway=False)
-    env = stack.gateway_environment()
     with httpx.Client() as client:
         client.get(f"{stack.torchserve_url}/ping", timeout=5).raise_for_status()  # the stack runs
     scratch = Path(tempfile.mkdtemp(prefix="bench-revisions-"))
@@ -115,8 +100,8 @@ def main() -> None:
         with (
             checkout(args.base, scratch) as base_tree,
             checkout(args.head, scratch) as head_tree,
-            gateway(base_tree, env, scratch / "base.log") as (base_pid, base_url),
-            gateway(head_tree, env, scratch / "head.log") as (head_pid, head_url),
+            gateway(stack, base_tree, "bench-base") as (base_pid, base_url),
+            gateway(stack, head_tree, "bench-head") as (head_pid, head_url),
         ):
             print(f"base {args.base}: pid {base_pid}; head {args.head or 'this checkout'}: pid {head_pid}")
             print(f"{args.rounds} rounds, {args.clients} clients, {args.seconds:g} s a way a round\n")
@@ -135,6 +120,18 @@ def main() -> None:
                 each = "; ".join(f"{n} " + ", ".join(f"{c:.0f}" for _, c in rows) for n, rows in results.items())
                 print(f"| {path} | {rps['base']:.0f} | {rps['head']:.0f} | {cpu['base']:.0f} | {cpu['head']:.0f} "
                       f"| {cpu['head'] / cpu['base']:.2f} |  <!-- CPU each round: {each} -->")  # fmt: skip
+            if args.latency:
+                print(f"\n{args.latency} requests one at a time, the revisions interleaved (ms)\n")
+                print("| path | base p50 | head p50 | base p99 | head p99 | head - base p50 |")
+                print("|---|---|---|---|---|---|")
+                for key in args.paths.split(","):
+                    path = PATHS[key]
+                    ways = [Way("base", base_url + path, body=ROW), Way("head", head_url + path, body=ROW)]
+                    ms = asyncio.run(latency(ways, args.latency))
+                    p50 = {n: statistics.median(v) for n, v in ms.items()}
+                    p99 = {n: statistics.quantiles(v, n=100)[98] for n, v in ms.items()}
+                    print(f"| {path} | {p50['base']:.3f} | {p50['head']:.3f} | {p99['base']:.3f} | {p99['head']:.3f} "
+                          f"| {p50['head'] - p50['base']:+.3f} |")  # fmt: skip
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
