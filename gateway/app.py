@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -106,11 +104,12 @@ def replica_adapters(settings: Settings) -> AdapterFactory:
 
 
 class GatewayApp(FastAPI):
-    """FastAPI, entered through the front layers of its middleware list (``FRONT``: CORS, request
-    IDs, inference metrics, the inference fast path), built in their order outside FastAPI's own
-    stack, to which they pass what they do not answer. Inference POSTs are answered in front and
-    never enter FastAPI's middleware, routing or telemetry; the other middleware (the admin gate)
-    stays inside, with FastAPI's error handling around it."""
+    """FastAPI, entered through the front layers of its middleware list (``FRONT``: CORS, the
+    inference fast path, request IDs, inference metrics), built in their order outside FastAPI's
+    own stack, to which they pass what they do not answer. Inference POSTs are answered in front
+    (``InferenceRoutes`` doing for them what the request-ID and metrics layers and FastAPI's error
+    handling do for the rest) and never enter FastAPI's middleware, routing or telemetry; the
+    other middleware (the admin gate) stays inside, with FastAPI's error handling around it."""
 
     front: ASGIApp | None = None
 
@@ -124,9 +123,9 @@ class GatewayApp(FastAPI):
             self.user_middleware = everything
         app: ASGIApp = self.fastapi
         for cls, args, kwargs in reversed(front):
-            app = cls(app, *args, **kwargs)
             if cls is InferenceRoutes:
-                app = _Unexpected(app, self.exception_handlers[Exception])
+                kwargs = {**kwargs, "unexpected": self.exception_handlers[Exception]}
+            app = cls(app, *args, **kwargs)
         self.front = app
         return stack
 
@@ -143,40 +142,15 @@ class GatewayApp(FastAPI):
         await self.front(scope, receive, send)
 
     async def fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope[_IN_FASTAPI] = True  # its ServerErrorMiddleware answers what it raises
+        """FastAPI's own stack, where the front layers send what they do not answer."""
         await super().__call__(scope, receive, send)
 
 
-FRONT: tuple[object, ...] = (CORSMiddleware, RequestIdMiddleware, InferenceMetrics, InferenceRoutes)
+FRONT: tuple[object, ...] = (CORSMiddleware, InferenceRoutes, RequestIdMiddleware, InferenceMetrics)
 
 
 def _is_front(cls: object) -> bool:
     return cls in FRONT
-
-
-_IN_FASTAPI = "gateway.in_fastapi"
-Handler = Callable[[Request, Any], Response | Awaitable[Response]]
-
-
-class _Unexpected:
-    """What FastAPI's ServerErrorMiddleware does, for the requests answered before FastAPI: an
-    unexpected exception gets the app's 500 answer (if none started), then goes on to the server's log."""
-
-    def __init__(self, app: ASGIApp, handler: Handler) -> None:
-        self.app = app
-        self.handler = handler
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await self.app(scope, receive, send)
-        except Exception as exc:
-            if not scope.get(_IN_FASTAPI):
-                response = self.handler(Request(scope, receive), exc)
-                if not isinstance(response, Response):
-                    response = await response
-                with contextlib.suppress(Exception):  # fails only when an answer had started
-                    await response(scope, receive, send)
-            raise
 
 
 def create_app(
@@ -350,11 +324,12 @@ def create_app(
             """Prometheus metrics of this gateway (every worker's, summed)."""
             return Response(generate_latest(scrape), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(InferenceRoutes)  # innermost: inference without FastAPI's per-request work
     # Admin requests: token and body limit checked before any byte of the body is read.
     app.add_middleware(AdminGate, authenticator=services.auth, settings=settings)
     app.add_middleware(InferenceMetrics)
     app.add_middleware(RequestIdMiddleware)  # every response and log line has an ID
+    # Inference without FastAPI's per-request work, with its own request ID and metrics.
+    app.add_middleware(InferenceRoutes)
     if origins := settings.cors_origins:  # off unless configured; outermost, so preflights never reach a route
         app.add_middleware(
             CORSMiddleware,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,12 +38,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        request_id = incoming if _SANE.fullmatch(incoming) else new_id()
-        token = REQUEST_ID.set(request_id)
-        if log.isEnabledFor(logging.DEBUG):
-            path, headers = shown_path(scope["path"]), describe_headers(scope["headers"])
-            log.debug("%s %s headers: %s", scope["method"], path, headers)
+        request_id, token = begin(scope)
 
         async def with_header(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -55,6 +50,19 @@ class RequestIdMiddleware:
             await self.app(scope, receive, with_header)
         finally:
             REQUEST_ID.reset(token)
+
+
+def begin(scope: Scope) -> tuple[str, Token[str]]:
+    """The request's ID (the caller's sane ``X-Request-ID``, else a new one), set in ``REQUEST_ID``
+    until the token is reset; at debug level the request is logged. The inference fast path
+    (``gateway.protocols.fastpath``) calls this itself, then adds the response header."""
+    incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+    request_id = incoming if _SANE.fullmatch(incoming) else new_id()
+    token = REQUEST_ID.set(request_id)
+    if log.isEnabledFor(logging.DEBUG):
+        path, headers = shown_path(scope["path"]), describe_headers(scope["headers"])
+        log.debug("%s %s headers: %s", scope["method"], path, headers)
+    return request_id, token
 
 
 def new_id() -> str:

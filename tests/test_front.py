@@ -41,3 +41,49 @@ def test_an_unexpected_error_gets_the_same_500_on_the_fast_path_with_a_request_i
             if fast:
                 assert r.headers["x-request-id"]
     assert answers[0] == answers[1] == (500, {"error": "internal error in the gateway; see its log"})
+
+
+def test_an_inference_answer_goes_to_the_servers_send_directly_with_its_request_id_and_metrics(settings, fake_backends):
+    """The fast path does the request-ID and metrics layers' work itself: no ``send`` wrapper sits
+    between the answer and the server, and the answer still has its ID and is counted once."""
+    import json
+    import sys
+
+    from starlette.responses import Response
+
+    from gateway import metrics
+
+    labels = {"model": "toy", "version": "1", "backend": "torchserve", "protocol": "tfserving_rest", "code": "200"}
+    with TestClient(create_app(settings, backends=fake_backends)) as client:
+        app = client.app
+        callers: list[object] = []
+        started: list[dict] = []
+        body = json.dumps(ROW).encode()
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            callers.append(sys._getframe(1).f_locals.get("self"))
+            if message["type"] == "http.response.start":
+                started.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/v1/models/toy/versions/1:predict",
+            "raw_path": b"/v1/models/toy/versions/1:predict",
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json"), (b"x-request-id", b"trace-42")],
+            "http_version": "1.1",
+            "scheme": "http",
+            "server": ("testserver", 80),
+            "client": ("testclient", 50000),
+            "root_path": "",
+        }
+        before = metrics.REGISTRY.get_sample_value("gateway_requests_total", labels) or 0.0
+        client.portal.call(app, scope, receive, send)
+        after = metrics.REGISTRY.get_sample_value("gateway_requests_total", labels)
+    assert len(callers) == 2 and all(isinstance(c, Response) for c in callers), callers
+    assert started[0]["status"] == 200 and (b"x-request-id", b"trace-42") in started[0]["headers"]
+    assert after == before + 1

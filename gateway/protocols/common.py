@@ -103,7 +103,7 @@ def routing_headers(resolved: Resolved) -> dict[str, str]:
 #: Each route's routing headers, encoded once: (model, version, stack, label) -> header lines.
 _ROUTE_LINES: dict[tuple[str, int, str, str | None], list[tuple[bytes, bytes]]] = {}
 _ROUTE_LINES_MAX = 4096  # routes come and go with deploys: start again past this many
-_FRAMING = frozenset({b"content-length", b"content-type"})
+_FRAMING = frozenset({"content-length", "content-type"})
 
 
 def _lines(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
@@ -125,20 +125,22 @@ def respond(resolved: Resolved, body: bytes, media_type: str, *extra: Mapping[st
     raw = lines.copy()
     for headers in extra:
         if headers:
+            if not _FRAMING.isdisjoint(map(str.lower, headers)):
+                return _framed_by_codec(resolved, body, media_type, extra)
             raw += _lines(headers)
-    if len(raw) > len(lines) and not _FRAMING.isdisjoint(name for name, _ in raw):
-        # a codec naming the framing itself: Starlette then leaves its own out, as it would here
-        return Response(body, media_type=media_type, headers={**routing_headers(resolved), **_merge(extra)})
     response = Response(body, media_type=media_type)  # Content-Length and Content-Type, Starlette's way
     response.raw_headers[:0] = raw  # before them, where Starlette puts a response's own headers
     return response
 
 
-def _merge(extra: tuple[Mapping[str, str], ...]) -> dict[str, str]:
-    merged: dict[str, str] = {}
+def _framed_by_codec(
+    resolved: Resolved, body: bytes, media_type: str, extra: tuple[Mapping[str, str], ...]
+) -> Response:
+    """A codec naming the framing itself: Starlette then leaves its own out, as it does here."""
+    merged = routing_headers(resolved)
     for headers in extra:
         merged.update(headers)
-    return merged
+    return Response(body, media_type=media_type, headers=merged)
 
 
 def json_response(
