@@ -54,10 +54,11 @@ def checkout(revision: str | None, scratch: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def gateway(stack: LocalStack, tree: Path, name: str) -> Iterator[tuple[int, str]]:
-    """A gateway process running ``tree``'s code beside the stack's own: its pid and URL."""
+def gateway(stack: LocalStack, tree: Path, name: str, env: dict[str, str]) -> Iterator[tuple[int, str]]:
+    """A gateway process running ``tree``'s code beside the stack's own, with ``env`` added to its
+    environment: its pid and URL."""
     port = free_port()
-    service = stack.start_gateway_process(port, name, {"GATEWAY_GRPC_PORT": "0"}, tree=tree)
+    service = stack.start_gateway_process(port, name, {"GATEWAY_GRPC_PORT": "0", **env}, tree=tree)
     assert service.proc is not None
     try:
         yield service.proc.pid, f"http://127.0.0.1:{port}"
@@ -85,6 +86,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--base", required=True, help="the revision to compare against (e.g. main~3)")
     parser.add_argument("--head", help="the revision measured (default: this checkout as it is)")
+    parser.add_argument(
+        "--head-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a variable for the head's process only (repeatable): a setting measured on the same code",
+    )
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--clients", type=int, default=8)
@@ -95,15 +103,18 @@ def main() -> None:
     stack = LocalStack(ROOT / "model_store", Path(args.workdir), Ports(), start_gateway=False)
     with httpx.Client() as client:
         client.get(f"{stack.torchserve_url}/ping", timeout=5).raise_for_status()  # the stack runs
+    head_env = dict(item.split("=", 1) for item in args.head_env)
     scratch = Path(tempfile.mkdtemp(prefix="bench-revisions-"))
     try:
         with (
             checkout(args.base, scratch) as base_tree,
             checkout(args.head, scratch) as head_tree,
-            gateway(stack, base_tree, "bench-base") as (base_pid, base_url),
-            gateway(stack, head_tree, "bench-head") as (head_pid, head_url),
+            gateway(stack, base_tree, "bench-base", {}) as (base_pid, base_url),
+            gateway(stack, head_tree, "bench-head", head_env) as (head_pid, head_url),
         ):
-            print(f"base {args.base}: pid {base_pid}; head {args.head or 'this checkout'}: pid {head_pid}")
+            print(
+                f"base {args.base}: pid {base_pid}; head {args.head or 'this checkout'}: pid {head_pid}", head_env or ""
+            )
             print(f"{args.rounds} rounds, {args.clients} clients, {args.seconds:g} s a way a round\n")
             print("| path | base requests/s | head requests/s | base CPU µs/request | head CPU µs/request "
                   "| head / base CPU |")  # fmt: skip
