@@ -4,16 +4,44 @@ With ``workers > 1`` and not ``worker``, this process is the supervisor (``gatew
 starts the workers, each ``gateway serve --worker`` on the shared port. Readiness turns false on
 SIGTERM/SIGINT before the listener closes (``GATEWAY_SHUTDOWN_DRAIN_SECONDS``), then in-flight
 requests finish.
+
+Before grpc is imported, ``grpc_defaults`` picks grpc's I/O path for the TF Serving calls and the
+gRPC front doors (below).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+from collections.abc import MutableMapping
+from importlib import metadata
 from typing import Any
 
 from gateway.settings import Settings
+
+#: grpc's own experiment switches, set for the gateway when the operator left ``GRPC_EXPERIMENTS``
+#: unset and the installed grpcio is one they were measured on: grpc's classic client I/O and
+#: completion queue instead of its EventEngine ones, measured at 0.88x the gateway's CPU per TF
+#: Serving request and 0.07 ms off its median (docs/benchmarks.md). grpc reads the variable once,
+#: when it starts; an empty ``GRPC_EXPERIMENTS`` keeps grpc's defaults. Another grpcio (whose
+#: experiments may differ: an unknown name costs an error line at start) gets its defaults until
+#: measured.
+GRPC_EXPERIMENTS = "-event_engine_client,-event_engine_callback_cq"
+GRPCIO_MEASURED = ("1.85.",)
+
+
+def grpc_defaults(environ: MutableMapping[str, str] = os.environ) -> str | None:
+    """Set ``GRPC_EXPERIMENTS`` as above unless the operator set it; what grpc will read."""
+    if "GRPC_EXPERIMENTS" not in environ:
+        try:
+            version = metadata.version("grpcio")
+        except metadata.PackageNotFoundError:
+            return None
+        if version.startswith(GRPCIO_MEASURED):
+            environ["GRPC_EXPERIMENTS"] = GRPC_EXPERIMENTS
+    return environ.get("GRPC_EXPERIMENTS")
 
 
 def serve(settings: Settings, worker: bool = False) -> int:
@@ -31,6 +59,7 @@ def serve(settings: Settings, worker: bool = False) -> int:
         logging.Formatter(f"%(asctime)s{process} %(levelname)s %(name)s [%(request_id)s]: %(message)s")
     )
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+    grpc_defaults()  # before anything imports grpc; the workers inherit it
     if settings.workers > 1 and not worker:
         from gateway.workers import supervise
 

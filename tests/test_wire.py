@@ -150,28 +150,6 @@ async def test_an_app_failing_after_the_head_sends_the_head_then_closes_as_uvico
     assert joined.writes == stock.writes and joined.writes[0].startswith(b"HTTP/1.1 200 OK") and joined.closed
 
 
-def test_the_gateway_serves_with_it(monkeypatch):
-    """``gateway serve`` hands uvicorn this protocol (the Config it builds, not run)."""
-    import gateway.serving as serving
-    from gateway.settings import Settings
-
-    seen: dict[str, Any] = {}
-
-    class Stop(Exception):
-        pass
-
-    class Server:
-        def __init__(self, config: uvicorn.Config) -> None:
-            seen["http"] = config.http
-            raise Stop
-
-    monkeypatch.setattr(uvicorn, "Server", Server)
-    monkeypatch.setattr("gateway.app.create_app", lambda settings: object())
-    with pytest.raises(Stop):
-        serving.serve(Settings(_env_file=None))  # type: ignore[call-arg]
-    assert seen["http"] is JoinedWritesProtocol
-
-
 async def test_a_large_body_follows_its_head_without_being_copied_behind_it():
     transport = Recording()
     lines: list[list[bytes]] = []
