@@ -33,6 +33,7 @@ from pathlib import Path
 
 from localstack import LocalStack, Ports, Service, _http, free_port
 
+from gateway.serving import grpc_defaults
 from loadgen import bench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +148,7 @@ def fixed_gateway(stack: LocalStack, fixed_url: str, workers: int) -> Iterator[t
 
 
 def main() -> None:
+    grpc_defaults()  # the measuring client's gRPC calls (direct, nginx) on the gateway's grpc path
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=10.0)
