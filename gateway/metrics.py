@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
@@ -90,7 +90,8 @@ BACKEND_UP = Gauge(
 
 # Per backend replica (stacks run by agents, GATEWAY_AGENT_STACKS). ``replica`` is the replica id
 # the agent registered (the pod name on Kubernetes): bounded by the replicas that exist, and a
-# replica's series are removed when it leaves the pool (``gateway.routing.replicas``).
+# replica's series are removed when it leaves the pool (``gateway.routing.replicas``; with several
+# workers the scrape leaves them out, ``ReplicasPresent``). Every name starts with ``gateway_replica_``.
 REPLICA_UP = Gauge(
     "gateway_replica_up",
     "1 while the replica is in the gateway's pool with its circuit closed, else 0.",
@@ -126,6 +127,42 @@ REPLICA_VERSIONS_READY = Gauge(
     multiprocess_mode="livemostrecent",
 )
 REPLICA_METRICS = (REPLICA_UP, REPLICA_INFLIGHT, REPLICA_DURATION, REPLICA_ERRORS, REPLICA_VERSIONS_READY)
+_REPLICA_PREFIX = "gateway_replica_"
+
+
+class ReplicasPresent:
+    """The (stack, replica) pairs in this process's replica pool, set by the pool on every change.
+
+    In multiprocess mode ``remove()`` cannot take a value out of a live worker's file: without this
+    the series of a replica that left the pool (scaled down, deregistered, silent) would stay in
+    every scrape with their last values, ``gateway_replica_up`` at 1 among them, counted by
+    ``stack:gateway_replicas_up:count`` as a replica that serves. The scrape leaves out the replica
+    series of pairs not set here (every worker follows the same registry, so their pools agree).
+    """
+
+    def __init__(self) -> None:
+        self.pairs: frozenset[tuple[str, str]] | None = None  # None: no pool, nothing left out
+
+    def set(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self.pairs = frozenset(pairs)
+
+
+REPLICAS_PRESENT = ReplicasPresent()
+
+
+class _PresentReplicasOnly(Collector):
+    """``inner``'s families, the ``gateway_replica_*`` ones without the replicas no longer present."""
+
+    def __init__(self, inner: Collector, present: ReplicasPresent) -> None:
+        self.inner = inner
+        self.present = present
+
+    def collect(self) -> Iterator[Metric]:
+        pairs = self.present.pairs
+        for family in self.inner.collect():
+            if pairs is not None and family.name.startswith(_REPLICA_PREFIX):
+                family.samples = [s for s in family.samples if (s.labels["stack"], s.labels["replica"]) in pairs]
+            yield family
 
 
 class VersionMappings(Collector):
@@ -174,13 +211,15 @@ SHADOW_ABS_DIFF = Histogram(
 
 def scrape_registry() -> CollectorRegistry:
     """What ``/metrics`` serves: ``REGISTRY``, or with several workers every worker's files summed
-    (``MultiProcessCollector``) plus the version mappings this worker follows."""
+    (``MultiProcessCollector``, without the series of replicas that left the pool) plus the version
+    mappings this worker follows."""
     if not MULTIPROCESS:
         return REGISTRY
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    files = MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+    registry.register(_PresentReplicasOnly(files, REPLICAS_PRESENT))
     registry.register(MODEL_VERSION_INFO)
     return registry
 

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 
 import pytest
 from localstack import free_port
@@ -81,3 +82,37 @@ def test_workers_must_be_a_positive_count(value, tmp_path):
     )
     assert done.returncode == 1
     assert "workers" in done.stderr
+
+
+def test_a_replica_that_left_the_pool_is_not_in_the_scrape_with_several_workers(tmp_path):
+    """In multiprocess mode a removed series stays in the worker's file; the scrape leaves out the
+    series of a replica no longer in the pool (else ``gateway_replica_up`` stays 1 for a replica
+    scaled down, and the stack's replica count with it)."""
+    script = textwrap.dedent(
+        """
+        import asyncio
+        from prometheus_client import generate_latest
+        from gateway import metrics
+        from tests.routing.test_replica_pool import make_pool, record
+
+        assert metrics.MULTIPROCESS
+
+        async def main():
+            pool, _ = make_pool(ttl=0.2)
+            await pool.apply([record("w-0", ("mlp", 1)), record("w-1", ("mlp", 1))])
+            print("BOTH", generate_latest(metrics.scrape_registry()).decode())
+            await asyncio.sleep(0.25)
+            await pool.apply([record("w-0", ("mlp", 1))])  # w-1 lapsed
+            print("ONE", generate_latest(metrics.scrape_registry()).decode())
+
+        asyncio.run(main())
+        """
+    )
+    env = {**os.environ, workers.MULTIPROC_ENV: str(tmp_path), "PYTHONPATH": os.getcwd()}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    both, one = done.stdout.split("\nONE ")
+    up = 'gateway_replica_up{replica="%s",stack="torchserve"} 1.0'
+    assert up % "w-0" in both and up % "w-1" in both
+    assert up % "w-0" in one
+    assert 'replica="w-1"' not in one, one

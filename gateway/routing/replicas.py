@@ -219,13 +219,19 @@ class ReplicaPool:
         replica = Replica(record.replica_id, stack, record.address, record.host, backend, guard,
                           record.heartbeat_at, seen_at)  # fmt: skip
         self._replicas[record.replica_id] = replica
+        self._publish()
         log.info("replica %s (%s at %s on %s) joined the pool", record.replica_id, stack, record.address, record.host)
         return replica
+
+    def _publish(self) -> None:
+        """Tell the metrics which replicas are in the pool (the multiprocess scrape needs it)."""
+        metrics.REPLICAS_PRESENT.set((r.stack, r.replica_id) for r in self._replicas.values())
 
     def _drop(self, replica: Replica, why: str) -> None:
         """Take ``replica`` out of the pool; its adapter closes once its calls are done."""
         if self._replicas.get(replica.replica_id) is replica:
             del self._replicas[replica.replica_id]
+            self._publish()
         log.warning("replica %s (%s at %s) left the pool: %s", replica.replica_id, replica.stack, replica.address, why)
         for metric in metrics.REPLICA_METRICS:
             try:
