@@ -8,7 +8,11 @@ replica-local storage; loads and unloads it through the backend adapter's manage
 localhost; and reports each version ``loading``, ``ready`` or ``failed`` with the error.
 
 Every pass compares what the backend reports with what it should hold, so a backend that
-restarted empty is loaded again on the next pass. While the registry cannot be reached the agent
+restarted empty is loaded again on the next pass. ``READY_FILE`` in the replica-local storage
+exists while the replica holds what it should (every desired version ready, or failed and
+reported): Kubernetes' readiness probe of the agent's container reads it (``gateway agent-ready``),
+so a new or restarted replica is not counted available (rolling updates, disruption budgets)
+before its versions are loaded. While the registry cannot be reached the agent
 works from the last desired state it read: the replica keeps serving what it has, and reports
 are kept until they can be written.
 """
@@ -32,6 +36,8 @@ from gateway.registry import RegistryStore, RegistryUnavailable, Watcher
 log = logging.getLogger("gateway.agent")
 
 Key = tuple[str, int]
+#: In the replica-local model directory; not a model name, so never taken for a model.
+READY_FILE = ".agent-ready"
 
 
 class LoadFailed(Exception):
@@ -71,6 +77,8 @@ class Agent:
         self._migrated = False
         self._outage = False
         self._wake = asyncio.Event()
+        self.ready_file = config.model_dir / READY_FILE
+        self._settled: bool | None = None  # what the ready file says; None: not written yet
 
     # --- the loop ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -87,6 +95,7 @@ class Agent:
             max_backoff=max(5.0, self.config.poll_seconds),
         )
         watching = False
+        self._mark_settled(False)  # a file left by an earlier run (an emptyDir outlives a container)
         beats = asyncio.create_task(self._heartbeats(stop))
         try:
             while not stop.is_set():
@@ -153,10 +162,29 @@ class Agent:
         wanted = {(model, v) for model, versions in self._desired.items() for v in versions}
         for key in sorted((self._held | self._local() | set(self._reports)) - wanted):
             await self._remove(key)
+        settled = True
         for key in sorted(wanted):
             if not await self._ensure(key):
+                settled = False
                 break  # the backend cannot be asked now: the next pass tries again
-        await self._flush()
+        await self._flush()  # the reports first: the gateways route on them
+        self._mark_settled(settled and all(key in self._held or key in self._failed for key in wanted))
+
+    def _mark_settled(self, settled: bool) -> None:
+        """Create or remove ``READY_FILE`` when the replica's state changes."""
+        if settled == self._settled:
+            return
+        try:
+            if settled:
+                self.ready_file.parent.mkdir(parents=True, exist_ok=True)
+                self.ready_file.touch()
+            else:
+                self.ready_file.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("readiness file %s: %s", self.ready_file, exc)
+            return
+        self._settled = settled
+        log.info("replica %s %s", self.config.replica_id, "holds its versions" if settled else "is not settled")
 
     # --- one version -------------------------------------------------------------------------
     async def _ensure(self, key: Key) -> bool:
@@ -176,7 +204,9 @@ class Agent:
         if status.state in ("START", "LOADING") and key in self._held:
             self._report(key, "loading")  # e.g. workers recovering: the backend is on it
             return True
-        self._held.discard(key)
+        if key in self._held:  # it served this version and lost it (a backend restarted empty)
+            self._held.discard(key)
+            self._mark_settled(False)
         self._report(key, "loading")
         await self._flush()
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from localstack import free_port
 
-from gateway.agent.agent import Agent, AgentConfig
+from gateway.agent.agent import READY_FILE, Agent, AgentConfig
 from gateway.artifacts import LocalArtifactStore
 from gateway.core.errors import BackendError, BackendUnavailable
 from gateway.core.types import VersionStatus
@@ -225,3 +225,73 @@ async def test_run_registers_the_replica_keeps_its_heartbeat_and_follows_changes
         stop.set()
         await asyncio.wait_for(running, 5)
         registry.close()
+
+
+async def test_the_ready_file_says_whether_the_replica_holds_its_versions(world):
+    """``READY_FILE`` (Kubernetes' readiness of the agent's container): absent until every desired
+    version is ready or failed and reported, absent again while a restarted backend is down or being
+    loaded again."""
+    agent, registry, artifacts, replica, tmp_path = world
+    ready = tmp_path / "local" / READY_FILE
+    assert agent.ready_file == ready
+    for v in (1, 2):
+        await store_version(artifacts, tmp_path, "mlp", v)
+        desire(registry, "mlp", v)
+    replica.broken.add(("mlp", 2))
+    assert not ready.exists()
+    await agent.converge()
+    assert replica.loaded == {("mlp", 1)} and states(registry)[("mlp", 2)][0] == "failed"
+    assert ready.is_file()  # a failed version is settled too: reported, tried again later
+    assert {model for model, _ in agent._local()} == {"mlp"}  # the file is no model
+    replica.down = True  # the backend went away
+    replica.loaded.clear()
+    await agent.converge()
+    assert not ready.exists()
+    replica.down = False  # back, empty: loaded again within this pass
+    seen: list[bool] = []
+    load = replica.load
+
+    async def watching(model, version, keep):
+        seen.append(ready.exists())
+        await load(model, version, keep)
+
+    replica.load = watching  # type: ignore[method-assign]
+    await agent.converge()
+    assert seen and not any(seen)  # not ready while it was loading again
+    assert ready.is_file() and ("mlp", 1) in replica.loaded
+
+
+async def test_a_replica_that_lost_a_version_it_served_is_not_ready_while_it_loads_it_again(world):
+    agent, registry, artifacts, replica, tmp_path = world
+    await store_version(artifacts, tmp_path, "mlp", 1)
+    desire(registry, "mlp", 1)
+    await agent.converge()
+    ready = tmp_path / "local" / READY_FILE
+    assert ready.is_file()
+    replica.loaded.clear()  # restarted empty between two passes, and up again
+    seen: list[bool] = []
+    load = replica.load
+
+    async def watching(model, version, keep):
+        seen.append(ready.exists())
+        await load(model, version, keep)
+
+    replica.load = watching  # type: ignore[method-assign]
+    await agent.converge()
+    assert seen == [False] and ready.is_file()
+
+
+async def test_no_ready_file_without_a_desired_state_and_none_left_from_an_earlier_run(world, tmp_path):
+    import asyncio
+
+    agent, _registry, _artifacts, _replica, _ = world
+    ready = tmp_path / "local" / READY_FILE
+    ready.parent.mkdir(parents=True)
+    ready.touch()  # an earlier run's (an emptyDir outlives the agent's container)
+    agent.registry = RegistryStore(f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none", connect_timeout=1)
+    stop = asyncio.Event()
+    running = asyncio.create_task(agent.run(stop))
+    await asyncio.sleep(0.5)
+    assert not ready.exists()  # nothing read: it cannot know what it should hold
+    stop.set()
+    await running

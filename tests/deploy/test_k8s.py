@@ -21,6 +21,7 @@ import yaml
 from google.protobuf import text_format
 from kubernetes_validate import validate
 
+from gateway.agent.agent import READY_FILE
 from gateway.agent.run import make_backend
 from gateway.backends.tfserving.client import TFServingBackend
 from gateway.backends.tfserving.protos import serving_pb2 as pb
@@ -595,6 +596,20 @@ def test_the_agent_sidecar_runs_gateway_agent_against_its_own_pod(k8s, overlay):
             # The base paths of the model list it sends are where TF Serving sees the pulled versions.
             assert adapter.base_path == model_dir and adapter.target == f"127.0.0.1:{management_port(docs, backend)}"
             assert adapter.config_file is None  # it writes no start-up file: the ConfigMap's is read once
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_backend_pod_is_ready_only_once_its_agent_holds_its_versions(k8s, overlay):
+    """The agent container's readiness probe reads the agent's READY_FILE in its --model-dir, so a
+    new or restarted replica is not available (rolling update, PodDisruptionBudget) while it loads."""
+    for backend in BACKENDS:
+        deployment = objects(k8s[overlay], "Deployment")[backend]
+        args, _ = agent_command(k8s[overlay], backend)
+        probe = container(deployment, "agent")["readinessProbe"]
+        assert probe["exec"]["command"] == ["test", "-f", f"{args.model_dir}/{READY_FILE}"], backend
+        assert probe["periodSeconds"] <= 10 and "livenessProbe" not in container(deployment, "agent"), backend
+        # Available a little after ready: the gateways read the agent's reports every poll.
+        assert 0 < deployment["spec"]["minReadySeconds"] <= 30, backend
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
