@@ -227,6 +227,20 @@ async def test_run_registers_the_replica_keeps_its_heartbeat_and_follows_changes
         registry.close()
 
 
+def ready_at_each_load(replica: Replica, ready: Path) -> list[bool]:
+    """Whether ``ready`` existed at each of ``replica``'s loads from now on."""
+    seen: list[bool] = []
+    load = replica.load
+    present = ready.exists  # a stat of a local file: nothing to wait for
+
+    async def watching(model, version, keep):
+        seen.append(present())
+        await load(model, version, keep)
+
+    replica.load = watching  # type: ignore[method-assign]
+    return seen
+
+
 async def test_the_ready_file_says_whether_the_replica_holds_its_versions(world):
     """``READY_FILE`` (Kubernetes' readiness of the agent's container): absent until every desired
     version is ready or failed and reported, absent again while a restarted backend is down or being
@@ -248,14 +262,7 @@ async def test_the_ready_file_says_whether_the_replica_holds_its_versions(world)
     await agent.converge()
     assert not ready.exists()
     replica.down = False  # back, empty: loaded again within this pass
-    seen: list[bool] = []
-    load = replica.load
-
-    async def watching(model, version, keep):
-        seen.append(ready.exists())
-        await load(model, version, keep)
-
-    replica.load = watching  # type: ignore[method-assign]
+    seen = ready_at_each_load(replica, ready)
     await agent.converge()
     assert seen and not any(seen)  # not ready while it was loading again
     assert ready.is_file() and ("mlp", 1) in replica.loaded
@@ -269,14 +276,7 @@ async def test_a_replica_that_lost_a_version_it_served_is_not_ready_while_it_loa
     ready = tmp_path / "local" / READY_FILE
     assert ready.is_file()
     replica.loaded.clear()  # restarted empty between two passes, and up again
-    seen: list[bool] = []
-    load = replica.load
-
-    async def watching(model, version, keep):
-        seen.append(ready.exists())
-        await load(model, version, keep)
-
-    replica.load = watching  # type: ignore[method-assign]
+    seen = ready_at_each_load(replica, ready)
     await agent.converge()
     assert seen == [False] and ready.is_file()
 
