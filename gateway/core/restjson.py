@@ -72,11 +72,6 @@ PREDICT_BODY_EXAMPLES: dict[str, Any] = {
 }
 
 
-def may_hold_bools(body: bytes) -> bool:
-    """Whether a JSON body may hold a boolean: a fast byte search that spares the exact scan."""
-    return b"true" in body or b"false" in body
-
-
 def loads(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """Parse JSON in one pass, TF Serving's ``NaN``, ``Infinity`` and ``-Infinity`` tokens included
     (its documented JSON conformance); ``ValueError`` when invalid or nested over ``max_depth``
@@ -105,12 +100,14 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def parse_json(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
-    """Parse a request body; a 400 that says where the JSON is broken, or which limit it is over."""
+def parse_json(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[Any, bool]:
+    """Parse a request body, and whether it may hold a JSON ``true``/``false`` (False: it holds
+    none, which spares the decoders their search for booleans among numbers); a 400 that says
+    where the JSON is broken, or which limit it is over."""
     if not body:
         raise BadRequest("request body is empty; expected a JSON object")
     try:
-        return loads(body, max_depth)
+        return jsonbody.parse(body, max_depth=max_depth)
     except JsonLimit as exc:
         raise BadRequest(f"request body refused: {exc}") from None
     except ValueError as exc:
@@ -121,13 +118,14 @@ def decode_predict_body(
     body: bytes, signature: Signature, max_depth: int = DEFAULT_MAX_DEPTH
 ) -> tuple[dict[str, np.ndarray], Form]:
     """Parse and decode a TF Serving REST predict request body (400s name what is wrong)."""
-    return decode_request(parse_json(body, max_depth), signature, bools=may_hold_bools(body))
+    payload, bools = parse_json(body, max_depth)
+    return decode_request(payload, signature, bools=bools)
 
 
 def decode_request(payload: Any, signature: Signature, *, bools: bool = True) -> tuple[dict[str, np.ndarray], Form]:
     """Decode a TF Serving REST predict body into arrays checked against ``signature``.
 
-    ``bools=False`` says the body has no JSON ``true``/``false`` (``may_hold_bools``), which spares
+    ``bools=False`` says the body has no JSON ``true``/``false`` (``parse_json``), which spares
     numeric inputs the scan for booleans that numpy would otherwise take for 0 and 1.
     """
     if not isinstance(payload, dict) or ("instances" in payload) == ("inputs" in payload):

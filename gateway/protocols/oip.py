@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from gateway.backends.catalog import PLATFORMS as _PLATFORMS
 from gateway.core.errors import BadRequest
-from gateway.core.restjson import TENSOR_VALUE_SCHEMA, all_finite, dumps, may_hold_bools, parse_json
+from gateway.core.restjson import TENSOR_VALUE_SCHEMA, all_finite, dumps, parse_json
 from gateway.core.tensors import DATATYPES, Signature, check_shape, datatype_of, to_array, to_json_value
 from gateway.core.types import InferenceRequest, InferenceResult, Target
 from gateway.protocols import oip_binary
@@ -256,8 +256,8 @@ class InferCodec:
         if length is not None:
             binary = oip_binary.BinaryReader(memoryview(body)[length:])
             body = body[:length]
-        payload = parse_json(body, max_depth)
-        inputs, names = decode_infer_request(payload, signature, bools=may_hold_bools(body), binary=binary)
+        payload, bools = parse_json(body, max_depth)
+        inputs, names = decode_infer_request(payload, signature, bools=bools, binary=binary)
         chosen, default = _binary_outputs(payload)
         request_id = payload.get("id")
         return InferDecoded(

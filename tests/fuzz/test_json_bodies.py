@@ -105,6 +105,50 @@ def test_any_bytes_parse_as_the_reference_or_raise_a_value_error(body, limit):
     assert depth_of(got) <= limit
 
 
+def holds_bool(value: Any) -> bool:
+    """Whether a parsed JSON value holds a boolean anywhere (keys are strings: never)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, bool):
+            return True
+        todo.extend(item.values() if isinstance(item, dict) else item if isinstance(item, list) else ())
+    return False
+
+
+@FUZZ
+@given(
+    LEAVES | st.booleans(),
+    SHELLS,
+    st.lists(JSON_VALUES | st.booleans() | st.text(alphabet='tfrueals"', max_size=8), max_size=40),
+)
+def test_the_parse_says_may_hold_bools_whenever_the_body_holds_one_and_not_when_a_large_one_holds_none(
+    leaf, shells, padding
+):
+    """``parse``'s flag (the decoders skip their search for booleans when it is False) is never
+    False for a body with a boolean; on a body past the small-body test (4 kB) it is exact, strings
+    spelling true or false included."""
+    assume(ints_fit(leaf) and ints_fit(padding))
+    for value in (wrap(leaf, shells[:60]), {"pad": "x" * 5000, "inputs": wrap(leaf, shells[:60]), "more": padding}):
+        body = json.dumps(value, allow_nan=True).encode()
+        got, bools = jsonbody.parse(body)
+        if holds_bool(got):
+            assert bools, body[:200]
+        elif len(body) > 4096:
+            assert not bools, body[:200]
+
+
+def test_a_large_body_of_numbers_is_not_searched_for_booleans_again():
+    """The scan that bounds the depth answers whether booleans are there: a large numeric body
+    (a cnn image as OIP JSON) is searched once, not again for ``true`` and ``false``."""
+    body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [3072], "data": [0.5] * 3072}]}).encode()
+    assert jsonbody.parse(body) == (json.loads(body), False)
+    flagged = body.replace(b'"x"', b'"x", "flag": true', 1)
+    assert jsonbody.parse(flagged)[1] is True
+    quoted = body.replace(b'"x"', b'"true false"', 1)  # in a string: no boolean
+    assert jsonbody.parse(quoted)[1] is False
+
+
 def test_a_body_with_nan_is_parsed_once(monkeypatch):
     """Any NaN used to cost two full parses (orjson failing at the token, then the standard library)."""
     calls: list[str] = []
