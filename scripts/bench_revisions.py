@@ -31,12 +31,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 from localstack import ROOT, LocalStack, Ports, free_port
 
+from loadgen.bodies import oip_bodies
 from loadgen.floor import Way, closed, latency
 
 ROW = b'{"instances": [[0.1, 0.2, 0.3, 0.4]]}'
-PATHS = {"v1": "/v1/models/mlp/versions/1:predict", "v2": "/v1/models/mlp/versions/2:predict"}
+#: One cnn image (3x32x32 floats, fixed seed) as an Open Inference Protocol JSON body.
+IMAGE = oip_bodies(np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32))["JSON"][0]
+PATHS = {
+    "v1": ("/v1/models/mlp/versions/1:predict", ROW),
+    "v2": ("/v1/models/mlp/versions/2:predict", ROW),
+    "cnn2": ("/v2/models/cnn/versions/2/infer", IMAGE),  # OIP JSON to TF Serving's cnn
+}
 
 
 @contextmanager
@@ -97,7 +105,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--latency", type=int, default=2000, help="requests one at a time per path (0: none)")
-    parser.add_argument("--paths", default="v1,v2", help="v1 (mlp v1, TorchServe), v2 (mlp v2, TF Serving gRPC)")
+    parser.add_argument(
+        "--paths",
+        default="v1,v2",
+        help="v1 (mlp v1, TorchServe), v2 (mlp v2, TF Serving gRPC), cnn2 (a cnn image as OIP JSON, TF Serving)",
+    )
     parser.add_argument("--workdir", default=str(ROOT / ".local"), help="the running local stack's workdir")
     args = parser.parse_args()
     stack = LocalStack(ROOT / "model_store", Path(args.workdir), Ports(), start_gateway=False)
@@ -120,10 +132,10 @@ def main() -> None:
                   "| head / base CPU |")  # fmt: skip
             print("|---|---|---|---|---|---|")
             for key in args.paths.split(","):
-                path = PATHS[key]
+                path, body = PATHS[key]
                 ways = {
-                    "base": Way("base", base_url + path, base_pid, ROW),
-                    "head": Way("head", head_url + path, head_pid, ROW),
+                    "base": Way("base", base_url + path, base_pid, body),
+                    "head": Way("head", head_url + path, head_pid, body),
                 }
                 results = asyncio.run(measure(ways, args.rounds, args.clients, args.seconds))
                 rps = {n: statistics.median(r for r, _ in rows) for n, rows in results.items()}
@@ -136,8 +148,8 @@ def main() -> None:
                 print("| path | base p50 | head p50 | base p99 | head p99 | head - base p50 |")
                 print("|---|---|---|---|---|---|")
                 for key in args.paths.split(","):
-                    path = PATHS[key]
-                    ways = [Way("base", base_url + path, body=ROW), Way("head", head_url + path, body=ROW)]
+                    path, body = PATHS[key]
+                    ways = [Way("base", base_url + path, body=body), Way("head", head_url + path, body=body)]
                     ms = asyncio.run(latency(ways, args.latency))
                     p50 = {n: statistics.median(v) for n, v in ms.items()}
                     p99 = {n: statistics.quantiles(v, n=100)[98] for n, v in ms.items()}
