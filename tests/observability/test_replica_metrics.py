@@ -250,8 +250,14 @@ def test_the_replica_rules_run_on_the_per_replica_series(scraped):
     assert _vector(prom, loaded["ServingReplicaDown"]["query"]) == {(("replica", "tf-1"), ("stack", "tfserving")): 0.0}
     assert _vector(prom, loaded["ServingStackBelowTwoReplicas"]["query"]) == {(("stack", "tfserving"),): 1.0}
     assert _vector(prom, loaded["ServingStackNoReplicaUp"]["query"]) == {}
-    pending = {
-        (a["labels"]["alertname"], a["labels"].get("replica") or a["labels"].get("stack"))
-        for a in prom.api("alerts")["alerts"]
-    }
-    assert {("ServingReplicaDown", "tf-1"), ("ServingStackBelowTwoReplicas", "tfserving")} <= pending, pending
+    expected = {("ServingReplicaDown", "tf-1"), ("ServingStackBelowTwoReplicas", "tfserving")}
+
+    def pending() -> set[tuple[str, str | None]]:
+        return {
+            (a["labels"]["alertname"], a["labels"].get("replica") or a["labels"].get("stack"))
+            for a in prom.api("alerts")["alerts"]
+        }
+
+    # An alert over the recorded count goes pending at the first evaluation after the count has a
+    # value: one evaluation interval after it (1 s here), which a single look could miss.
+    prom.wait_for(f"alerts {expected} pending", lambda: expected <= pending(), timeout=15)
