@@ -10,7 +10,7 @@ localhost; and reports each version ``loading``, ``ready`` or ``failed`` with th
 Every pass compares what the backend reports with what it should hold, so a backend that
 restarted empty is loaded again on the next pass. ``READY_FILE`` in the replica-local storage
 exists while the replica holds what it should (every desired version ready, or failed and
-reported): Kubernetes' readiness probe of the agent's container reads it (``gateway agent-ready``),
+reported): Kubernetes' readiness probe of the agent's container tests it (``test -f``),
 so a new or restarted replica is not counted available (rolling updates, disruption budgets)
 before its versions are loaded. While the registry cannot be reached the agent
 works from the last desired state it read: the replica keeps serving what it has, and reports

@@ -72,13 +72,6 @@ PREDICT_BODY_EXAMPLES: dict[str, Any] = {
 }
 
 
-def loads(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
-    """Parse JSON in one pass, TF Serving's ``NaN``, ``Infinity`` and ``-Infinity`` tokens included
-    (its documented JSON conformance); ``ValueError`` when invalid or nested over ``max_depth``
-    (``jsonbody.JsonLimit``, which says so)."""
-    return jsonbody.loads(body, max_depth=max_depth)
-
-
 def dumps(payload: Any, *, finite: bool = True) -> bytes:
     """JSON by orjson (numpy arrays included); with non-finite floats, the ``NaN``/``Infinity``
     tokens TF Serving writes (orjson would write ``null`` and lose what the model answered)."""
@@ -101,9 +94,10 @@ def _plain(value: Any) -> Any:
 
 
 def parse_json(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[Any, bool]:
-    """Parse a request body, and whether it may hold a JSON ``true``/``false`` (False: it holds
-    none, which spares the decoders their search for booleans among numbers); a 400 that says
-    where the JSON is broken, or which limit it is over."""
+    """Parse a request body in one pass, TF Serving's ``NaN``, ``Infinity`` and ``-Infinity``
+    tokens included (its documented JSON conformance), and whether it may hold a JSON
+    ``true``/``false`` (False: it holds none, which spares the decoders their search for booleans
+    among numbers); a 400 that says where the JSON is broken, or which limit it is over."""
     if not body:
         raise BadRequest("request body is empty; expected a JSON object")
     try:
@@ -215,7 +209,7 @@ def encode_outputs(outputs: dict[str, np.ndarray], form: Form) -> bytes:
 def decode_outputs(body: bytes, form: Form, signature: Signature | None) -> dict[str, np.ndarray]:
     """Parse a backend's TF Serving REST answer back into output arrays."""
     try:
-        payload = loads(body)
+        payload = jsonbody.loads(body)
     except ValueError as exc:
         raise BackendError(f"backend answered with invalid JSON: {exc}") from None
     key = "predictions" if form == "row" else "outputs"

@@ -55,6 +55,7 @@ class InferenceRoutes:
         start = time.perf_counter()
         status = 500
         request = Request(scope, receive)
+        failure: Exception | None = None
         try:
             try:
                 response = await serve(request, route.codec, params)
@@ -63,16 +64,17 @@ class InferenceRoutes:
             except Exception as exc:
                 if self.unexpected is None:
                     raise
+                failure = exc  # answered with the app's 500, then on to the server's log
                 answer = self.unexpected(request, exc)
                 response = answer if isinstance(answer, Response) else await answer
-                response.raw_headers.append((b"x-request-id", request_id.encode()))
-                status = response.status_code
-                with contextlib.suppress(Exception):
-                    await response(scope, receive, send)
-                raise
             response.raw_headers.append((b"x-request-id", request_id.encode()))
             status = response.status_code
-            await response(scope, receive, send)
+            if failure is None:
+                await response(scope, receive, send)
+            else:
+                with contextlib.suppress(Exception):
+                    await response(scope, receive, send)
+                raise failure
         finally:
             REQUEST_ID.reset(token)
             elapsed = time.perf_counter() - start
