@@ -84,6 +84,8 @@ class ComposeStack:
         self.port = port
         self.grpc_port = grpc_port
         self.gateway_url = f"http://127.0.0.1:{port}"
+        # The storage driver of the dockerd the fixture started ("" when an engine was running).
+        self.started_driver = ""
         self.env = {
             **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "DOCKER_HOST")},
             "DOCKER_CONFIG": str(workdir / "docker-config"),
@@ -213,6 +215,7 @@ def compose_stack() -> Iterator[ComposeStack]:
     stack: ComposeStack | None = None
     try:
         engine.start()
+        engine.check_space()
         images = built.Images(engine.cli)
         images.all()
         # The seed is read by model-init as the gateway image's user (uid 1000): world-readable.
@@ -224,6 +227,7 @@ def compose_stack() -> Iterator[ComposeStack]:
         for path in [workdir, *seed.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         stack = ComposeStack(engine.cli, workdir, seed, free_port(), free_port())
+        stack.started_driver = engine.driver
         stack.up()
         yield stack
     finally:

@@ -292,6 +292,15 @@ class Images:
         self.bases()
         for name in names:
             getattr(self, name)()
+        if self.built:
+            self.prune()
+
+    def prune(self) -> None:
+        """Drop what the builds leave behind: earlier builds of these images (untagged now that a
+        new build has the tag) and BuildKit's cache. The labels are the cache that matters; a
+        machine that runs the suite after every change would otherwise fill its disk."""
+        run([self.docker, "image", "prune", "--force", "--filter", f"label={LABEL}"], timeout=600)
+        run([self.docker, "builder", "prune", "--force"], timeout=600)
 
 
 def main(argv: list[str]) -> int:

@@ -20,7 +20,8 @@ ARG BASE_IMAGE=twin-stack-test/debian-python:bookworm
 FROM ${BASE_IMAGE}
 
 # The context (wheels included) is bind-mounted for the one RUN, never copied into a layer: under
-# the vfs storage driver every layer is a full copy of the tree. Needs BuildKit.
+# the vfs storage driver (where overlay2 is not available) every layer is a full copy of the tree.
+# Needs BuildKit.
 RUN --mount=type=bind,source=.,target=/tmp/build set -eux; \
     python3 -m venv /opt/tfserving-lookalike/venv; \
     /opt/tfserving-lookalike/venv/bin/pip install --no-cache-dir --no-index \

@@ -23,7 +23,8 @@ FROM ${BASE_IMAGE}
 
 ENV PYTHONUNBUFFERED=TRUE
 # The context (wheels included) is bind-mounted for the one RUN, never copied into a layer: under
-# the vfs storage driver every layer is a full copy of the tree. Needs BuildKit.
+# the vfs storage driver (where overlay2 is not available) every layer is a full copy of the tree.
+# Needs BuildKit.
 RUN --mount=type=bind,source=.,target=/tmp/build set -eux; \
     useradd -m model-server; \
     test "$(id -u model-server):$(id -g model-server)" = "1000:1000"; \
