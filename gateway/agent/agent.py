@@ -9,10 +9,11 @@ localhost; and reports each version ``loading``, ``ready`` or ``failed`` with th
 
 Every pass compares what the backend reports with what it should hold, so a backend that
 restarted empty is loaded again on the next pass. ``READY_FILE`` in the replica-local storage
-exists while the replica holds what it should (every desired version ready, or failed and
-reported): Kubernetes' readiness probe of the agent's container tests it (``test -f``),
-so a new or restarted replica is not counted available (rolling updates, disruption budgets)
-before its versions are loaded. While the registry cannot be reached the agent
+exists while the replica holds what it should (every desired version ready): Kubernetes'
+readiness probe of the agent's container tests it (``test -f``), so a new or restarted replica is
+not counted available (rolling updates, disruption budgets) before its versions are loaded, nor
+while one of them has failed on it (an artifact store down while a pod restarts: the drain that
+would take the next pod waits instead of leaving a second replica empty). While the registry cannot be reached the agent
 works from the last desired state it read: the replica keeps serving what it has, and reports
 are kept until they can be written.
 """
@@ -168,7 +169,7 @@ class Agent:
                 settled = False
                 break  # the backend cannot be asked now: the next pass tries again
         await self._flush()  # the reports first: the gateways route on them
-        self._mark_settled(settled and all(key in self._held or key in self._failed for key in wanted))
+        self._mark_settled(settled and wanted <= self._held)
 
     def _mark_settled(self, settled: bool) -> None:
         """Create or remove ``READY_FILE`` when the replica's state changes."""

@@ -243,8 +243,8 @@ def ready_at_each_load(replica: Replica, ready: Path) -> list[bool]:
 
 async def test_the_ready_file_says_whether_the_replica_holds_its_versions(world):
     """``READY_FILE`` (Kubernetes' readiness of the agent's container): absent until every desired
-    version is ready or failed and reported, absent again while a restarted backend is down or being
-    loaded again."""
+    version is ready, absent while one has failed on this replica, and absent again while a
+    restarted backend is down or being loaded again."""
     agent, registry, artifacts, replica, tmp_path = world
     ready = tmp_path / "local" / READY_FILE
     assert agent.ready_file == ready
@@ -255,7 +255,11 @@ async def test_the_ready_file_says_whether_the_replica_holds_its_versions(world)
     assert not ready.exists()
     await agent.converge()
     assert replica.loaded == {("mlp", 1)} and states(registry)[("mlp", 2)][0] == "failed"
-    assert ready.is_file()  # a failed version is settled too: reported, tried again later
+    assert not ready.exists()  # a version it should hold failed here: not available for a drain
+    replica.broken.clear()
+    agent._failed.clear()  # the retry delay over
+    await agent.converge()
+    assert replica.loaded == {("mlp", 1), ("mlp", 2)} and ready.is_file()
     assert {model for model, _ in agent._local()} == {"mlp"}  # the file is no model
     replica.down = True  # the backend went away
     replica.loaded.clear()

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from google.protobuf import text_format
 
+from gateway.agent.agent import READY_FILE
 from gateway.backends.tfserving.client import TFServingBackend
 from gateway.backends.tfserving.protos import serving_pb2 as pb
 from gateway.backends.torchserve import link_archive
@@ -190,6 +191,8 @@ def test_compose_replicas_register_where_their_servers_listen(compose):
     assert "enable-model-api" in serve and "disable-token-auth" in serve and "foreground" in serve
     check = " ".join(services["torchserve"]["healthcheck"]["test"])
     assert f"127.0.0.1:{TS_REPLICA_PORTS['inference']}/ping" in check
+    # Healthy once the agent holds the stack's versions: its readiness file in its --model-dir.
+    assert f"os.path.isfile('{agent['model-dir']}/{READY_FILE}')" in check
     assert compose_env(compose, "torchserve")["GATEWAY_TORCHSERVE_WORKERS"] == "1"
 
     tf = services["tfserving"]["command"]
@@ -204,6 +207,7 @@ def test_compose_replicas_register_where_their_servers_listen(compose):
     assert monitoring["source"] == str(TF_MONITORING)
     check = " ".join(services["tfserving"]["healthcheck"]["test"])
     assert f"/dev/tcp/127.0.0.1/{serve['rest_api_port']}" in check and MONITORING_PATH in check
+    assert check.endswith(f"&& test -f {agent['model-dir']}/{READY_FILE}")
     # It starts with no model (the file the backend image writes): the agent loads what is wanted.
     assert serve["model_config_file"] == "/opt/agent/etc/tfserving-empty.config"
     assert "tfserving-empty.config" in (ROOT / "deploy" / "docker" / "backend.Dockerfile").read_text()
