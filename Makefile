@@ -30,7 +30,7 @@ run: setup models
 prometheus:
 	@bash deploy/prometheus/install.sh
 
-test: setup models prometheus docker-engine
+test: setup models prometheus docker-engine nginx
 	$(PY) -m pytest
 
 # Debian's docker.io and debootstrap for the compose tests (tests/compose); see the script.
@@ -56,7 +56,8 @@ test-docker: setup models
 # The scripts start the local stack (deploy/localstack.py) and measure with loadgen/ from this checkout.
 LOADGEN_PATH := PYTHONPATH=$(CURDIR):$(CURDIR)/deploy
 
-# nginx (Debian's package) for the benchmark's nginx hop; the benchmark writes its own configuration.
+# nginx and wrk (Debian's packages) for the benchmark's nginx hop and its workers phase's load (the
+# benchmark writes its own nginx configuration); `make test` runs loadgen.wrk's tests with the real wrk.
 nginx:
 	@bash deploy/nginx/install.sh
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs nginx (Debian's `nginx` package) for the data-plane benchmark's nginx hop (make bench).
+# Installs nginx (Debian's `nginx` package) for the data-plane benchmark's nginx hop, and wrk
+# (Debian's `wrk`) for its workers phase's load (make bench).
 #
 #   bash deploy/nginx/install.sh
 #
@@ -9,21 +10,21 @@
 # foreground child: the package's own service is kept from starting, and stopped if it did.
 set -euo pipefail
 
-if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
+if { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } && command -v wrk >/dev/null 2>&1; then
     exit 0
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "deploy/nginx/install.sh: nginx not found and not running as root." >&2
-    echo "  Install it with:  sudo apt-get install -y --no-install-recommends nginx" >&2
-    echo "  Until then the benchmark leaves out its nginx row." >&2
+    echo "deploy/nginx/install.sh: nginx or wrk not found and not running as root." >&2
+    echo "  Install them with:  sudo apt-get install -y --no-install-recommends nginx wrk" >&2
+    echo "  Until then the benchmark leaves out its nginx rows (without wrk, its Python client loads the workers)." >&2
     exit 0
 fi
 
 . "$(dirname "$0")/../apt.sh"
-apt_install nginx
+apt_install nginx wrk
 # Port 80 and a daemon nobody asked for should not stay behind.
 stop_service nginx /run/nginx.pid
 
 test -x /usr/sbin/nginx || command -v nginx >/dev/null
-echo "deploy/nginx/install.sh: $(/usr/sbin/nginx -v 2>&1 | head -1)"
+echo "deploy/nginx/install.sh: $(/usr/sbin/nginx -v 2>&1 | head -1), $(wrk -v 2>&1 | head -1)"
