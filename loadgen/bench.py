@@ -20,6 +20,7 @@ stack and hands its addresses over as ``Stack``.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -34,8 +35,10 @@ from loadgen import floor, wrk
 from loadgen.bodies import oip_bodies
 from loadgen.floor import Way
 from loadgen.report import markdown, pct
-from loadgen.scrape import CLOCK_TICKS
+from loadgen.scrape import CLOCK_TICKS, machine_busy_seconds
 from loadgen.send import call_direct, timed_post
+
+CORES = os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -154,11 +157,14 @@ async def workers_phase(stack: Stack, body: bytes, concurrency: int, seconds: fl
     rows: list[dict[str, object]] = []
     results: dict[int, list[tuple[float, float | None]]] = {1: [], 2: []}
     rss: dict[int, list[float]] = {}
+    busy: dict[int, list[float]] = {1: [], 2: []}  # the machine's cores, busy share (all processes)
     for n in (1, 2, 2, 1):
         with stack.fixed_gateway(n) as (url, pid):
             way = Way(f"gateway, {n} worker(s)", f"{url}/v1/models/mlp/versions/1:predict", pid, body)
             await closed(way, concurrency, 1.0)  # warm up every worker
+            busy0, start = machine_busy_seconds(), time.perf_counter()
             rps, cpu, errors = await closed(way, concurrency, seconds / 2)
+            busy[n].append((machine_busy_seconds() - busy0) / (time.perf_counter() - start) / CORES)
             if errors:
                 raise RuntimeError(f"{way.name}: {errors} errors")
             results[n].append((rps, cpu))
@@ -169,6 +175,7 @@ async def workers_phase(stack: Stack, body: bytes, concurrency: int, seconds: fl
             "rps": statistics.mean(r for r, _ in runs),
             "cpu_us_per_request": statistics.mean(c or 0.0 for _, c in runs) * 1000,
             "rss_mb_per_worker": max(rss[n]),
+            "machine_busy_pct": statistics.mean(busy[n]) * 100,
         })  # fmt: skip
     for row in rows:
         row["x_one_worker"] = float(row["rps"]) / float(rows[0]["rps"])  # type: ignore[arg-type]
