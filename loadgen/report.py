@@ -149,9 +149,14 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 def markdown(rows: list[dict[str, object]]) -> str:
-    """Rows of the same keys as a Markdown table, floats to three decimals."""
-    keys = list(rows[0])
+    """Rows as a Markdown table, floats to three decimals; the columns are every key in the order
+    first seen, a key a row lacks (or holds None for) shown as a dash."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+
+    def cell(v: object) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else "—" if v is None else str(v)
+
     out = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
-        out.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+        out.append("| " + " | ".join(cell(row.get(k)) for k in keys) + " |")
     return "\n".join(out)
