@@ -16,6 +16,10 @@ difference in calls is the instructions per call (startup and warm-up cancel out
 The ``grpclib`` variants call the same server through grpclib (pure-Python asyncio gRPC over
 ``h2``) with the same protobuf classes, for comparison only: grpclib is not a dependency of the
 gateway. Without it installed they print as unavailable and the other variants run as before.
+The ``minimal HTTP/2`` variant makes the adapter's steps (request built, outputs decoded, a
+deadline) over ``scripts/h2_unary.py``, a measurement prototype of a lean HTTP/2 call on the event
+loop (``hpack`` needed, in the ``dev`` extra). gRPC runs with the gateway's own defaults
+(``gateway.serving.grpc_defaults``), as in the gateway.
 """
 
 from __future__ import annotations
@@ -36,10 +40,13 @@ try:  # optional: only the grpclib variants need it
 except ImportError:  # pragma: no cover - depends on the environment
     grpclib_client = None  # type: ignore[assignment]
 
+import h2_unary  # scripts/, beside this script
+
 from gateway.backends.tfserving.client import PREDICTION, TFServingBackend
 from gateway.backends.tfserving.codec import from_tensor_proto, to_tensor_proto
 from gateway.backends.tfserving.protos import serving_pb2 as pb
 from gateway.core.types import InferenceRequest, Target
+from gateway.serving import grpc_defaults
 
 
 def fixed_response() -> bytes:
@@ -233,6 +240,29 @@ def variants(target: str) -> dict[str, Factory]:
 
         return make
 
+    async def minimal_h2() -> tuple[Call, Any]:
+        """The steps of ``infer`` (request built, outputs decoded, a deadline) over ``h2_unary``."""
+        if not h2_unary.available():
+            raise Unavailable("hpack is not installed (pip install hpack)")
+        host, port = target.rsplit(":", 1)
+        connection = await h2_unary.connect(host, int(port))
+        path = PREDICTION + "Predict"
+
+        async def one() -> Any:
+            req = pb.PredictRequest()
+            req.model_spec.name = "mlp"
+            req.model_spec.version.value = 2
+            for name, array in inputs.items():
+                to_tensor_proto(array, req.inputs[name])
+            answer = await connection.call(path, req.SerializeToString(), 30.0)
+            resp = pb.PredictResponse.FromString(answer)
+            return {name: from_tensor_proto(t) for name, t in resp.outputs.items()}
+
+        async def close() -> None:
+            connection.transport.close()
+
+        return one, close
+
     base = TFServingBackend(target)._options
     return {
         "adapter as it is": adapter,
@@ -262,6 +292,7 @@ def variants(target: str) -> dict[str, Factory]:
         "grpclib, messages, timeout": grpclib_call(timeout=True, codec=False),
         "grpclib, messages, no timeout": grpclib_call(timeout=False, codec=False),
         "grpclib, infer's steps (request built, outputs decoded), timeout": grpclib_call(timeout=True, codec=True),
+        "minimal HTTP/2 (scripts/h2_unary.py), infer's steps, timeout": minimal_h2,
     }
 
 
@@ -321,6 +352,7 @@ def main() -> None:
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--exact", help="run only the variant of this exact name (for callgrind)")
     args = parser.parse_args()
+    grpc_defaults()  # before any channel: the grpc the gateway runs (its children inherit it)
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
     server = ctx.Process(target=serve, args=(args.port, ready), daemon=True)
