@@ -187,16 +187,20 @@ def variants(target: str) -> dict[str, Factory]:
 
         return make
 
+    def request() -> pb.PredictRequest:
+        """The ``mlp`` request as the adapter builds it, anew."""
+        req = pb.PredictRequest()
+        req.model_spec.name = "mlp"
+        req.model_spec.version.value = 2
+        for name, array in inputs.items():
+            to_tensor_proto(array, req.inputs[name])
+        return req
+
     async def codec_only() -> tuple[Call, Any]:
         answer = fixed_response()
 
         async def one() -> Any:
-            req = pb.PredictRequest()
-            req.model_spec.name = "mlp"
-            req.model_spec.version.value = 2
-            for name, array in inputs.items():
-                to_tensor_proto(array, req.inputs[name])
-            req.SerializeToString()
+            request().SerializeToString()
             resp = pb.PredictResponse.FromString(answer)
             return {name: from_tensor_proto(t) for name, t in resp.outputs.items()}
 
@@ -249,12 +253,7 @@ def variants(target: str) -> dict[str, Factory]:
         path = PREDICTION + "Predict"
 
         async def one() -> Any:
-            req = pb.PredictRequest()
-            req.model_spec.name = "mlp"
-            req.model_spec.version.value = 2
-            for name, array in inputs.items():
-                to_tensor_proto(array, req.inputs[name])
-            answer = await connection.call(path, req.SerializeToString(), 30.0)
+            answer = await connection.call(path, request().SerializeToString(), 30.0)
             resp = pb.PredictResponse.FromString(answer)
             return {name: from_tensor_proto(t) for name, t in resp.outputs.items()}
 
