@@ -9,11 +9,13 @@ localhost; and reports each version ``loading``, ``ready`` or ``failed`` with th
 
 Every pass compares what the backend reports with what it should hold, so a backend that
 restarted empty is loaded again on the next pass. ``READY_FILE`` in the replica-local storage
-exists while the replica holds what it should (every desired version ready): Kubernetes'
-readiness probe of the agent's container tests it (``test -f``), so a new or restarted replica is
-not counted available (rolling updates, disruption budgets) before its versions are loaded, nor
-while one of them has failed on it (an artifact store down while a pod restarts: the drain that
-would take the next pod waits instead of leaving a second replica empty). While the registry cannot be reached the agent
+exists while the replica holds what it should: every version its stack serves (available) ready,
+and every version a deploy in progress staged ready or failed (the deploy reports a failure and
+ends the staging). Kubernetes' readiness probe of the agent's container tests it (``test -f``),
+so a new or restarted replica is not counted available (rolling updates, disruption budgets)
+before its versions are loaded, nor while one its stack serves has failed on it (an artifact store
+down while a pod restarts: the drain that would take the next pod waits instead of leaving a
+second replica empty). While the registry cannot be reached the agent
 works from the last desired state it read: the replica keeps serving what it has, and reports
 are kept until they can be written.
 """
@@ -70,6 +72,7 @@ class Agent:
         self.artifacts = artifacts
         self.backend = backend
         self._desired: dict[str, frozenset[int]] | None = None
+        self._serving: dict[str, frozenset[int]] = {}  # of those, the available ones (not only staged)
         self._held: set[Key] = set()  # ready on the backend, as far as this agent knows
         self._failed: dict[Key, float] = {}  # when a failed version may be tried again (monotonic)
         self._reports: dict[Key, tuple[str, str]] = {}
@@ -154,12 +157,12 @@ class Agent:
         """One pass: read the desired versions, unload what is not wanted, load what is missing."""
         await self._flush()
         try:
-            self._desired = await asyncio.to_thread(self.registry.desired, self.config.stack)
+            self._desired, self._serving = await asyncio.to_thread(self.registry.holdings, self.config.stack)
             self._registry_back()
         except RegistryUnavailable as exc:
             self._registry_down(exc)
-            if self._desired is None:
-                return  # nothing known yet: change nothing
+        if self._desired is None:
+            return  # nothing known yet (the registry down since the start): change nothing
         wanted = {(model, v) for model, versions in self._desired.items() for v in versions}
         for key in sorted((self._held | self._local() | set(self._reports)) - wanted):
             await self._remove(key)
@@ -169,7 +172,9 @@ class Agent:
                 settled = False
                 break  # the backend cannot be asked now: the next pass tries again
         await self._flush()  # the reports first: the gateways route on them
-        self._mark_settled(settled and wanted <= self._held)
+        serving = {(model, v) for model, versions in self._serving.items() for v in versions}
+        settled = settled and serving <= self._held and all(k in self._held or k in self._failed for k in wanted)
+        self._mark_settled(settled)
 
     def _mark_settled(self, settled: bool) -> None:
         """Create or remove ``READY_FILE`` when the replica's state changes."""

@@ -193,14 +193,14 @@ def staged(conn: Connection, stack: str | None = None) -> list[StagedVersion]:
     ]
 
 
-def desired(conn: Connection, stack: str) -> dict[str, frozenset[int]]:
+def desired(conn: Connection, stack: str, *, staged: bool = True) -> dict[str, frozenset[int]]:
     """The versions ``stack``'s replicas should hold: those the registry has available on it, and
-    those staged on it."""
+    (unless ``staged`` is False) those staged on it."""
     c = t.versions.c
     stack = check.backend(stack)
     s = t.staged.c
     available = select(c.model, c.version).where((c.backend == stack) & (c.state == "available"))
-    query = available.union(select(s.model, s.version).where(s.backend == stack))
+    query = available.union(select(s.model, s.version).where(s.backend == stack)) if staged else available
     wanted: dict[str, set[int]] = {}
     for row in conn.execute(query):
         wanted.setdefault(row.model, set()).add(int(row.version))

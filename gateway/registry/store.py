@@ -247,6 +247,12 @@ class RegistryStore:
         with self._connect() as conn:
             return r.desired(conn, stack)
 
+    def holdings(self, stack: str) -> tuple[dict[str, frozenset[int]], dict[str, frozenset[int]]]:
+        """What ``stack``'s replicas should hold (``desired``) and, of that, what the stack serves
+        (the available versions, not those only staged by a deploy in progress), read together."""
+        with self._connect() as conn:
+            return r.desired(conn, stack), r.desired(conn, stack, staged=False)
+
     # --- backend replicas (gateway.registry.replicas): reports, neither audited nor revisioned ---
 
     def register_replica(self, replica_id: str, stack: str, address: str, host: str) -> None:

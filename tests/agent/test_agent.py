@@ -242,9 +242,9 @@ def ready_at_each_load(replica: Replica, ready: Path) -> list[bool]:
 
 
 async def test_the_ready_file_says_whether_the_replica_holds_its_versions(world):
-    """``READY_FILE`` (Kubernetes' readiness of the agent's container): absent until every desired
-    version is ready, absent while one has failed on this replica, and absent again while a
-    restarted backend is down or being loaded again."""
+    """``READY_FILE`` (Kubernetes' readiness of the agent's container): absent until every version
+    the stack serves is ready, absent while one has failed on this replica, and absent again while
+    a restarted backend is down or being loaded again."""
     agent, registry, artifacts, replica, tmp_path = world
     ready = tmp_path / "local" / READY_FILE
     assert agent.ready_file == ready
@@ -269,7 +269,40 @@ async def test_the_ready_file_says_whether_the_replica_holds_its_versions(world)
     seen = ready_at_each_load(replica, ready)
     await agent.converge()
     assert seen and not any(seen)  # not ready while it was loading again
-    assert ready.is_file() and ("mlp", 1) in replica.loaded
+    assert ready.is_file() and replica.loaded == {("mlp", 1), ("mlp", 2)}
+
+
+async def test_a_version_that_cannot_be_pulled_keeps_the_replica_unready_until_it_can(world):
+    """The artifact store down while a replica restarts: the version is reported failed, the replica
+    is not counted available (a drain or rolling update waits), and becomes so once it pulls."""
+    agent, registry, artifacts, _replica, tmp_path = world
+    ready = tmp_path / "local" / READY_FILE
+    desire(registry, "mlp", 1)  # available in the registry, not in the store yet
+    await agent.converge()
+    assert states(registry)[("mlp", 1)][0] == "failed" and not ready.exists()
+    await store_version(artifacts, tmp_path, "mlp", 1)
+    agent._failed.clear()
+    await agent.converge()
+    assert states(registry)[("mlp", 1)][0] == "ready" and ready.is_file()
+
+
+async def test_a_staged_version_that_fails_leaves_the_replica_ready(world):
+    """A deploy in progress whose version fails here: the deploy reports it and ends the staging;
+    the replica still serves every version its stack serves, so it stays available."""
+    agent, registry, artifacts, replica, tmp_path = world
+    ready = tmp_path / "local" / READY_FILE
+    for v in (1, 2):
+        await store_version(artifacts, tmp_path, "mlp", v)
+    desire(registry, "mlp", 1)
+    with registry.transaction(actor="t", action="stage", model="mlp") as tx:
+        tx.stage_version("mlp", 2, "tfserving")
+    replica.broken.add(("mlp", 2))
+    await agent.converge()
+    assert states(registry)[("mlp", 2)][0] == "failed" and replica.loaded == {("mlp", 1)}
+    assert ready.is_file()
+    replica.down = True  # the backend gone: not ready, whatever the versions
+    await agent.converge()
+    assert not ready.exists()
 
 
 async def test_a_replica_that_lost_a_version_it_served_is_not_ready_while_it_loads_it_again(world):
