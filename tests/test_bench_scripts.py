@@ -1,6 +1,13 @@
-"""The measuring scripts still measure: ``scripts/bench_tfserving_call.py`` against its real local
-gRPC server, the adapter and the minimal HTTP/2 prototype (``scripts/h2_unary.py``) each completing
-their calls (a call without ``grpc-status: 0`` raises, and the script with it)."""
+"""The measuring scripts of docs/benchmarks.md still measure, each run briefly: a script that no
+longer runs, or prints no figure for a row, fails here.
+
+- ``bench_tfserving_call.py`` against its real local gRPC server: the adapter and the minimal
+  HTTP/2 prototype (``scripts/h2_unary.py``) complete their calls (a call without
+  ``grpc-status: 0`` raises, and the script with it);
+- ``bench_inprocess.py``: every front door's route answers 200 through the whole app (it asserts
+  that), routed directly and over agent-run replicas;
+- ``bench_http_client.py``: both clients complete their requests against the bare ASGI app.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,32 @@ from pathlib import Path
 from localstack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def table(output: str) -> dict[str, list[str]]:
+    """The rows of the Markdown table the script printed: first cell -> the other cells."""
+    rows = [line.split("|")[1:-1] for line in output.splitlines() if line.startswith("| ")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
+
+
+def test_the_inprocess_benchmark_runs_every_route_directly_and_over_replicas():
+    for extra in ((), ("--replicas", "2")):
+        rows = table(run_script("bench_inprocess.py", "--requests", "20", "--warmup", "5", "--repeats", "1", *extra))
+        assert len(rows) == 8, rows
+        for route, cells in rows.items():
+            assert re.fullmatch(r"\d+\.\d", cells[0]), (extra, route, cells)
+
+
+def test_the_http_client_benchmark_runs_both_clients():
+    rows = table(run_script("bench_http_client.py", "--requests", "200", "--rounds", "1"))
+    assert len(rows) == 2 and all(re.fullmatch(r"\d+(\.\d+)?", cells[0]) for cells in rows.values()), rows
 
 
 def test_the_tfserving_call_benchmark_runs_the_adapter_and_the_http2_prototype():
