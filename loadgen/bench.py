@@ -152,8 +152,7 @@ async def workers_phase(stack: Stack, body: bytes, concurrency: int, seconds: fl
     from ``wrk`` where it is installed (a few µs of CPU a request, where the Python client takes
     25-30 of the same two cores), else from the Python client."""
     assert stack.fixed_gateway is not None
-    closed = wrk.closed if wrk.available() else floor.closed
-    client = "wrk" if wrk.available() else "the Python client"
+    closed, client = (wrk.closed, "wrk") if wrk.available() else (floor.closed, "the Python client")
     rows: list[dict[str, object]] = []
     results: dict[int, list[tuple[float, float | None]]] = {1: [], 2: []}
     rss: dict[int, list[float]] = {}

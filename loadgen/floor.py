@@ -136,13 +136,12 @@ async def closed(
     done = errors = 0
     async with Client(limit=concurrency) as session:
         await asyncio.gather(*(session.timed(way) for _ in range(concurrency * 2)))  # open the connections
-        start = time.perf_counter()
-        deadline = start + seconds
-        interval = concurrency / rate if rate else 0.0
+        deadline = time.perf_counter() + seconds
+        interval = concurrency / rate if rate else 0.0  # each client's, between its sends
 
         async def client(index: int) -> None:
             nonlocal done, errors
-            due = start + index * interval / concurrency
+            due = time.perf_counter() + index * interval / concurrency  # the clients' turns spread out
             while time.perf_counter() < deadline:
                 if interval:
                     if (wait := due - time.perf_counter()) > 0:
@@ -201,21 +200,21 @@ async def side_by_side(
             "cpu_us_per_request": sum(cpu[w.name]) / len(cpu[w.name]) * 1000 if cpu[w.name] else None,
             "errors": errors[w.name],
         })  # fmt: skip
+    bases: dict[str, dict[str, object]] = {}  # the rows the CPU ratios divide by
     bare_way = next((w for w in ways if w.name.startswith("bare")), None)
     if bare_way is not None:  # the bare answer again, at the rate the backend allows the others
         rate = float(rows[0]["rps"])  # type: ignore[arg-type]
         paced = [await closed(bare_way, concurrency, seconds / 2, rate=rate) for _ in range(2)]
-        rows.append({
+        bases["cpu_x_bare_saturated"] = next(row for row in rows if row["path"] == bare_way.name)
+        bases["cpu_x_bare"] = {
             "target": target, "path": f"{bare_way.name} at direct's rate",
             "rps": sum(r for r, _, _ in paced) / 2,
             "cpu_us_per_request": sum(c or 0.0 for _, c, _ in paced) / 2 * 1000,
             "errors": sum(e for _, _, e in paced),
-        })  # fmt: skip
-    for key, name in (("cpu_x_bare", "at direct's rate"), ("cpu_x_bare_saturated", "(uvicorn)")):
-        bare = next(
-            (row for row in rows if str(row["path"]).startswith("bare") and str(row["path"]).endswith(name)), None
-        )
-        base = bare["cpu_us_per_request"] if bare else None
+        }  # fmt: skip
+        rows.append(bases["cpu_x_bare"])
+    for key in ("cpu_x_bare", "cpu_x_bare_saturated"):
+        base = bases[key]["cpu_us_per_request"] if key in bases else None
         for row in rows:
             own = row["cpu_us_per_request"]
             row[key] = own / base if isinstance(own, float) and isinstance(base, float) and base else None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import Connection, Table, delete, select, update
+from sqlalchemy import Connection, Table, delete, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.registry import schema as t
@@ -193,15 +193,31 @@ def staged(conn: Connection, stack: str | None = None) -> list[StagedVersion]:
     ]
 
 
-def desired(conn: Connection, stack: str, *, staged: bool = True) -> dict[str, frozenset[int]]:
-    """The versions ``stack``'s replicas should hold: those the registry has available on it, and
-    (unless ``staged`` is False) those staged on it."""
-    c = t.versions.c
+Holding = dict[str, frozenset[int]]
+
+
+def holdings(conn: Connection, stack: str) -> tuple[Holding, Holding]:
+    """What ``stack``'s replicas should hold: the versions the registry has available on it and
+    those staged on it; and, of those, what the stack serves (the available ones), in one query."""
+    c, s = t.versions.c, t.staged.c
     stack = check.backend(stack)
-    s = t.staged.c
-    available = select(c.model, c.version).where((c.backend == stack) & (c.state == "available"))
-    query = available.union(select(s.model, s.version).where(s.backend == stack)) if staged else available
+    available = select(c.model, c.version, literal(True).label("serving"))
+    available = available.where((c.backend == stack) & (c.state == "available"))
+    staged = select(s.model, s.version, literal(False).label("serving")).where(s.backend == stack)
     wanted: dict[str, set[int]] = {}
-    for row in conn.execute(query):
+    serving: dict[str, set[int]] = {}
+    for row in conn.execute(available.union_all(staged)):
         wanted.setdefault(row.model, set()).add(int(row.version))
-    return {model: frozenset(versions) for model, versions in sorted(wanted.items())}
+        if row.serving:
+            serving.setdefault(row.model, set()).add(int(row.version))
+    return _frozen(wanted), _frozen(serving)
+
+
+def desired(conn: Connection, stack: str) -> Holding:
+    """The versions ``stack``'s replicas should hold: those the registry has available on it, and
+    those staged on it."""
+    return holdings(conn, stack)[0]
+
+
+def _frozen(versions: dict[str, set[int]]) -> Holding:
+    return {model: frozenset(found) for model, found in sorted(versions.items())}

@@ -251,7 +251,7 @@ class RegistryStore:
         """What ``stack``'s replicas should hold (``desired``) and, of that, what the stack serves
         (the available versions, not those only staged by a deploy in progress), read together."""
         with self._connect() as conn:
-            return r.desired(conn, stack), r.desired(conn, stack, staged=False)
+            return r.holdings(conn, stack)
 
     # --- backend replicas (gateway.registry.replicas): reports, neither audited nor revisioned ---
 

@@ -216,7 +216,7 @@ def compose_stack() -> Iterator[ComposeStack]:
     try:
         engine.start()
         engine.check_space()
-        images = built.Images(engine.cli)
+        images = built.Images(engine.cli, prune_build_cache=engine.started_here)
         images.all()
         # The seed is read by model-init as the gateway image's user (uid 1000): world-readable.
         seed = workdir / "seed"

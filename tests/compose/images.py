@@ -117,6 +117,9 @@ class Images:
     docker: str
     cache: Path = CACHE
     built: list[str] = field(default_factory=list)
+    #: Also empty BuildKit's cache after a build: only on an engine the tests started themselves
+    #: (BuildKit's cache has no labels: on someone's own engine it would take their builds' too).
+    prune_build_cache: bool = False
 
     # --- docker ---------------------------------------------------------------------------------
     def label_of(self, image: str) -> str | None:
@@ -297,10 +300,12 @@ class Images:
 
     def prune(self) -> None:
         """Drop what the builds leave behind: earlier builds of these images (untagged now that a
-        new build has the tag) and BuildKit's cache. The labels are the cache that matters; a
-        machine that runs the suite after every change would otherwise fill its disk."""
+        new build has the tag, and labelled as ours) and, with ``prune_build_cache``, BuildKit's
+        cache. The labels are the cache that matters; a machine that runs the suite after every
+        change would otherwise fill its disk."""
         run([self.docker, "image", "prune", "--force", "--filter", f"label={LABEL}"], timeout=600)
-        run([self.docker, "builder", "prune", "--force"], timeout=600)
+        if self.prune_build_cache:
+            run([self.docker, "builder", "prune", "--force"], timeout=600)
 
 
 def main(argv: list[str]) -> int:

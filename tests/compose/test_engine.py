@@ -43,3 +43,16 @@ def test_a_driver_that_does_not_start_is_followed_by_the_next(tmp_path, monkeypa
     engine.start()
     assert tried == ["overlay2", "vfs"]
     assert engine.driver == "vfs"
+
+
+@pytest.mark.parametrize("own_engine", [True, False])
+def test_buildkits_cache_is_emptied_only_on_an_engine_the_tests_started(monkeypatch, own_engine):
+    """Superseded images go by the tests' label on any engine; BuildKit's cache has no label, so it
+    is emptied only on an engine the tests started (never on a developer's own)."""
+    from tests.compose import images
+
+    ran: list[list[str]] = []
+    monkeypatch.setattr(images, "run", lambda argv, **kw: ran.append(argv) or "")
+    images.Images("docker", prune_build_cache=own_engine).prune()
+    assert ran[0] == ["docker", "image", "prune", "--force", "--filter", f"label={images.LABEL}"]
+    assert (["docker", "builder", "prune", "--force"] in ran) is own_engine

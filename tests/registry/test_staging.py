@@ -62,6 +62,19 @@ def test_a_version_both_staged_and_available_is_desired_once(store: RegistryStor
     assert store.desired("torchserve") == {"mlp": frozenset({1})}
 
 
+def test_holdings_tell_the_versions_a_stack_serves_from_those_only_staged(store: RegistryStore) -> None:
+    setup(store)
+    with store.transaction(actor="t", action="deploy", model="mlp") as tx:
+        tx.stage_version("mlp", 1, "torchserve")  # staged and available: served
+        tx.stage_version("mlp", 3, "torchserve")  # only staged: a deploy in progress
+        tx.stage_version("fresh", 1, "torchserve")
+    assert store.holdings("torchserve") == (
+        {"fresh": frozenset({1}), "mlp": frozenset({1, 3})},
+        {"mlp": frozenset({1})},
+    )
+    assert store.holdings("tfserving") == ({"mlp": frozenset({2})}, {"mlp": frozenset({2})})
+
+
 def test_unstage_bumps_the_revision_without_a_history_row(store: RegistryStore) -> None:
     setup(store)
     with store.transaction(actor="t", action="deploy", model="mlp") as tx:
