@@ -75,6 +75,7 @@ def make_backends(settings: Settings) -> dict[str, Backend]:
             load_timeout=settings.deploy_ready_timeout_seconds,
             retry_ratio=settings.retry_budget_ratio,
             config_file=settings.tfserving_config_path,
+            predict_client=settings.tfserving_predict_client,
         ),
     }
 
@@ -98,6 +99,7 @@ def replica_adapters(settings: Settings) -> AdapterFactory:
             timeout=settings.tfserving_timeout_seconds,
             max_message_bytes=settings.tfserving_max_message_bytes,
             retry_ratio=0.0,
+            predict_client=settings.tfserving_predict_client,
         )
 
     return make

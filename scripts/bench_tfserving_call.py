@@ -16,9 +16,11 @@ difference in calls is the instructions per call (startup and warm-up cancel out
 The ``grpclib`` variants call the same server through grpclib (pure-Python asyncio gRPC over
 ``h2``) with the same protobuf classes, for comparison only: grpclib is not a dependency of the
 gateway. Without it installed they print as unavailable and the other variants run as before.
-The ``minimal HTTP/2`` variant makes the adapter's steps (request built, outputs decoded, a
-deadline) over ``scripts/h2_unary.py``, a measurement prototype of a lean HTTP/2 call on the event
-loop (``hpack`` needed, in the ``dev`` extra). gRPC runs with the gateway's own defaults
+The adapter as it is makes ``Predict`` over the gateway's lean HTTP/2 client
+(``gateway.backends.h2``); ``adapter, Predict over grpc.aio`` is the same adapter with
+``predict_client="grpc"``, and the channel-option variants use ``grpc.aio`` too. The ``HTTP/2
+client, bytes`` variant is the lean client's bare call, the counterpart of the bare
+multicallable with bytes. gRPC runs with the gateway's own defaults
 (``gateway.serving.grpc_defaults``), as in the gateway.
 """
 
@@ -40,9 +42,8 @@ try:  # optional: only the grpclib variants need it
 except ImportError:  # pragma: no cover - depends on the environment
     grpclib_client = None  # type: ignore[assignment]
 
-import h2_unary  # scripts/, beside this script
-
-from gateway.backends.tfserving.client import PREDICTION, TFServingBackend
+from gateway.backends import h2
+from gateway.backends.tfserving.client import PREDICT, PREDICTION, TFServingBackend
 from gateway.backends.tfserving.codec import from_tensor_proto, to_tensor_proto
 from gateway.backends.tfserving.protos import serving_pb2 as pb
 from gateway.core.types import InferenceRequest, Target
@@ -96,18 +97,21 @@ def variants(target: str) -> dict[str, Factory]:
     inputs = {"x": np.array([[0.5, -1.0, 0.25, 2.0]], dtype=np.float32)}
     tgt = Target("mlp", 2, Fake())  # type: ignore[arg-type]
 
-    async def adapter() -> tuple[Call, Any]:
-        backend = TFServingBackend(target)
-        await backend.start()
+    def adapter(client: str = "http2") -> Factory:
+        async def make() -> tuple[Call, Any]:
+            backend = TFServingBackend(target, predict_client=client)
+            await backend.start()
 
-        async def one() -> Any:
-            return await backend.infer(tgt, InferenceRequest(inputs=dict(inputs)))
+            async def one() -> Any:
+                return await backend.infer(tgt, InferenceRequest(inputs=dict(inputs)))
 
-        return one, backend.close
+            return one, backend.close
+
+        return make
 
     def with_options(extra: list[tuple[str, Any]]) -> Factory:
         async def make() -> tuple[Call, Any]:
-            backend = TFServingBackend(target)
+            backend = TFServingBackend(target, predict_client="grpc")
             backend._options = backend._options + extra
             await backend.start()
 
@@ -138,8 +142,8 @@ def variants(target: str) -> dict[str, Factory]:
         return make
 
     async def adapter_fresh_request() -> tuple[Call, Any]:
-        """The adapter's ``call`` with a request message built anew each call, codec included."""
-        backend = TFServingBackend(target)
+        """The adapter's ``call`` with a request message built anew each call, codec included (grpc.aio)."""
+        backend = TFServingBackend(target, predict_client="grpc")
         await backend.start()
 
         async def one() -> Any:
@@ -152,8 +156,8 @@ def variants(target: str) -> dict[str, Factory]:
         return one, backend.close
 
     async def adapter_call_only() -> tuple[Call, Any]:
-        """The adapter's ``call`` with a request built once: no codec, no message building."""
-        backend = TFServingBackend(target)
+        """The adapter's ``call`` with a request built once: no codec, no message building (grpc.aio)."""
+        backend = TFServingBackend(target, predict_client="grpc")
         await backend.start()
         req = pb.PredictRequest()
         req.model_spec.name = "mlp"
@@ -244,27 +248,29 @@ def variants(target: str) -> dict[str, Factory]:
 
         return make
 
-    async def minimal_h2() -> tuple[Call, Any]:
-        """The steps of ``infer`` (request built, outputs decoded, a deadline) over ``h2_unary``."""
-        if not h2_unary.available():
-            raise Unavailable("hpack is not installed (pip install hpack)")
-        host, port = target.rsplit(":", 1)
-        connection = await h2_unary.connect(host, int(port))
-        path = PREDICTION + "Predict"
+    async def h2_bytes() -> tuple[Call, Any]:
+        """The lean HTTP/2 client's bare call: pre-serialised bytes in, bytes out, with a deadline."""
+        address = h2.parse_target(target)
+        assert address is not None
+        channel = h2.Channel(*address)
+        req = pb.PredictRequest()
+        req.model_spec.name = "mlp"
+        req.model_spec.version.value = 2
+        to_tensor_proto(inputs["x"], req.inputs["x"])
+        body = req.SerializeToString()
 
         async def one() -> Any:
-            answer = await connection.call(path, request().SerializeToString(), 30.0)
-            resp = pb.PredictResponse.FromString(answer)
-            return {name: from_tensor_proto(t) for name, t in resp.outputs.items()}
+            return await channel.unary(PREDICT, body, 30.0)
 
         async def close() -> None:
-            connection.transport.close()
+            channel.close()
 
         return one, close
 
     base = TFServingBackend(target)._options
     return {
-        "adapter as it is": adapter,
+        "adapter as it is": adapter(),
+        "adapter, Predict over grpc.aio": adapter("grpc"),
         "+ channelz off": with_options([("grpc.enable_channelz", 0)]),
         "+ minimal_stack": with_options([("grpc.minimal_stack", 1)]),
         "+ tcp read chunk 64K": with_options(
@@ -291,7 +297,7 @@ def variants(target: str) -> dict[str, Factory]:
         "grpclib, messages, timeout": grpclib_call(timeout=True, codec=False),
         "grpclib, messages, no timeout": grpclib_call(timeout=False, codec=False),
         "grpclib, infer's steps (request built, outputs decoded), timeout": grpclib_call(timeout=True, codec=True),
-        "minimal HTTP/2 (scripts/h2_unary.py), infer's steps, timeout": minimal_h2,
+        "HTTP/2 client, bytes, timeout": h2_bytes,
     }
 
 

@@ -1,9 +1,9 @@
 """The measuring scripts of docs/benchmarks.md still measure, each run briefly: a script that no
 longer runs, or prints no figure for a row, fails here.
 
-- ``bench_tfserving_call.py`` against its real local gRPC server: the adapter and the minimal
-  HTTP/2 prototype (``scripts/h2_unary.py``) complete their calls (a call without
-  ``grpc-status: 0`` raises, and the script with it);
+- ``bench_tfserving_call.py`` against its real local gRPC server: the adapter (``Predict`` over the
+  lean HTTP/2 client, and over ``grpc.aio``) and the HTTP/2 client's bare call complete their
+  calls (a failed call raises, and the script with it);
 - ``bench_inprocess.py``: every front door's route answers 200 through the whole app (it asserts
   that), routed directly and over agent-run replicas;
 - ``bench_http_client.py``: both clients complete their requests against the bare ASGI app.
@@ -48,15 +48,15 @@ def test_the_http_client_benchmark_runs_both_clients():
     assert len(rows) == 2 and all(re.fullmatch(r"\d+(\.\d+)?", cells[0]) for cells in rows.values()), rows
 
 
-def test_the_tfserving_call_benchmark_runs_the_adapter_and_the_http2_prototype():
+def test_the_tfserving_call_benchmark_runs_the_adapter_over_both_clients():
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_tfserving_call.py"), "--calls", "40", "--rounds", "1",
-         "--uvloop", "--clients", "2", "--port", str(free_port()), "--only", "minimal HTTP/2"],
+         "--uvloop", "--clients", "2", "--port", str(free_port()), "--only", "grpc.aio", "HTTP/2 client"],
         capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in done.stdout.splitlines()
             if line.startswith("| ") and not line.startswith("| variant")}  # fmt: skip
-    assert set(rows) == {"adapter as it is", "minimal HTTP/2 (scripts/h2_unary.py), infer's steps, timeout"}, rows
+    assert set(rows) == {"adapter as it is", "adapter, Predict over grpc.aio", "HTTP/2 client, bytes, timeout"}, rows
     for variant, cpu in rows.items():
         assert re.fullmatch(r"\d+\.\d", cpu), (variant, cpu)  # a CPU figure, not "unavailable"

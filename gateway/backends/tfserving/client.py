@@ -1,4 +1,6 @@
-"""TF Serving adapter: gRPC ``PredictionService`` and ``ModelService`` over one ``grpc.aio`` channel.
+"""TF Serving adapter: gRPC ``PredictionService`` and ``ModelService`` over one ``grpc.aio`` channel,
+and ``Predict``, the hot call, over the lean HTTP/2 client on the event loop (``gateway.backends.h2``;
+``predict_client="grpc"`` keeps it on ``grpc.aio`` too).
 
 The messages come from the gateway's own lean protos (``protos/``), so the gateway never imports
 TensorFlow. gRPC status codes are translated into the gateway's errors in one table.
@@ -17,6 +19,7 @@ import grpc
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
+from gateway.backends import h2
 from gateway.backends.deadline import within
 from gateway.backends.resilience import RetryBudget
 from gateway.backends.scrub import scrub
@@ -47,6 +50,9 @@ log = logging.getLogger(__name__)
 KIND: Final[Kind] = "tfserving"
 PREDICTION = "/tensorflow.serving.PredictionService/"
 MODEL = "/tensorflow.serving.ModelService/"
+PREDICT = PREDICTION + "Predict"
+#: The clients ``Predict`` can go over: the lean HTTP/2 one, or ``grpc.aio`` like every other call.
+PREDICT_CLIENTS: Final = ("http2", "grpc")
 
 #: gRPC status -> gateway error class (the one table).
 _GRPC_ERRORS: dict[grpc.StatusCode, type[GatewayError]] = {
@@ -63,6 +69,8 @@ _GRPC_ERRORS: dict[grpc.StatusCode, type[GatewayError]] = {
 
 def never_sent(exc: grpc.aio.AioRpcError) -> bool:
     """UNAVAILABLE from a channel that could not connect: the call never reached the server."""
+    if isinstance(exc, h2.RpcError):
+        return exc.unsent
     return exc.code() == grpc.StatusCode.UNAVAILABLE and "connect" in (exc.details() or "").lower()
 
 
@@ -130,7 +138,13 @@ class TFServingBackend:
         load_timeout: float = 300.0,
         retry_ratio: float = 0.1,
         config_file: Path | None = None,
+        predict_client: str = "http2",
     ) -> None:
+        if predict_client not in PREDICT_CLIENTS:
+            raise ValueError(f"predict_client must be one of {', '.join(PREDICT_CLIENTS)}, not {predict_client!r}")
+        self.predict_client = predict_client
+        self.max_message_bytes = max_message_bytes
+        self._h2: h2.Channel | None = None
         self.config_file = config_file
         self.retries = RetryBudget(retry_ratio)
         self.base_path = base_path.rstrip("/") if base_path else None
@@ -176,11 +190,25 @@ class TFServingBackend:
                 request_serializer=request.SerializeToString,
                 response_deserializer=response.FromString,
             )
+        address = h2.parse_target(self.target) if self.predict_client == "http2" else None
+        if address is not None:
+            self._h2 = h2.Channel(*address, max_message_bytes=self.max_message_bytes)
+            self._calls["Predict"] = self._predict
+        elif self.predict_client == "http2":
+            log.info("tfserving %s: Predict over grpc.aio (the HTTP/2 client takes one host:port)", self.target)
+
+    async def _predict(self, request: pb.PredictRequest, timeout: float) -> pb.PredictResponse:  # noqa: ASYNC109
+        """``Predict`` over the lean HTTP/2 client, called as the ``grpc.aio`` multicallable is."""
+        assert self._h2 is not None
+        return pb.PredictResponse.FromString(await self._h2.unary(PREDICT, request.SerializeToString(), timeout))
 
     async def close(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
+        if self._h2 is not None:
+            self._h2.close()
+            self._h2 = None
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
