@@ -11,6 +11,8 @@ from collections.abc import Callable
 import grpc
 import hpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.backends.h2 import Channel, RpcError
 from gateway.backends.h2 import connection as h2connection
@@ -25,6 +27,7 @@ from gateway.backends.h2.wire import (
     PUSH_PROMISE,
     SETTINGS,
     frame,
+    table_neutral,
 )
 
 OK_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
@@ -162,3 +165,60 @@ async def test_a_server_that_stops_answering_is_dropped_after_a_missed_deadline(
     finally:
         channel.close()
         await server.stop()
+
+
+async def test_a_cached_header_block_is_read_anew_once_the_table_changed():
+    """The same bytes, ``\\xbe`` (the newest entry of HPACK's table), mean ``grpc-status: 0`` in the
+    second answer and ``grpc-status: 5`` in the fourth: the client must not answer from its cache."""
+    statuses = iter(["0", "0", "5", "5"])
+    blocks: list[bytes] = []
+
+    def script(stream: int, encoder: hpack.Encoder) -> bytes:
+        start = frame(HEADERS, END_HEADERS, stream, encoder.encode(OK_HEADERS))
+        trailers = encoder.encode([("grpc-status", next(statuses))])
+        blocks.append(trailers)
+        return (
+            start + frame(DATA, 0, stream, message(b"a")) + frame(HEADERS, END_HEADERS | END_STREAM, stream, trailers)
+        )
+
+    server = ScriptedServer(script)
+    port = await server.start()
+    channel = Channel("127.0.0.1", port)
+    try:
+        assert await channel.unary("/test.Bytes/echo", b"", 5.0) == b"a"
+        assert await channel.unary("/test.Bytes/echo", b"", 5.0) == b"a"
+        for _ in range(2):
+            with pytest.raises(RpcError) as caught:
+                await channel.unary("/test.Bytes/echo", b"", 5.0)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert blocks[1] == blocks[3] == b"\xbe"  # what the test is about
+    finally:
+        channel.close()
+        await server.stop()
+
+
+FIELDS = st.lists(
+    st.tuples(st.sampled_from(["content-type", "grpc-status", "x-a", ":status"]), st.text("ab05", max_size=3),
+              st.booleans()),
+    max_size=6,
+)  # fmt: skip
+
+
+@given(st.lists(FIELDS, min_size=1, max_size=6), st.sampled_from([None, 0, 64, 4096]))
+def test_table_neutral_says_when_decoding_leaves_the_table_as_it_was(blocks, resize):
+    """Never neutral when the table changed (the cache's safety); neutral whenever it did not, but
+    for an entry a resized table could not hold (no harm: the cache is only emptied)."""
+    encoder, decoder = hpack.Encoder(), hpack.Decoder()
+    if resize is not None:
+        encoder.header_table_size = resize  # the first block starts with a table size update
+    for fields in blocks:
+        made = [hpack.NeverIndexedHeaderTuple(n, v) if never else (n, v) for n, v, never in fields]
+        block = encoder.encode(made, huffman=False)
+        table = decoder.header_table
+        before = (list(table.dynamic_entries), table.maxsize)
+        decoder.decode(block)
+        unchanged = before == (list(table.dynamic_entries), table.maxsize)
+        if not unchanged:
+            assert not table_neutral(block), block
+        elif resize is None:
+            assert table_neutral(block), block

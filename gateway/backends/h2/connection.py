@@ -36,6 +36,7 @@ from gateway.backends.h2.wire import (
     SETTINGS,
     WINDOW,
     WINDOW_UPDATE,
+    Call,
     Code,
     ProtocolError,
     RpcError,
@@ -43,23 +44,13 @@ from gateway.backends.h2.wire import (
     grpc_timeout,
     hpack_literal,
     hpack_string,
+    table_neutral,
     tcp_keepalive,
 )  # fmt: skip
 
 #: How long a PING sent after a missed deadline may go unanswered before the connection is dropped.
 PING_TIMEOUT: Final = 10.0
 LIVENESS: Final = b"gw-alive"
-
-
-class Call:
-    __slots__ = ("data", "future", "responded", "unacked", "window")
-
-    def __init__(self, future: asyncio.Future[bytes], window: int) -> None:
-        self.future = future
-        self.data = bytearray()
-        self.responded = False
-        self.unacked = 0
-        self.window = window  # what this stream may still send
 
 
 class Connection(asyncio.Protocol):
@@ -84,6 +75,9 @@ class Connection(asyncio.Protocol):
         self.closed = self.draining = False
         self.ping_timer: asyncio.TimerHandle | None = None
         self.heads: dict[str, bytes] = {}
+        #: Header blocks that leave HPACK's table as it is, decoded, while the table stays unchanged
+        #: (a server repeats the same few indexed blocks: ``:status 200``, ``grpc-status 0``).
+        self.decoded: dict[bytes, Any] = {}
 
     @property
     def usable(self) -> bool:
@@ -206,7 +200,13 @@ class Connection(asyncio.Protocol):
                 call.unacked = 0
 
     def _headers(self, stream: int, flags: int, block: bytes) -> None:
-        fields = self.decoder.decode(block, raw=True)  # every block, to keep HPACK's table in step
+        fields = self.decoded.get(block)
+        if fields is None:  # every other block is decoded, to keep HPACK's table in step
+            fields = self.decoder.decode(block, raw=True)
+            if not table_neutral(block):
+                self.decoded.clear()  # the table changed: what the blocks seen so far mean may too
+            elif len(self.decoded) < 64:
+                self.decoded[block] = fields
         call = self.calls.get(stream)
         if call is None:
             return

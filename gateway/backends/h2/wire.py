@@ -1,8 +1,10 @@
 """HTTP/2 and gRPC wire facts for the lean unary client: frame types and flags, the HPACK literals
-it sends, ``grpc-timeout``, the status mappings of gRPC's specification, and its error."""
+it sends, ``grpc-timeout``, the status mappings of gRPC's specification, its error, and the state
+of one call on a stream."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import socket
 from typing import Final
@@ -74,6 +76,40 @@ def hpack_literal(name: bytes | int, value: bytes) -> bytes:
     return b"\x00" + hpack_string(name) + hpack_string(value)
 
 
+def _read_integer(block: bytes, at: int, prefix: int) -> tuple[int, int]:
+    """An HPACK integer at ``block[at]`` (RFC 7541 5.1): its value, and where the next field starts."""
+    limit = (1 << prefix) - 1
+    value, at = block[at] & limit, at + 1
+    if value < limit:
+        return value, at
+    shift = 0
+    while True:
+        byte, at = block[at], at + 1
+        value += (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, at
+
+
+def table_neutral(block: bytes) -> bool:
+    """Whether decoding ``block`` leaves HPACK's dynamic table as it is: only indexed fields and
+    literals without or never indexing (RFC 7541 6.1, 6.2.2, 6.2.3), no incremental indexing, no
+    table size update. ``block`` is one that decoded."""
+    at, end = 0, len(block)
+    while at < end:
+        first = block[at]
+        if first & 0x80:  # indexed
+            at = _read_integer(block, at, 7)[1]
+        elif first & 0xE0:  # incremental indexing (01xxxxxx) or a size update (001xxxxx)
+            return False
+        else:
+            name, at = _read_integer(block, at, 4)
+            for _ in range(1 if name else 2):  # the name's string when it is not indexed, the value's
+                length, at = _read_integer(block, at, 7)
+                at += length
+    return True
+
+
 def grpc_timeout(seconds: float) -> bytes:
     """The ``grpc-timeout`` value: at most 8 digits, in milliseconds, or seconds when longer."""
     millis = max(1, math.ceil(seconds * 1000))
@@ -100,3 +136,16 @@ def tcp_keepalive(sock: socket.socket | None) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for option, value in ((socket.TCP_KEEPIDLE, 30), (socket.TCP_KEEPINTVL, 10), (socket.TCP_KEEPCNT, 3)):
         sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+class Call:
+    """One call's stream: its answer to come, the bytes so far, and its flow-control windows."""
+
+    __slots__ = ("data", "future", "responded", "unacked", "window")
+
+    def __init__(self, future: asyncio.Future[bytes], window: int) -> None:
+        self.future = future
+        self.data = bytearray()
+        self.responded = False
+        self.unacked = 0
+        self.window = window  # what this stream may still send
