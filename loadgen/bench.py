@@ -61,6 +61,10 @@ class Stack:
     #: A gateway of ``n`` workers in front of a TorchServe look-alike that answers at once: its URL
     #: and pid while the context lasts.
     fixed_gateway: Callable[[int], AbstractContextManager[tuple[str, int]]] | None = None
+    #: A second gateway whose TF Serving ``Predict`` goes over ``grpc.aio`` (the client the lean
+    #: HTTP/2 one replaced), its URL and pid: the two clients side by side in one run.
+    grpc_gateway_url: str | None = None
+    grpc_gateway_pid: int | None = None
 
 
 def grpc_direct(target: str, model: str, version: int, x: np.ndarray) -> Callable[[], Awaitable[float]]:
@@ -140,6 +144,9 @@ def _ways(stack: Stack, model: str, version: int, body: bytes, x: np.ndarray, cn
     if not cnn and stack.bare_url:
         ways.append(Way("bare ASGI (uvicorn)", stack.bare_url, stack.bare_pid, body))
     ways.append(Way("gateway", f"{gw}/v1/models/{model}/versions/{version}:predict", stack.gateway_pid, body))
+    if not torchserve and not cnn and stack.grpc_gateway_url:
+        url = f"{stack.grpc_gateway_url}/v1/models/{model}/versions/{version}:predict"
+        ways.append(Way("gateway, Predict over grpc.aio", url, stack.grpc_gateway_pid, body))
     if cnn:
         url = f"{gw}/v2/models/{model}/versions/{version}/infer"
         for form, (data, headers) in oip_bodies(x).items():

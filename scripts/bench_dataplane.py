@@ -8,7 +8,9 @@ Starts the local stack on free ports (real TorchServe, the TF Serving-compatible
 gateway as its own process), and beside it the anchors: nginx (Debian's, ``deploy/nginx/install.sh``)
 in the foreground from a configuration written here, with keep-alive upstream pools to TorchServe
 (HTTP) and TF Serving (gRPC) and a fixed-answer TorchServe look-alike for the workers phase, and a
-bare ASGI app (``loadgen/bare.py``) under uvicorn. Then runs ``loadgen.bench`` against them all:
+bare ASGI app (``loadgen/bare.py``) under uvicorn, and a second gateway whose TF Serving ``Predict``
+goes over ``grpc.aio`` (``GATEWAY_TFSERVING_PREDICT_CLIENT=grpc``), the client the lean HTTP/2 one
+replaced, as one more ``mlp`` v2 row. Then runs ``loadgen.bench`` against them all:
 ``mlp`` side by side (latency, requests/s, CPU per request), ``cnn`` at saturation, 1 against 2
 gateway workers, memory per worker, start to ready, and the issue's targets as ratios of this run.
 
@@ -200,6 +202,13 @@ def main() -> None:
                     nginx_pid=nginx.proc.pid,
                     fixed_gateway=lambda n: fixed_gateway(stack, fixed_url, n),
                 )
+            # The same gateway with TF Serving's Predict over grpc.aio, for the two clients side by side.
+            grpc_port = free_port()
+            env = {"GATEWAY_TFSERVING_PREDICT_CLIENT": "grpc"}
+            grpc_gateway = stack.start_gateway_process(grpc_port, "gateway-grpc", env)
+            anchors.callback(grpc_gateway.stop)
+            assert grpc_gateway.proc is not None
+            extra.update(grpc_gateway_url=f"http://127.0.0.1:{grpc_port}", grpc_gateway_pid=grpc_gateway.proc.pid)
         if args.pin_client is not None:
             os.sched_setaffinity(0, {args.pin_client})
             print(f"client pinned to CPU {args.pin_client}; the stack's processes are not")
