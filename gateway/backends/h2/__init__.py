@@ -20,7 +20,9 @@ What it does, from RFC 9113 and gRPC's "gRPC over HTTP2" (PROTOCOL-HTTP2.md):
   ``max_message_bytes`` each way;
 - SETTINGS and PING answered; GOAWAY: no new streams, the streams the server did not take fail as
   never processed (``unsent``), the connection closes when its last call ends and the next call
-  connects anew;
+  connects anew; such calls, and those refused with REFUSED_STREAM, are made again at once (up to
+  5 times within their deadline), as gRPC's transparent retry does;
+- header blocks that leave HPACK's table as it is are decoded once while the table is unchanged;
 - the deadline sent as ``grpc-timeout`` and kept locally (RST_STREAM CANCEL past it, or when the
   caller is cancelled); after a call's deadline passes, a PING checks that the server still
   answers, and the connection is dropped when it does not; TCP keepalive for idle connections.
