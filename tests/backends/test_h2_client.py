@@ -15,9 +15,12 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from grpc import aio
+from pydantic import ValidationError
 
+from gateway.app import make_backends, replica_adapters
 from gateway.backends.h2 import Channel, RpcError, parse_target
 from gateway.backends.h2.wire import grpc_timeout, hpack_integer
+from gateway.settings import Settings
 
 SERVICE = "/test.Bytes/"
 
@@ -199,11 +202,9 @@ async def test_goaway_from_the_server_moves_calls_to_a_new_connection():
     try:
         loop = asyncio.get_running_loop()
         until = loop.time() + 2.0
-        calls = 0
         while loop.time() < until:
             answers = await asyncio.gather(*(channel.unary(SERVICE + "echo", b"k", 5.0) for _ in range(4)))
             assert answers == [b"k"] * 4
-            calls += 4
         assert len(methods.peers) >= 3, methods.peers  # connections aged out, and calls went on
     finally:
         channel.close()
@@ -275,3 +276,23 @@ def test_grpc_timeout_stays_within_eight_digits():
 )
 def test_hpack_integers_as_rfc_7541_gives_them(value, prefix, encoded):
     assert hpack_integer(value, prefix) == encoded  # RFC 7541 C.1.1-C.1.3
+
+
+@pytest.mark.parametrize(("value", "over_http2"), [(None, True), ("http2", True), ("grpc", False)])
+async def test_the_predict_client_setting_reaches_every_tfserving_adapter(monkeypatch, value, over_http2):
+    if value is not None:
+        monkeypatch.setenv("GATEWAY_TFSERVING_PREDICT_CLIENT", value)
+    settings = Settings(_env_file=None)
+    adapters = [make_backends(settings)["tfserving"], replica_adapters(settings)("tfserving", "grpc://127.0.0.1:8500")]
+    for adapter in adapters:
+        await adapter.start()  # no connection is made before the first call
+        try:
+            assert (adapter._h2 is not None) is over_http2
+        finally:
+            await adapter.close()
+
+
+def test_a_wrong_predict_client_is_named(monkeypatch):
+    monkeypatch.setenv("GATEWAY_TFSERVING_PREDICT_CLIENT", "h3")
+    with pytest.raises(ValidationError, match="tfserving_predict_client"):
+        Settings(_env_file=None)

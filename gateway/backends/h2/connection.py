@@ -41,6 +41,7 @@ from gateway.backends.h2.wire import (
     ProtocolError,
     RpcError,
     frame,
+    frame_head,
     grpc_timeout,
     hpack_literal,
     hpack_string,
@@ -390,6 +391,6 @@ class Connection(asyncio.Protocol):
                 continue
             self.window -= n
             call.window -= n
-            head = n.to_bytes(3, "big") + bytes((DATA, END_STREAM if at + n == size else 0)) + stream.to_bytes(4, "big")
+            head = frame_head(n, DATA, END_STREAM if at + n == size else 0, stream)
             self.transport.writelines((head, body[at : at + n]))
             at += n

@@ -48,8 +48,13 @@ class ProtocolError(Exception):
     """The server broke HTTP/2: the connection ends (GOAWAY PROTOCOL_ERROR)."""
 
 
+def frame_head(length: int, kind: int, flags: int, stream: int) -> bytes:
+    """A frame's 9-byte header (RFC 9113 4.1)."""
+    return length.to_bytes(3, "big") + bytes((kind, flags)) + stream.to_bytes(4, "big")
+
+
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream.to_bytes(4, "big") + payload
+    return frame_head(len(payload), kind, flags, stream) + payload
 
 
 def hpack_integer(value: int, prefix: int, first: int = 0) -> bytes:
