@@ -60,7 +60,13 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(free_port() for _ in range(9)))
+        """Nine distinct free ports: held open together while chosen (one at a time, two could be the
+        same, and a server would then fail to bind its second address)."""
+        with contextlib.ExitStack() as held:
+            sockets = [held.enter_context(socket.socket()) for _ in range(9)]
+            for sock in sockets:
+                sock.bind(("127.0.0.1", 0))
+            return cls(*(int(sock.getsockname()[1]) for sock in sockets))
 
 
 @dataclass
